@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Builds (once) and prints the directory of the Go tools the tests, demo, lint and bench use.
+#   hack/tools.sh controlplane   -> dir with kube-apiserver, etcd, kubectl (KUBEBUILDER_ASSETS wins)
+#   hack/tools.sh registry       -> dir with registry (CNCF distribution v3)
+#   hack/tools.sh lint           -> dir with helm, dmt
+#   hack/tools.sh peers          -> dir with crane, regctl
+# Binaries are cached by version under $REGISTRY_OPERATOR_TOOLS (default ~/.cache/registry-operator-tools),
+# so only the first run pays for the build (kube-apiserver: 10-20 minutes on 2 cores).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cache=${REGISTRY_OPERATOR_TOOLS:-$HOME/.cache/registry-operator-tools}
+export CGO_ENABLED=0 GOFLAGS=-mod=mod
+
+K8S_VERSION=v1.35.4
+ETCD_VERSION=v3.6.5
+
+log() { echo ">> $*" >&2; }
+
+build() { # build <module dir> <out dir> <binary name> <package> [ldflags]
+  local mod=$1 out=$2 name=$3 pkg=$4 ldflags=${5:-}
+  if [[ -x $out/$name ]]; then return; fi
+  mkdir -p "$out"
+  log "building $name ($pkg) - first run only, cached in $out"
+  (cd "$root/tools/$mod" && go build -trimpath -ldflags "-s -w $ldflags" -o "$out/$name.tmp" "$pkg")
+  mv "$out/$name.tmp" "$out/$name"
+}
+
+case "${1:-}" in
+  controlplane)
+    if [[ -n ${KUBEBUILDER_ASSETS:-} ]]; then
+      for b in kube-apiserver etcd kubectl; do
+        [[ -x $KUBEBUILDER_ASSETS/$b ]] || { echo "KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS has no $b" >&2; exit 1; }
+      done
+      echo "$KUBEBUILDER_ASSETS"; exit 0
+    fi
+    out=$cache/controlplane-$K8S_VERSION-etcd-$ETCD_VERSION
+    v="-X k8s.io/component-base/version.gitVersion=$K8S_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=35"
+    build k8s "$out" etcd go.etcd.io/etcd/server/v3
+    build k8s "$out" kubectl k8s.io/kubernetes/cmd/kubectl "$v"
+    build k8s "$out" kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$v"
+    echo "$out" ;;
+  registry)
+    out=$cache/registry-$(awk '/distribution\/distribution\/v3 /{print $2}' "$root/tools/registry/go.mod")
+    build registry "$out" registry github.com/distribution/distribution/v3/cmd/registry
+    echo "$out" ;;
+  lint)
+    out=$cache/lint-$(sha256sum "$root/tools/lint/go.mod" | cut -c1-12)
+    build lint "$out" helm helm.sh/helm/v3/cmd/helm
+    build lint "$out" dmt github.com/deckhouse/dmt/cmd/dmt
+    echo "$out" ;;
+  peers)
+    out=$cache/peers-$(sha256sum "$root/tools/peers/go.mod" | cut -c1-12)
+    build peers "$out" crane github.com/google/go-containerregistry/cmd/crane
+    build peers "$out" regctl github.com/regclient/regclient/cmd/regctl
+    echo "$out" ;;
+  *) echo "usage: $0 controlplane|registry|lint|peers" >&2; exit 2 ;;
+esac

@@ -1,0 +1,195 @@
+//! The `Registry` custom resource (registry.kubecontroller.io/v1alpha1).
+//!
+//! Field names follow the product's contract; fields are only ever added, never renamed.
+//! The schema carries the validation so that the API server rejects a bad object itself.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use crate::registry::Image;
+
+pub const GROUP: &str = "registry.kubecontroller.io";
+pub const DEFAULT_SCAN_INTERVAL: i64 = 300;
+pub const MIN_SCAN_INTERVAL: i64 = 30;
+pub const DEFAULT_MAX_IMAGES: i32 = 1000;
+
+/// A repository in a Docker/OCI registry that registry-operator scans on a schedule,
+/// recording every tag's digest and size in `status.images`.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "registry.kubecontroller.io",
+    version = "v1alpha1",
+    kind = "Registry",
+    plural = "registries",
+    singular = "registry",
+    shortname = "reg",
+    category = "all",
+    namespaced,
+    status = "RegistryStatus",
+    doc = "A repository in a Docker/OCI registry whose tags, digests and sizes registry-operator records in its status.",
+    printcolumn(name = "URL", type_ = "string", json_path = ".spec.url"),
+    printcolumn(name = "Repository", type_ = "string", json_path = ".spec.repository"),
+    printcolumn(name = "Status", type_ = "string", json_path = ".status.lastScanStatus"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(name = "Tags", type_ = "integer", json_path = ".status.tagCount", priority = "1"),
+    printcolumn(name = "Last Scan", type_ = "date", json_path = ".status.lastScanTime", priority = "1"),
+    printcolumn(name = "Message", type_ = "string", json_path = ".status.message", priority = "1")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistrySpec {
+    /// Registry base URL, `https://` or `http://` (e.g. `https://registry-1.docker.io`).
+    /// `docker.io`, `index.docker.io` and `registry-1.docker.io` all mean Docker Hub.
+    #[schemars(length(min = 1, max = 2048))]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^https?://[^/?#\\\\s]+(/[^?#\\\\s]*)?$')")
+        .message("url must be an http:// or https:// URL with a host, without query or fragment, e.g. https://registry-1.docker.io"))]
+    pub url: String,
+
+    /// Repository path within the registry (e.g. `library/nginx`, `company/app`).
+    /// A single name on Docker Hub means `library/<name>`.
+    #[schemars(length(min = 1, max = 255))]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[a-z0-9]+((\\\\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\\\\.|_|__|-+)[a-z0-9]+)*)*$')")
+        .message("repository must be a lowercase repository path such as library/nginx: components of [a-z0-9] separated by '.', '_', '__' or '-', joined by '/'"))]
+    pub repository: String,
+
+    /// Seconds between scans (minimum 30, default 300).
+    #[serde(default = "default_scan_interval")]
+    #[schemars(range(min = 30, max = 2_592_000))]
+    pub scan_interval: i64,
+
+    /// Secret in the same namespace with `username` and `password` keys, or a
+    /// `kubernetes.io/dockerconfigjson` Secret with an entry for this registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<SecretReference>,
+
+    /// Skip TLS certificate verification (for registries with self-signed certificates;
+    /// prefer `caSecret`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insecure_skip_verify: Option<bool>,
+
+    /// Secret in the same namespace holding a PEM CA bundle that signs the registry's certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_secret: Option<CaSecretReference>,
+
+    /// Which tags to record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag_filter: Option<TagFilter>,
+
+    /// At most this many images are kept in `status.images` (the highest versions win);
+    /// `status.tagCount` always counts them all. Default 1000.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 5000))]
+    pub max_images: Option<i32>,
+
+    /// Registry requests in flight at once during one scan of this object (default: the
+    /// operator's `--scan-concurrency`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 64))]
+    pub concurrency: Option<i32>,
+
+    /// Stop scanning; the last status stays as it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspend: Option<bool>,
+}
+
+fn default_scan_interval() -> i64 {
+    DEFAULT_SCAN_INTERVAL
+}
+
+/// A Secret in the Registry's own namespace.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct SecretReference {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+}
+
+/// A Secret in the Registry's own namespace holding a PEM CA bundle.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct CaSecretReference {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key of the PEM bundle in the Secret (default `ca.crt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// Regular expressions (RE2/Rust syntax, unanchored) over tag names.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct TagFilter {
+    /// Only tags matching this pattern are recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub include: Option<String>,
+    /// Tags matching this pattern are left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub exclude: Option<String>,
+}
+
+/// Outcome of a scan.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScanStatus {
+    Success,
+    Failed,
+}
+
+/// What the last scans found. On a failed scan `images` keeps the last good result.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistryStatus {
+    /// `Success` or `Failed`: the outcome of the latest scan.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scan_status: Option<ScanStatus>,
+    /// When the latest scan finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scan_time: Option<Time>,
+    /// When the latest successful scan finished: the time `images` is from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_successful_scan_time: Option<Time>,
+    /// Human-readable outcome of the latest scan; on failure, what went wrong and what to do.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Tags with their digests and sizes, in ascending version order (`1.9` before `1.10`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub images: Option<Vec<Image>>,
+    /// How many tags the repository has (after `tagFilter`), including any left out of `images`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag_count: Option<i64>,
+    /// How many tags were left out of `images` because of `maxImages` or the status size limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub omitted_tags: Option<i64>,
+    /// The `metadata.generation` the latest scan used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// When the next scheduled scan is due.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_scan_time: Option<Time>,
+    /// Duration of the latest scan in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scan_duration_ms: Option<i64>,
+    /// Registry requests the latest scan made, by kind.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scan_requests: Option<RequestCounts>,
+    /// Standard conditions; `Ready` says whether `images` is current.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// Registry requests of one scan, by kind.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestCounts {
+    /// Tag list pages fetched.
+    pub tag_pages: i64,
+    /// Manifest HEAD requests.
+    pub manifest_heads: i64,
+    /// Manifest GET requests.
+    pub manifest_gets: i64,
+    /// Token endpoint requests.
+    pub token_requests: i64,
+    /// Requests repeated after a 429, a 5xx or a connection error.
+    pub retries: i64,
+}

@@ -1,0 +1,4 @@
+use kube::CustomResourceExt;
+fn main() {
+    print!("{}", serde_yaml::to_string(&registry_operator::api::Registry::crd()).unwrap());
+}

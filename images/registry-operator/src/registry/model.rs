@@ -1,0 +1,58 @@
+//! What a scan learns about a repository: plain data, shared by the CLI's JSON and the CR status.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// One tag and the manifest it points at.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Image {
+    /// The tag name.
+    pub tag: String,
+    /// Digest of the manifest the tag points at (for a multi-arch image: the index digest).
+    pub digest: String,
+    /// Bytes to pull: config plus compressed layers. For a multi-arch image, the linux/amd64
+    /// image's size (else the first platform's). Absent when the manifest type is unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<i64>,
+    /// Media type of the manifest (Docker v2, OCI manifest, OCI index, Docker manifest list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media_type: Option<String>,
+    /// The platforms of a multi-arch image (attestation manifests are left out).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub platforms: Vec<Platform>,
+}
+
+/// One platform-specific image of a multi-arch index.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Platform {
+    pub os: String,
+    pub architecture: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
+    /// Digest of the platform's own manifest.
+    pub digest: String,
+    /// Bytes to pull for this platform: config plus compressed layers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<i64>,
+}
+
+/// What a manifest digest resolves to; the same for every tag that points at it, so an earlier
+/// scan's facts let a rescan skip the manifest GET.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ManifestFacts {
+    pub size: Option<i64>,
+    pub media_type: Option<String>,
+    pub platforms: Vec<Platform>,
+}
+
+impl ManifestFacts {
+    pub fn of(image: &Image) -> Self {
+        Self {
+            size: image.size,
+            media_type: image.media_type.clone(),
+            platforms: image.platforms.clone(),
+        }
+    }
+}

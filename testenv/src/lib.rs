@@ -1,0 +1,7 @@
+//! Real services for registry-operator's tests, `make demo`, `make lint` and `make bench`.
+//!
+//! Everything here starts real processes on loopback (kube-apiserver + etcd, the CNCF
+//! distribution registry) or serves real HTTP (a JWT token server, a fault-injecting proxy);
+//! nothing is mocked. Binaries come from `hack/tools.sh` (built once from Go modules).
+
+pub mod tools;

@@ -41,7 +41,7 @@ case "${1:-}" in
     build k8s "$out" kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$v"
     echo "$out" ;;
   registry)
-    out=$cache/registry-$(awk '/distribution\/distribution\/v3 /{print $2}' "$root/tools/registry/go.mod")
+    out=$cache/registry-$(grep -oE 'distribution/v3 v[0-9.]+' "$root/tools/registry/go.mod" | cut -d' ' -f2)
     build registry "$out" registry github.com/distribution/distribution/v3/cmd/registry
     echo "$out" ;;
   lint)

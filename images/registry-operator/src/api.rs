@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use crate::registry::Image;
+use crate::registry::{Image, RequestCounts};
 
 pub const GROUP: &str = "registry.kubecontroller.io";
 pub const DEFAULT_SCAN_INTERVAL: i64 = 300;
@@ -31,11 +31,34 @@ pub const DEFAULT_MAX_IMAGES: i32 = 1000;
     doc = "A repository in a Docker/OCI registry whose tags, digests and sizes registry-operator records in its status.",
     printcolumn(name = "URL", type_ = "string", json_path = ".spec.url"),
     printcolumn(name = "Repository", type_ = "string", json_path = ".spec.repository"),
-    printcolumn(name = "Status", type_ = "string", json_path = ".status.lastScanStatus"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    printcolumn(name = "Tags", type_ = "integer", json_path = ".status.tagCount", priority = "1"),
-    printcolumn(name = "Last Scan", type_ = "date", json_path = ".status.lastScanTime", priority = "1"),
-    printcolumn(name = "Message", type_ = "string", json_path = ".status.message", priority = "1")
+    printcolumn(
+        name = "Status",
+        type_ = "string",
+        json_path = ".status.lastScanStatus"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "Tags",
+        type_ = "integer",
+        json_path = ".status.tagCount",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Last Scan",
+        type_ = "date",
+        json_path = ".status.lastScanTime",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Message",
+        type_ = "string",
+        json_path = ".status.message",
+        priority = "1"
+    )
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RegistrySpec {
@@ -177,20 +200,4 @@ pub struct RegistryStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,
-}
-
-/// Registry requests of one scan, by kind.
-#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
-#[serde(rename_all = "camelCase")]
-pub struct RequestCounts {
-    /// Tag list pages fetched.
-    pub tag_pages: i64,
-    /// Manifest HEAD requests.
-    pub manifest_heads: i64,
-    /// Manifest GET requests.
-    pub manifest_gets: i64,
-    /// Token endpoint requests.
-    pub token_requests: i64,
-    /// Requests repeated after a 429, a 5xx or a connection error.
-    pub retries: i64,
 }

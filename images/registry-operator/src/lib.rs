@@ -4,4 +4,7 @@
 //! `controller` is the thin Kubernetes shell that calls the core.
 
 pub mod api;
+pub mod cli;
+pub mod controller;
 pub mod registry;
+pub mod status;

@@ -1,4 +1,58 @@
-use kube::CustomResourceExt;
-fn main() {
-    print!("{}", serde_yaml::to_string(&registry_operator::api::Registry::crd()).unwrap());
+//! `registry-operator`: `run` the controller, `scan` one repository without a cluster, or
+//! print the `crd`.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use registry_operator::cli::{logging, scan::ScanArgs};
+use registry_operator::controller::RunArgs;
+
+#[derive(Parser)]
+#[command(
+    name = "registry-operator",
+    version,
+    about = "Scans Docker/OCI registries and records every tag's digest and size"
+)]
+struct Cli {
+    /// Log level: error, warn, info, debug, trace (RUST_LOG, when set, wins).
+    #[arg(long, env = "LOG_LEVEL", default_value = "info", global = true)]
+    log_level: String,
+    /// Log format.
+    #[arg(long, value_enum, default_value = "text", global = true)]
+    log_format: logging::Format,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the operator: watch Registry objects and keep their status current.
+    Run(RunArgs),
+    /// Scan one repository now and print what the operator would write to status.
+    Scan(ScanArgs),
+    /// Print the Registry CustomResourceDefinition as YAML.
+    Crd,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(&cli.log_level, cli.log_format);
+    registry_operator::registry::install_crypto_provider();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("building the tokio runtime");
+    let result = match cli.command {
+        Command::Run(args) => runtime.block_on(registry_operator::controller::run(args)),
+        Command::Scan(args) => return runtime.block_on(registry_operator::cli::scan::run(args)),
+        Command::Crd => registry_operator::cli::print_crd(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }

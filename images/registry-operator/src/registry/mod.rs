@@ -1,6 +1,25 @@
 //! The cluster-free scan core: registry client, auth, manifests and the scanner.
 //! Nothing here knows about Kubernetes; the controller and the `scan` CLI both call it.
 
+mod auth;
+mod client;
+mod error;
+pub mod manifest;
 mod model;
+pub mod order;
+mod retry;
+mod scanner;
+mod session;
+mod tags;
+mod target;
 
-pub use model::{Image, ManifestFacts, Platform};
+pub use auth::{Challenge, Credentials, parse_challenge};
+pub use client::{
+    ClientOptions, RegistryClient, RequestKind, RequestObserver, install_crypto_provider,
+};
+pub use error::{FailureReason, ScanError};
+pub use model::{Image, ManifestFacts, Platform, RequestCounts};
+pub use retry::{RetryPolicy, parse_retry_after};
+pub use scanner::{ScanOptions, ScanReport, scan};
+pub use tags::{TagFilter, next_link};
+pub use target::Target;

@@ -56,3 +56,19 @@ impl ManifestFacts {
         }
     }
 }
+
+/// Registry requests of one scan, by kind.
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestCounts {
+    /// Tag list pages fetched.
+    pub tag_pages: i64,
+    /// Manifest HEAD requests.
+    pub manifest_heads: i64,
+    /// Manifest GET requests.
+    pub manifest_gets: i64,
+    /// Token endpoint requests.
+    pub token_requests: i64,
+    /// Requests repeated after a 429, a 5xx or a connection error.
+    pub retries: i64,
+}

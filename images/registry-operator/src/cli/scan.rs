@@ -1,0 +1,216 @@
+//! `registry-operator scan`: one scan, no cluster. `--output json` prints exactly the status
+//! object the operator writes; `--previous` makes a rescan of an unchanged repository cost only
+//! the tag list and one HEAD per tag.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, ValueEnum};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::api::{DEFAULT_MAX_IMAGES, RegistryStatus};
+use crate::registry::{
+    ClientOptions, Credentials, ManifestFacts, RegistryClient, ScanOptions, TagFilter, Target, scan,
+};
+use crate::status;
+
+#[derive(Args, Debug)]
+pub struct ScanArgs {
+    /// Registry URL, e.g. https://registry-1.docker.io (a bare host means https).
+    #[arg(long)]
+    url: String,
+    /// Repository, e.g. library/nginx.
+    #[arg(long)]
+    repository: String,
+    /// Username for Basic or token authentication.
+    #[arg(long, requires = "password_stdin")]
+    username: Option<String>,
+    /// Read the password from standard input (never from the command line).
+    #[arg(long, requires = "username")]
+    password_stdin: bool,
+    /// Skip TLS certificate verification.
+    #[arg(long)]
+    insecure_skip_verify: bool,
+    /// PEM file of CA certificates to trust besides the system's.
+    #[arg(long)]
+    ca_file: Option<PathBuf>,
+    /// Registry requests in flight at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    concurrency: u16,
+    /// Deadline for the whole scan, in seconds.
+    #[arg(long, default_value_t = 300)]
+    timeout: u64,
+    /// Only tags matching this regular expression.
+    #[arg(long)]
+    include: Option<String>,
+    /// Leave out tags matching this regular expression.
+    #[arg(long)]
+    exclude: Option<String>,
+    /// At most this many images in the JSON status (the highest versions).
+    #[arg(long, default_value_t = DEFAULT_MAX_IMAGES as usize)]
+    max_images: usize,
+    /// An earlier `--output json` result: digests it knows need no manifest GET.
+    #[arg(long)]
+    previous: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value = "table")]
+    output: Output,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Output {
+    Table,
+    Json,
+}
+
+pub async fn run(args: ScanArgs) -> ExitCode {
+    match scan_once(&args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn scan_once(args: &ScanArgs) -> anyhow::Result<()> {
+    let target = Target::new(&args.url, &args.repository)?;
+    let credentials = match (&args.username, args.password_stdin) {
+        (Some(user), true) => Some(Credentials::new(user.clone(), read_password()?)),
+        _ => None,
+    };
+    let ca_pem = args
+        .ca_file
+        .as_ref()
+        .map(|p| std::fs::read(p).with_context(|| format!("reading --ca-file {}", p.display())))
+        .transpose()?;
+    let previous = args.previous.as_ref().map(read_previous).transpose()?;
+    let client = RegistryClient::new(ClientOptions {
+        insecure_skip_verify: args.insecure_skip_verify,
+        ca_pem,
+        ..ClientOptions::default()
+    })?;
+    let options = ScanOptions {
+        concurrency: args.concurrency.into(),
+        timeout: Duration::from_secs(args.timeout),
+        filter: TagFilter::new(args.include.as_deref(), args.exclude.as_deref())?,
+        known: previous.as_ref().map(known_facts).unwrap_or_default(),
+        ..ScanOptions::default()
+    };
+    let report = scan(&client, &target, credentials.as_ref(), &options).await?;
+    tracing::info!(
+        tags = report.images.len(),
+        tag_pages = report.requests.tag_pages,
+        heads = report.requests.manifest_heads,
+        gets = report.requests.manifest_gets,
+        tokens = report.requests.token_requests,
+        retries = report.requests.retries,
+        ms = report.duration.as_millis() as u64,
+        "scan finished"
+    );
+    let ctx = status::Context {
+        generation: None,
+        now: Time(k8s_openapi::jiff::Timestamp::now()),
+        next_scan: None,
+        max_images: args.max_images.max(1),
+    };
+    let status = status::succeeded(previous.as_ref(), &report, &ctx);
+    match args.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&status)?),
+        Output::Table => print_table(&status),
+    }
+    Ok(())
+}
+
+fn read_password() -> anyhow::Result<String> {
+    let mut password = String::new();
+    std::io::stdin()
+        .read_to_string(&mut password)
+        .context("reading the password from standard input")?;
+    let password = password.trim_end_matches(['\n', '\r']).to_string();
+    anyhow::ensure!(
+        !password.is_empty(),
+        "--password-stdin: standard input was empty"
+    );
+    Ok(password)
+}
+
+fn read_previous(path: &PathBuf) -> anyhow::Result<RegistryStatus> {
+    let text =
+        std::fs::read(path).with_context(|| format!("reading --previous {}", path.display()))?;
+    serde_json::from_slice(&text).with_context(|| {
+        format!(
+            "--previous {} is not an earlier `scan --output json` result",
+            path.display()
+        )
+    })
+}
+
+/// What an earlier status teaches: each digest's size and platforms.
+pub fn known_facts(status: &RegistryStatus) -> HashMap<String, ManifestFacts> {
+    status
+        .images
+        .iter()
+        .flatten()
+        .map(|i| (i.digest.clone(), ManifestFacts::of(i)))
+        .collect()
+}
+
+fn print_table(status: &RegistryStatus) {
+    let images = status.images.as_deref().unwrap_or_default();
+    let tag_width = images.iter().map(|i| i.tag.len()).max().unwrap_or(3).max(3);
+    println!(
+        "{:<tag_width$}  {:<71}  {:>10}  PLATFORMS",
+        "TAG", "DIGEST", "SIZE"
+    );
+    for i in images {
+        let platforms: Vec<String> = i
+            .platforms
+            .iter()
+            .map(|p| match &p.variant {
+                Some(v) => format!("{}/{}/{v}", p.os, p.architecture),
+                None => format!("{}/{}", p.os, p.architecture),
+            })
+            .collect();
+        println!(
+            "{:<tag_width$}  {:<71}  {:>10}  {}",
+            i.tag,
+            i.digest,
+            i.size.map(human_size).unwrap_or_else(|| "-".into()),
+            platforms.join(",")
+        );
+    }
+    if let Some(m) = &status.message {
+        eprintln!("{m}");
+    }
+}
+
+fn human_size(bytes: i64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_well() {
+        assert_eq!(human_size(512), "512 B");
+        assert_eq!(human_size(142_857_392), "136.2 MiB");
+    }
+}

@@ -1,0 +1,107 @@
+//! Prometheus metrics: scans by result, scan duration, registry requests, tags per Registry.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::registry::{RequestKind, RequestObserver};
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// `success`, or the failure reason (`AuthenticationFailed`, `RateLimited`, …).
+    pub result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub kind: &'static str,
+    pub method: String,
+    /// HTTP status, or `error` when no response arrived.
+    pub code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ObjectLabels {
+    pub namespace: String,
+    pub name: String,
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub scans: Family<ResultLabels, Counter>,
+    pub scan_duration: Histogram,
+    pub requests: Family<RequestLabels, Counter>,
+    pub tags: Family<ObjectLabels, Gauge<i64, AtomicI64>>,
+    pub leader: Gauge<i64, AtomicI64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("registry_operator");
+        let scans = Family::<ResultLabels, Counter>::default();
+        registry.register("scans", "Scans by result", scans.clone());
+        let scan_duration = Histogram::new(exponential_buckets(0.05, 2.0, 14));
+        registry.register(
+            "scan_duration_seconds",
+            "Duration of scans",
+            scan_duration.clone(),
+        );
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "registry_requests",
+            "HTTP requests to registries",
+            requests.clone(),
+        );
+        let tags = Family::<ObjectLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "tags",
+            "Tags found by the latest successful scan, per Registry",
+            tags.clone(),
+        );
+        let leader = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "leader",
+            "1 when this replica holds the leader lease",
+            leader.clone(),
+        );
+        Self {
+            registry,
+            scans,
+            scan_duration,
+            requests,
+            tags,
+            leader,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)
+            .expect("encoding metrics to a String");
+        out
+    }
+}
+
+/// Counts every registry request the scan core makes.
+pub struct RequestCounter(pub Arc<Metrics>);
+
+impl RequestObserver for RequestCounter {
+    fn observe(&self, kind: RequestKind, method: &str, status: Option<u16>) {
+        self.0
+            .requests
+            .get_or_create(&RequestLabels {
+                kind: kind.as_str(),
+                method: method.to_string(),
+                code: status.map_or_else(|| "error".to_string(), |s| s.to_string()),
+            })
+            .inc();
+    }
+}

@@ -1,0 +1,505 @@
+//! Reconcile one Registry: decide whether a scan is due, run it through the scan core, write
+//! status with server-side apply, publish events, and requeue for the next interval.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Api, Resource, ResourceExt};
+use rand::Rng;
+
+use super::changes;
+use super::credentials::{self, SecretProblem};
+use super::metrics::{Metrics, ObjectLabels, RequestCounter, ResultLabels};
+use crate::api::{MIN_SCAN_INTERVAL, Registry, RegistryStatus, ScanStatus};
+use crate::registry::{
+    ClientOptions, Credentials, ManifestFacts, RegistryClient, ScanOptions, TagFilter, Target, scan,
+};
+use crate::status::{self, REASON_SUSPENDED};
+
+pub const FIELD_MANAGER: &str = "registry-operator";
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub scan_concurrency: usize,
+    pub scan_timeout: Duration,
+    pub max_images: usize,
+}
+
+/// What the operator remembers about one Registry between scans (lost on restart; status
+/// then stands in for it).
+struct Memory {
+    uid: String,
+    /// Secret versions the last scan used: a change means rescan now.
+    inputs: String,
+    scanned_at: Instant,
+    facts: HashMap<String, ManifestFacts>,
+    tags: Vec<crate::registry::Image>,
+}
+
+pub struct Context {
+    pub client: kube::Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub settings: Settings,
+    memory: Mutex<HashMap<String, Memory>>,
+    clients: Mutex<HashMap<(bool, Option<Vec<u8>>), RegistryClient>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("writing status: {0}")]
+    Status(#[source] kube::Error),
+}
+
+impl Context {
+    pub fn new(
+        client: kube::Client,
+        recorder: Recorder,
+        metrics: Arc<Metrics>,
+        settings: Settings,
+    ) -> Self {
+        Self {
+            client,
+            recorder,
+            metrics,
+            settings,
+            memory: Mutex::default(),
+            clients: Mutex::default(),
+        }
+    }
+
+    /// One pooled client per TLS setting: connections are shared, trust is not mixed.
+    fn registry_client(
+        &self,
+        insecure: bool,
+        ca: Option<Vec<u8>>,
+    ) -> Result<RegistryClient, crate::registry::ScanError> {
+        let mut clients = self.clients.lock().expect("client pool poisoned");
+        let key = (insecure, ca.clone());
+        if let Some(c) = clients.get(&key) {
+            return Ok(c.clone());
+        }
+        if clients.len() >= 256 {
+            clients.clear();
+        }
+        let client = RegistryClient::new(ClientOptions {
+            insecure_skip_verify: insecure,
+            ca_pem: ca,
+            ..ClientOptions::default()
+        })?
+        .with_observer(Arc::new(RequestCounter(self.metrics.clone())));
+        clients.insert(key, client.clone());
+        Ok(client)
+    }
+
+    /// Drops what is remembered about objects that no longer exist; returns their keys.
+    pub fn retain(&self, live: &std::collections::HashSet<String>) -> Vec<String> {
+        let mut memory = self.memory.lock().expect("memory poisoned");
+        let gone: Vec<String> = memory
+            .keys()
+            .filter(|k| !live.contains(*k))
+            .cloned()
+            .collect();
+        for k in &gone {
+            memory.remove(k);
+        }
+        gone
+    }
+}
+
+/// Everything a scan needs besides the spec itself.
+struct Inputs {
+    credentials: Option<Credentials>,
+    ca: Option<Vec<u8>>,
+    versions: String,
+}
+
+pub async fn reconcile(obj: Arc<Registry>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let ns = obj.namespace().unwrap_or_default();
+    let name = obj.name_any();
+    let key = format!("{ns}/{name}");
+    if obj.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let previous = obj.status.as_ref();
+    let generation = obj.metadata.generation;
+    let interval = Duration::from_secs(obj.spec.scan_interval.max(MIN_SCAN_INTERVAL) as u64);
+
+    if obj.spec.suspend == Some(true) {
+        let already = previous.is_some_and(|s| {
+            s.observed_generation == generation
+                && s.conditions.iter().any(|c| c.reason == REASON_SUSPENDED)
+        });
+        if !already {
+            let ctx_status = status_context(&obj, &ctx, None);
+            write_status(&ctx, &obj, status::suspended(previous, &ctx_status)).await?;
+        }
+        return Ok(Action::await_change());
+    }
+
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let target = Target::new(&obj.spec.url, &obj.spec.repository);
+    let inputs = match &target {
+        Ok(t) => resolve_inputs(&obj, &secrets, t).await,
+        Err(_) => Err((
+            SecretProblem {
+                reason: "InvalidSpec",
+                message: String::new(),
+            },
+            "invalid".into(),
+        )),
+    };
+    let versions = match &inputs {
+        Ok(i) => i.versions.clone(),
+        Err((_, v)) => v.clone(),
+    };
+
+    if let Some(wait) = not_due(&ctx, &key, &obj, &versions, interval) {
+        return Ok(Action::requeue(wait));
+    }
+
+    let next = Time(k8s_openapi::jiff::Timestamp::now() + interval);
+    let sctx = status_context(&obj, &ctx, Some(next));
+    let uid = obj.uid().unwrap_or_default();
+    let remember = |facts, tags| {
+        ctx.memory.lock().expect("memory poisoned").insert(
+            key.clone(),
+            Memory {
+                uid: uid.clone(),
+                inputs: versions.clone(),
+                scanned_at: Instant::now(),
+                facts,
+                tags,
+            },
+        );
+    };
+
+    let (target, inputs) = match (target, inputs) {
+        (Err(e), _) => {
+            fail(&ctx, &obj, &sctx, e.reason().as_str(), &e.to_string()).await?;
+            remember(HashMap::new(), Vec::new());
+            return Ok(Action::requeue(jitter(interval)));
+        }
+        (_, Err((problem, _))) => {
+            fail(&ctx, &obj, &sctx, problem.reason, &problem.message).await?;
+            remember(HashMap::new(), Vec::new());
+            return Ok(Action::requeue(jitter(interval)));
+        }
+        (Ok(t), Ok(i)) => (t, i),
+    };
+
+    let (mut known, before) = {
+        let memory = ctx.memory.lock().expect("memory poisoned");
+        match memory.get(&key).filter(|m| m.uid == uid) {
+            Some(m) => (m.facts.clone(), Some(m.tags.clone())),
+            None => (HashMap::new(), None),
+        }
+    };
+    // After a restart the status still knows every listed digest's facts.
+    for image in previous
+        .and_then(|s| s.images.as_ref())
+        .into_iter()
+        .flatten()
+    {
+        known
+            .entry(image.digest.clone())
+            .or_insert_with(|| ManifestFacts::of(image));
+    }
+    let before = before.or_else(|| {
+        previous
+            .filter(|s| s.omitted_tags.unwrap_or(0) == 0 && s.last_scan_status.is_some())
+            .and_then(|s| s.images.clone())
+    });
+
+    let filter = obj.spec.tag_filter.clone().unwrap_or_default();
+    let outcome = async {
+        let client = ctx.registry_client(
+            obj.spec.insecure_skip_verify == Some(true),
+            inputs.ca.clone(),
+        )?;
+        let options = ScanOptions {
+            concurrency: obj
+                .spec
+                .concurrency
+                .map_or(ctx.settings.scan_concurrency, |c| c.max(1) as usize),
+            timeout: ctx.settings.scan_timeout,
+            filter: TagFilter::new(filter.include.as_deref(), filter.exclude.as_deref())?,
+            known,
+            ..ScanOptions::default()
+        };
+        scan(&client, &target, inputs.credentials.as_ref(), &options).await
+    }
+    .await;
+
+    match outcome {
+        Ok(report) => {
+            ctx.metrics
+                .scans
+                .get_or_create(&ResultLabels {
+                    result: "success".into(),
+                })
+                .inc();
+            ctx.metrics
+                .scan_duration
+                .observe(report.duration.as_secs_f64());
+            ctx.metrics
+                .tags
+                .get_or_create(&ObjectLabels {
+                    namespace: ns.clone(),
+                    name: name.clone(),
+                })
+                .set(report.images.len() as i64);
+            let was_ready =
+                previous.is_some_and(|s| s.last_scan_status == Some(ScanStatus::Success));
+            let new_status = status::succeeded(previous, &report, &sctx);
+            let message = new_status.message.clone().unwrap_or_default();
+            write_status(&ctx, &obj, new_status).await?;
+            tracing::info!(registry = %key, tags = report.images.len(), gets = report.requests.manifest_gets, ms = report.duration.as_millis() as u64, "scan succeeded");
+            if !was_ready {
+                publish(
+                    &ctx,
+                    &obj,
+                    EventType::Normal,
+                    "ScanSucceeded",
+                    "Scan",
+                    message,
+                )
+                .await;
+            }
+            if let Some(before) = &before {
+                let c = changes::diff(before, &report.images);
+                for (tags, reason, verb) in [
+                    (&c.added, "TagsAdded", "added"),
+                    (&c.changed, "DigestsChanged", "changed digest"),
+                    (&c.removed, "TagsRemoved", "removed"),
+                ] {
+                    if !tags.is_empty() {
+                        publish(
+                            &ctx,
+                            &obj,
+                            EventType::Normal,
+                            reason,
+                            "Scan",
+                            changes::summary(verb, tags),
+                        )
+                        .await;
+                    }
+                }
+            }
+            remember(report.facts, report.images);
+        }
+        Err(e) => {
+            fail(&ctx, &obj, &sctx, e.reason().as_str(), &e.to_string()).await?;
+            let memory = ctx.memory.lock().expect("memory poisoned").remove(&key);
+            let (facts, tags) = memory
+                .filter(|m| m.uid == uid)
+                .map(|m| (m.facts, m.tags))
+                .unwrap_or_default();
+            remember(facts, tags);
+        }
+    }
+    Ok(Action::requeue(jitter(interval)))
+}
+
+/// `Some(wait)` when nothing asks for a scan yet: the spec and Secrets are as last scanned
+/// and the interval has not passed.
+fn not_due(
+    ctx: &Context,
+    key: &str,
+    obj: &Registry,
+    versions: &str,
+    interval: Duration,
+) -> Option<Duration> {
+    let status = obj.status.as_ref()?;
+    if status.observed_generation != obj.metadata.generation {
+        return None;
+    }
+    let memory = ctx.memory.lock().expect("memory poisoned");
+    match memory
+        .get(key)
+        .filter(|m| Some(&m.uid) == obj.metadata.uid.as_ref())
+    {
+        Some(m) if m.inputs != versions => None,
+        Some(m) => interval
+            .checked_sub(m.scanned_at.elapsed())
+            .filter(|d| !d.is_zero()),
+        // Restarted: trust the status's clock, but retry failures right away (they are
+        // usually what someone is fixing).
+        None => {
+            if status.last_scan_status != Some(ScanStatus::Success) {
+                return None;
+            }
+            let last = status.last_scan_time.as_ref()?.0;
+            let elapsed = k8s_openapi::jiff::Timestamp::now().duration_since(last);
+            let elapsed = Duration::try_from(elapsed).unwrap_or(Duration::ZERO);
+            interval.checked_sub(elapsed).filter(|d| !d.is_zero())
+        }
+    }
+}
+
+async fn resolve_inputs(
+    obj: &Registry,
+    secrets: &Api<Secret>,
+    target: &Target,
+) -> Result<Inputs, (SecretProblem, String)> {
+    let mut versions = Vec::new();
+    let mut problem = None;
+    let mut creds = None;
+    if let Some(r) = &obj.spec.credentials_secret {
+        match credentials::fetch(secrets, &r.name, "credentials").await {
+            Ok(s) => {
+                versions.push(s.resource_version().unwrap_or_default());
+                match credentials::credentials_from(&s, target) {
+                    Ok(c) => creds = Some(c),
+                    Err(p) => problem = Some(p),
+                }
+            }
+            Err(p) => {
+                versions.push("missing".into());
+                problem = Some(p);
+            }
+        }
+    }
+    let mut ca = None;
+    if let Some(r) = &obj.spec.ca_secret {
+        match credentials::fetch(secrets, &r.name, "CA").await {
+            Ok(s) => {
+                versions.push(s.resource_version().unwrap_or_default());
+                match credentials::ca_from(&s, r.key.as_deref()) {
+                    Ok(pem) => ca = Some(pem),
+                    Err(p) => problem = problem.or(Some(p)),
+                }
+            }
+            Err(p) => {
+                versions.push("missing".into());
+                problem = problem.or(Some(p));
+            }
+        }
+    }
+    let versions = versions.join("|");
+    match problem {
+        Some(p) => Err((p, versions)),
+        None => Ok(Inputs {
+            credentials: creds,
+            ca,
+            versions,
+        }),
+    }
+}
+
+fn status_context(obj: &Registry, ctx: &Context, next: Option<Time>) -> status::Context {
+    status::Context {
+        generation: obj.metadata.generation,
+        now: Time(k8s_openapi::jiff::Timestamp::now()),
+        next_scan: next,
+        max_images: obj
+            .spec
+            .max_images
+            .map_or(ctx.settings.max_images, |m| m as usize)
+            .max(1),
+    }
+}
+
+async fn fail(
+    ctx: &Context,
+    obj: &Registry,
+    sctx: &status::Context,
+    reason: &str,
+    message: &str,
+) -> Result<(), Error> {
+    ctx.metrics
+        .scans
+        .get_or_create(&ResultLabels {
+            result: reason.to_string(),
+        })
+        .inc();
+    tracing::warn!(registry = %format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any()), reason, message, "scan failed");
+    write_status(
+        ctx,
+        obj,
+        status::failed(obj.status.as_ref(), reason, message, sctx),
+    )
+    .await?;
+    publish(
+        ctx,
+        obj,
+        EventType::Warning,
+        reason,
+        "Scan",
+        message.to_string(),
+    )
+    .await;
+    Ok(())
+}
+
+async fn write_status(ctx: &Context, obj: &Registry, status: RegistryStatus) -> Result<(), Error> {
+    let api: Api<Registry> =
+        Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": Registry::api_version(&()),
+        "kind": Registry::kind(&()),
+        "status": status,
+    });
+    match api
+        .patch_status(
+            &obj.name_any(),
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Deleted while we scanned: nothing left to report to.
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(Error::Status(e)),
+    }
+}
+
+async fn publish(
+    ctx: &Context,
+    obj: &Registry,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: String,
+) {
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(truncate_note(note)),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+        tracing::debug!(error = %e, "publishing event failed");
+    }
+}
+
+/// Events' notes are limited to 1 KiB by the API server.
+fn truncate_note(mut note: String) -> String {
+    if note.len() > 1000 {
+        let mut end = 1000;
+        while !note.is_char_boundary(end) {
+            end -= 1;
+        }
+        note.truncate(end);
+        note.push('…');
+    }
+    note
+}
+
+/// Up to 10% later, so that many objects created together drift apart.
+fn jitter(interval: Duration) -> Duration {
+    interval.mul_f64(1.0 + rand::rng().random_range(0.0..0.1))
+}
+
+pub fn error_policy(obj: Arc<Registry>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(registry = %obj.name_any(), %error, "reconcile failed; retrying in 30s");
+    Action::requeue(Duration::from_secs(30))
+}

@@ -1,0 +1,112 @@
+//! The shared HTTP side of the scan core: one connection pool per TLS setting, the token cache,
+//! and a hook that lets the controller count requests for its metrics.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::ScanError;
+use super::auth::TokenCache;
+use super::retry::RetryPolicy;
+
+/// What a request was for; tests and metrics count requests by kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RequestKind {
+    TagList,
+    ManifestHead,
+    ManifestGet,
+    Token,
+}
+
+impl RequestKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::TagList => "tag_list",
+            Self::ManifestHead => "manifest_head",
+            Self::ManifestGet => "manifest_get",
+            Self::Token => "token",
+        }
+    }
+}
+
+/// Sees every HTTP exchange with a registry (status `None` when no response arrived).
+pub trait RequestObserver: Send + Sync {
+    fn observe(&self, kind: RequestKind, method: &str, status: Option<u16>);
+}
+
+#[derive(Clone)]
+pub struct ClientOptions {
+    pub insecure_skip_verify: bool,
+    /// Extra trusted CA certificates (PEM), added to the system roots.
+    pub ca_pem: Option<Vec<u8>>,
+    /// Bound on one request, connection and body included.
+    pub request_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub retry: RetryPolicy,
+    pub user_agent: String,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            insecure_skip_verify: false,
+            ca_pem: None,
+            request_timeout: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(10),
+            retry: RetryPolicy::default(),
+            user_agent: format!("registry-operator/{}", env!("CARGO_PKG_VERSION")),
+        }
+    }
+}
+
+/// Cheap to clone; clones share the pool and the token cache.
+#[derive(Clone)]
+pub struct RegistryClient {
+    pub(crate) http: reqwest::Client,
+    pub(crate) tokens: Arc<TokenCache>,
+    pub(crate) options: Arc<ClientOptions>,
+    pub(crate) observer: Option<Arc<dyn RequestObserver>>,
+}
+
+/// reqwest is built without a bundled crypto provider; kube uses ring too, so both agree.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+impl RegistryClient {
+    pub fn new(options: ClientOptions) -> Result<Self, ScanError> {
+        install_crypto_provider();
+        let mut builder = reqwest::Client::builder()
+            .user_agent(options.user_agent.clone())
+            .connect_timeout(options.connect_timeout)
+            .pool_idle_timeout(Duration::from_secs(90))
+            // Redirects (blob/manifest CDNs) are followed by hand so that credentials never
+            // travel to another host.
+            .redirect(reqwest::redirect::Policy::none())
+            .tls_danger_accept_invalid_certs(options.insecure_skip_verify);
+        if let Some(pem) = &options.ca_pem {
+            let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
+                ScanError::InvalidConfig(format!("CA bundle is not valid PEM: {e}"))
+            })?;
+            if certs.is_empty() {
+                return Err(ScanError::InvalidConfig(
+                    "CA bundle holds no certificate".into(),
+                ));
+            }
+            builder = builder.tls_certs_merge(certs);
+        }
+        let http = builder
+            .build()
+            .map_err(|e| ScanError::InvalidConfig(format!("building the HTTP client: {e}")))?;
+        Ok(Self {
+            http,
+            tokens: Arc::new(TokenCache::default()),
+            options: Arc::new(options),
+            observer: None,
+        })
+    }
+
+    pub fn with_observer(mut self, observer: Arc<dyn RequestObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+}

@@ -1,0 +1,166 @@
+//! Why a scan failed, in words a platform engineer can act on.
+//!
+//! Every variant maps to one condition reason; messages never contain credentials (the client
+//! never puts them in URLs, and registry bodies are not echoed beyond a short, sanitised excerpt).
+
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    #[error("invalid registry settings: {0}")]
+    InvalidConfig(String),
+
+    #[error("authentication failed for {registry}: {detail}")]
+    Unauthorized { registry: String, detail: String },
+
+    #[error(
+        "repository {repository} not found on {registry} (check the repository path; private repositories may also need credentials)"
+    )]
+    RepositoryNotFound {
+        registry: String,
+        repository: String,
+    },
+
+    #[error("TLS error talking to {registry}: {detail}")]
+    Tls { registry: String, detail: String },
+
+    #[error("{registry} is unreachable: {detail}")]
+    Unreachable { registry: String, detail: String },
+
+    #[error("{what} timed out after {}s", after.as_secs_f64())]
+    Timeout { what: String, after: Duration },
+
+    #[error(
+        "rate limited by {registry} (HTTP 429) after {attempts} attempts; the next scan retries (add credentials to raise the limit)"
+    )]
+    RateLimited { registry: String, attempts: u32 },
+
+    #[error("{registry} answered {method} {path} with HTTP {status}{}", excerpt_suffix(.excerpt))]
+    Status {
+        registry: String,
+        method: String,
+        path: String,
+        status: u16,
+        excerpt: String,
+    },
+
+    #[error("{registry} sent an invalid response to {what}: {detail}")]
+    InvalidResponse {
+        registry: String,
+        what: String,
+        detail: String,
+    },
+}
+
+fn excerpt_suffix(excerpt: &str) -> String {
+    if excerpt.is_empty() {
+        String::new()
+    } else {
+        format!(": {excerpt}")
+    }
+}
+
+/// A machine-readable cause, used as the `Ready` condition's reason and as a metrics label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureReason {
+    InvalidSpec,
+    AuthenticationFailed,
+    RepositoryNotFound,
+    TlsError,
+    RegistryUnreachable,
+    Timeout,
+    RateLimited,
+    RegistryError,
+}
+
+impl FailureReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InvalidSpec => "InvalidSpec",
+            Self::AuthenticationFailed => "AuthenticationFailed",
+            Self::RepositoryNotFound => "RepositoryNotFound",
+            Self::TlsError => "TLSError",
+            Self::RegistryUnreachable => "RegistryUnreachable",
+            Self::Timeout => "Timeout",
+            Self::RateLimited => "RateLimited",
+            Self::RegistryError => "RegistryError",
+        }
+    }
+}
+
+impl ScanError {
+    pub fn reason(&self) -> FailureReason {
+        match self {
+            Self::InvalidConfig(_) => FailureReason::InvalidSpec,
+            Self::Unauthorized { .. } => FailureReason::AuthenticationFailed,
+            Self::RepositoryNotFound { .. } => FailureReason::RepositoryNotFound,
+            Self::Tls { .. } => FailureReason::TlsError,
+            Self::Unreachable { .. } => FailureReason::RegistryUnreachable,
+            Self::Timeout { .. } => FailureReason::Timeout,
+            Self::RateLimited { .. } => FailureReason::RateLimited,
+            Self::Status { .. } | Self::InvalidResponse { .. } => FailureReason::RegistryError,
+        }
+    }
+}
+
+/// A short, single-line, printable excerpt of a registry's error body.
+pub(crate) fn body_excerpt(body: &[u8]) -> String {
+    const MAX: usize = 200;
+    let text = String::from_utf8_lossy(body);
+    // Registries answer errors as {"errors":[{"code":..,"message":..}]}; prefer that message.
+    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
+        && let Some(errors) = v.get("errors").and_then(|e| e.as_array())
+    {
+        let msgs: Vec<String> = errors
+            .iter()
+            .filter_map(|e| {
+                let code = e.get("code").and_then(|c| c.as_str()).unwrap_or("");
+                let msg = e.get("message").and_then(|m| m.as_str()).unwrap_or("");
+                (!code.is_empty() || !msg.is_empty())
+                    .then(|| format!("{code} {msg}").trim().to_string())
+            })
+            .collect();
+        if !msgs.is_empty() {
+            return truncate(&msgs.join("; "), MAX);
+        }
+    }
+    let flat: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    truncate(
+        flat.split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .as_str(),
+        MAX,
+    )
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        s.to_string()
+    } else {
+        let cut: String = s.chars().take(max).collect();
+        format!("{cut}…")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn excerpt_prefers_registry_error_messages() {
+        let body = br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required","detail":null}]}"#;
+        assert_eq!(body_excerpt(body), "UNAUTHORIZED authentication required");
+    }
+
+    #[test]
+    fn excerpt_is_one_bounded_line() {
+        let body = format!("<html>\n<body>{}</body>\n</html>", "x".repeat(1000));
+        let e = body_excerpt(body.as_bytes());
+        assert!(!e.contains('\n'));
+        assert!(e.chars().count() <= 201);
+    }
+}

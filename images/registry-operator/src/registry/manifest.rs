@@ -1,0 +1,249 @@
+//! Manifest media types, digest checks, and what a manifest says about size and platforms.
+
+use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
+use sha2::{Digest as _, Sha256, Sha512};
+
+use super::Platform;
+
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+/// Every manifest type we understand; sent as `Accept` so registries neither convert nor refuse.
+pub const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.index.v1+json, \
+application/vnd.docker.distribution.manifest.list.v2+json, \
+application/vnd.oci.image.manifest.v1+json, \
+application/vnd.docker.distribution.manifest.v2+json";
+
+/// Manifests are small; distribution itself refuses ones over 4 MiB.
+pub const MANIFEST_BODY_LIMIT: usize = 4 << 20;
+
+/// What kind of manifest a body is, by its own `mediaType` or else the `Content-Type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Image,
+    Index,
+    Unknown,
+}
+
+pub fn kind_of(media_type: &str) -> Kind {
+    match media_type {
+        DOCKER_MANIFEST | OCI_MANIFEST => Kind::Image,
+        DOCKER_MANIFEST_LIST | OCI_INDEX => Kind::Index,
+        _ => Kind::Unknown,
+    }
+}
+
+/// The media type a manifest body declares, falling back to the response's `Content-Type`;
+/// an OCI manifest may omit `mediaType`, so its shape decides then.
+pub fn media_type_of(body: &[u8], content_type: Option<&str>) -> String {
+    #[derive(serde::Deserialize)]
+    struct Probe {
+        #[serde(rename = "mediaType")]
+        media_type: Option<String>,
+        manifests: Option<serde::de::IgnoredAny>,
+        layers: Option<serde::de::IgnoredAny>,
+    }
+    let probe: Option<Probe> = serde_json::from_slice(body).ok();
+    if let Some(mt) = probe.as_ref().and_then(|p| p.media_type.clone()) {
+        return mt;
+    }
+    let header = content_type
+        .map(|c| c.split(';').next().unwrap_or("").trim().to_string())
+        .filter(|c| kind_of(c) != Kind::Unknown);
+    if let Some(h) = header {
+        return h;
+    }
+    match probe {
+        Some(p) if p.manifests.is_some() => OCI_INDEX.into(),
+        Some(p) if p.layers.is_some() => OCI_MANIFEST.into(),
+        _ => content_type
+            .unwrap_or("")
+            .split(';')
+            .next()
+            .unwrap_or("")
+            .trim()
+            .to_string(),
+    }
+}
+
+/// `sha256:<hex>` (or sha512) of the bytes, in the algorithm `expected` names.
+pub fn digest_of(body: &[u8], algorithm: &str) -> Option<String> {
+    match algorithm {
+        "sha256" => Some(format!("sha256:{}", hex::encode(Sha256::digest(body)))),
+        "sha512" => Some(format!("sha512:{}", hex::encode(Sha512::digest(body)))),
+        _ => None,
+    }
+}
+
+/// True when `body` hashes to `digest`. Unknown algorithms cannot be checked and fail.
+pub fn verify(body: &[u8], digest: &str) -> bool {
+    digest
+        .split_once(':')
+        .and_then(|(alg, _)| digest_of(body, alg))
+        .is_some_and(|actual| actual == digest)
+}
+
+/// Config plus layers: the compressed bytes a pull downloads.
+pub fn image_size(body: &[u8]) -> Result<i64, String> {
+    let m: ImageManifest =
+        serde_json::from_slice(body).map_err(|e| format!("image manifest does not parse: {e}"))?;
+    let total = m
+        .layers()
+        .iter()
+        .map(Descriptor::size)
+        .try_fold(m.config().size(), u64::checked_add)
+        .ok_or("manifest sizes overflow")?;
+    i64::try_from(total).map_err(|_| "manifest sizes overflow".to_string())
+}
+
+/// One platform entry of an index, before its size is known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexEntry {
+    pub platform: Platform,
+    pub media_type: String,
+}
+
+/// The real platforms of an index: buildkit attestation manifests (platform unknown/unknown or
+/// annotated `vnd.docker.reference.type: attestation-manifest`) are not platforms.
+pub fn index_entries(body: &[u8]) -> Result<Vec<IndexEntry>, String> {
+    let index: ImageIndex =
+        serde_json::from_slice(body).map_err(|e| format!("image index does not parse: {e}"))?;
+    let mut out = Vec::new();
+    for d in index.manifests() {
+        let is_attestation = d
+            .annotations()
+            .as_ref()
+            .and_then(|a| a.get("vnd.docker.reference.type"))
+            .is_some_and(|t| t == "attestation-manifest");
+        let (os, architecture, variant) = match d.platform() {
+            Some(p) => (
+                p.os().to_string(),
+                p.architecture().to_string(),
+                p.variant().clone(),
+            ),
+            None => ("unknown".to_string(), "unknown".to_string(), None),
+        };
+        if is_attestation || (os == "unknown" && architecture == "unknown") {
+            continue;
+        }
+        out.push(IndexEntry {
+            platform: Platform {
+                os,
+                architecture,
+                variant: variant.filter(|v| !v.is_empty()),
+                digest: d.digest().to_string(),
+                size: None,
+            },
+            media_type: d.media_type().to_string(),
+        });
+    }
+    Ok(out)
+}
+
+/// The size a multi-arch tag reports: linux/amd64's, else the first platform's.
+pub fn representative_size(platforms: &[Platform]) -> Option<i64> {
+    platforms
+        .iter()
+        .find(|p| p.os == "linux" && p.architecture == "amd64")
+        .or_else(|| platforms.first())
+        .and_then(|p| p.size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CFG: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
+    const L1: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";
+
+    fn docker_manifest() -> String {
+        format!(
+            r#"{{"schemaVersion":2,"mediaType":"{DOCKER_MANIFEST}",
+            "config":{{"mediaType":"application/vnd.docker.container.image.v1+json","size":1469,"digest":"{CFG}"}},
+            "layers":[{{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","size":3000,"digest":"{L1}"}},
+                      {{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","size":500,"digest":"{L1}"}}]}}"#
+        )
+    }
+
+    #[test]
+    fn image_size_is_config_plus_layers() {
+        assert_eq!(image_size(docker_manifest().as_bytes()), Ok(4969));
+    }
+
+    #[test]
+    fn media_type_from_body_header_or_shape() {
+        let m = docker_manifest();
+        assert_eq!(
+            media_type_of(m.as_bytes(), Some("text/plain")),
+            DOCKER_MANIFEST
+        );
+        let bare = format!(
+            r#"{{"schemaVersion":2,"config":{{"mediaType":"x","size":1,"digest":"{CFG}"}},"layers":[]}}"#
+        );
+        assert_eq!(
+            media_type_of(bare.as_bytes(), Some(OCI_MANIFEST)),
+            OCI_MANIFEST
+        );
+        assert_eq!(media_type_of(bare.as_bytes(), None), OCI_MANIFEST);
+        assert_eq!(
+            media_type_of(br#"{"schemaVersion":2,"manifests":[]}"#, None),
+            OCI_INDEX
+        );
+        assert_eq!(
+            media_type_of(
+                b"{}",
+                Some("application/vnd.docker.distribution.manifest.v1+prettyjws")
+            ),
+            "application/vnd.docker.distribution.manifest.v1+prettyjws"
+        );
+    }
+
+    #[test]
+    fn digests_verify() {
+        let body = b"hello";
+        let d = digest_of(body, "sha256").unwrap();
+        assert_eq!(
+            d,
+            "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"
+        );
+        assert!(verify(body, &d));
+        assert!(!verify(b"hellO", &d));
+        assert!(!verify(body, "md5:abc"));
+        assert!(verify(body, &digest_of(body, "sha512").unwrap()));
+    }
+
+    #[test]
+    fn index_skips_attestations_and_picks_amd64() {
+        let body = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[
+              {{"mediaType":"{OCI_MANIFEST}","size":10,"digest":"{CFG}","platform":{{"os":"linux","architecture":"arm64","variant":"v8"}}}},
+              {{"mediaType":"{OCI_MANIFEST}","size":10,"digest":"{L1}","platform":{{"os":"linux","architecture":"amd64"}}}},
+              {{"mediaType":"{OCI_MANIFEST}","size":10,"digest":"{L1}","platform":{{"os":"unknown","architecture":"unknown"}},
+                "annotations":{{"vnd.docker.reference.type":"attestation-manifest","vnd.docker.reference.digest":"{CFG}"}}}},
+              {{"mediaType":"{OCI_MANIFEST}","size":10,"digest":"{L1}","platform":{{"os":"linux","architecture":"s390x"}},
+                "annotations":{{"vnd.docker.reference.type":"attestation-manifest"}}}}
+            ]}}"#
+        );
+        let entries = index_entries(body.as_bytes()).unwrap();
+        let names: Vec<_> = entries
+            .iter()
+            .map(|e| {
+                format!(
+                    "{}/{}/{}",
+                    e.platform.os,
+                    e.platform.architecture,
+                    e.platform.variant.clone().unwrap_or_default()
+                )
+            })
+            .collect();
+        assert_eq!(names, ["linux/arm64/v8", "linux/amd64/"]);
+        let mut platforms: Vec<Platform> = entries.into_iter().map(|e| e.platform).collect();
+        platforms[0].size = Some(1);
+        platforms[1].size = Some(2);
+        assert_eq!(representative_size(&platforms), Some(2));
+        platforms.remove(1);
+        assert_eq!(representative_size(&platforms), Some(1));
+    }
+}

@@ -1,0 +1,191 @@
+//! Listing a repository's tags: paged by `n` and `Link: <…>; rel="next"`, filtered.
+
+use std::collections::HashSet;
+
+use regex::Regex;
+use reqwest::{Method, StatusCode};
+
+use super::ScanError;
+use super::client::RequestKind;
+use super::session::Session;
+
+/// Tag lists of very large repositories run to megabytes; anything beyond this is refused.
+const TAGS_BODY_LIMIT: usize = 32 << 20;
+/// A registry that keeps sending `next` links forever must not keep a scan busy forever.
+const MAX_PAGES: usize = 100_000;
+
+/// Include/exclude patterns over tag names.
+#[derive(Debug, Clone, Default)]
+pub struct TagFilter {
+    pub include: Option<Regex>,
+    pub exclude: Option<Regex>,
+}
+
+impl TagFilter {
+    pub fn new(include: Option<&str>, exclude: Option<&str>) -> Result<Self, ScanError> {
+        let compile = |what: &str, p: Option<&str>| {
+            p.filter(|p| !p.is_empty())
+                .map(|p| {
+                    regex::RegexBuilder::new(p)
+                        .size_limit(1 << 20)
+                        .build()
+                        .map_err(|e| {
+                            ScanError::InvalidConfig(format!(
+                                "tagFilter.{what} is not a valid regular expression: {e}"
+                            ))
+                        })
+                })
+                .transpose()
+        };
+        Ok(Self {
+            include: compile("include", include)?,
+            exclude: compile("exclude", exclude)?,
+        })
+    }
+
+    pub fn admits(&self, tag: &str) -> bool {
+        self.include.as_ref().is_none_or(|r| r.is_match(tag))
+            && !self.exclude.as_ref().is_some_and(|r| r.is_match(tag))
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct TagPage {
+    /// `null` (some registries, for an empty repository) means no tags.
+    #[serde(default)]
+    tags: Option<Vec<String>>,
+}
+
+/// Every tag, in the order the registry lists them, without duplicates.
+pub(crate) async fn list_tags(
+    session: &Session<'_>,
+    page_size: u32,
+    filter: &TagFilter,
+) -> Result<Vec<String>, ScanError> {
+    let target = session.target;
+    let mut url = target.tags_url(Some(page_size));
+    let mut tags = Vec::new();
+    let mut seen = HashSet::new();
+    let mut visited = HashSet::new();
+    let mut first = true;
+    let mut may_drop_page_size = true;
+    for _ in 0..MAX_PAGES {
+        visited.insert(url.to_string());
+        let reply = session
+            .send(
+                RequestKind::TagList,
+                Method::GET,
+                url.clone(),
+                Some("application/json"),
+                TAGS_BODY_LIMIT,
+            )
+            .await?;
+        match reply.status {
+            StatusCode::OK => {}
+            StatusCode::NOT_FOUND => {
+                return Err(ScanError::RepositoryNotFound {
+                    registry: target.registry(),
+                    repository: target.repository().to_string(),
+                });
+            }
+            // Some registries refuse a page size they do not like: take their default instead.
+            StatusCode::BAD_REQUEST if first && may_drop_page_size => {
+                may_drop_page_size = false;
+                url = target.tags_url(None);
+                continue;
+            }
+            _ => return Err(session.status_error(&Method::GET, &url, &reply)),
+        }
+        first = false;
+        let page: TagPage = serde_json::from_slice(&reply.body).map_err(|e| {
+            session.invalid(
+                &Method::GET,
+                &url,
+                format!("tag list is not valid JSON: {e}"),
+            )
+        })?;
+        for tag in page.tags.unwrap_or_default() {
+            if filter.admits(&tag) && seen.insert(tag.clone()) {
+                tags.push(tag);
+            }
+        }
+        let next = reply
+            .headers
+            .get_all(reqwest::header::LINK)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(next_link);
+        let Some(next) = next else { return Ok(tags) };
+        url = target
+            .resolve_link(&next)
+            .map_err(|e| session.invalid(&Method::GET, &url, e))?;
+        if visited.contains(url.as_str()) {
+            return Err(session.invalid(
+                &Method::GET,
+                &url,
+                "tag list pages link back to an earlier page".into(),
+            ));
+        }
+    }
+    Err(session.invalid(
+        &Method::GET,
+        &url,
+        format!("tag list has more than {MAX_PAGES} pages"),
+    ))
+}
+
+/// The target of the `rel="next"` link in a `Link` header value (which may hold several links).
+pub fn next_link(header: &str) -> Option<String> {
+    let mut rest = header;
+    while let Some(start) = rest.find('<') {
+        let end = start + rest[start..].find('>')?;
+        let target = &rest[start + 1..end];
+        let params_end = rest[end..].find('<').map_or(rest.len(), |i| end + i);
+        let params = &rest[end + 1..params_end];
+        let is_next = params.split(';').any(|p| {
+            let p = p.trim().trim_end_matches(',').trim();
+            p.split_once('=').is_some_and(|(k, v)| {
+                k.trim().eq_ignore_ascii_case("rel")
+                    && v.trim()
+                        .trim_matches('"')
+                        .split_whitespace()
+                        .any(|r| r.eq_ignore_ascii_case("next"))
+            })
+        });
+        if is_next {
+            return Some(target.to_string());
+        }
+        rest = &rest[params_end..];
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_next_among_links() {
+        assert_eq!(
+            next_link(r#"</v2/app/tags/list?last=b&n=2>; rel="next""#).as_deref(),
+            Some("/v2/app/tags/list?last=b&n=2")
+        );
+        assert_eq!(
+            next_link(r#"<https://r/v2/a/tags/list?last=x>; rel="prev", <https://r/v2/a/tags/list?last=y>; rel=next"#).as_deref(),
+            Some("https://r/v2/a/tags/list?last=y")
+        );
+        assert_eq!(next_link(r#"</x>; rel="prev""#), None);
+        assert_eq!(next_link("garbage"), None);
+    }
+
+    #[test]
+    fn filter_includes_then_excludes() {
+        let f = TagFilter::new(Some(r"^v?\d+\.\d+"), Some("-rc")).unwrap();
+        assert!(f.admits("1.2"));
+        assert!(f.admits("v1.25.3-alpine"));
+        assert!(!f.admits("1.3-rc1"));
+        assert!(!f.admits("latest"));
+        assert!(TagFilter::new(Some("("), None).is_err());
+        assert!(TagFilter::default().admits("anything"));
+    }
+}

@@ -1,0 +1,208 @@
+//! Which registry and repository a scan talks to, and the API URLs that follow from them.
+
+use url::Url;
+
+use super::ScanError;
+
+/// Hosts that all mean Docker Hub; its API lives on `registry-1.docker.io`.
+const DOCKER_HUB_ALIASES: &[&str] = &[
+    "docker.io",
+    "index.docker.io",
+    "registry-1.docker.io",
+    "registry.hub.docker.com",
+];
+const DOCKER_HUB_API: &str = "registry-1.docker.io";
+
+/// A normalised registry endpoint plus repository.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    base: Url,
+    repository: String,
+}
+
+impl Target {
+    /// Accepts `https://host[:port][/prefix]`, `http://…`, or a bare host (HTTPS is assumed).
+    /// A trailing `/v2` is dropped; a single-segment repository on Docker Hub gains `library/`.
+    pub fn new(url: &str, repository: &str) -> Result<Self, ScanError> {
+        let raw = url.trim();
+        let with_scheme = if raw.contains("://") {
+            raw.to_string()
+        } else {
+            format!("https://{raw}")
+        };
+        let mut base = Url::parse(&with_scheme).map_err(|e| {
+            ScanError::InvalidConfig(format!("url {raw:?} is not a valid URL: {e}"))
+        })?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(ScanError::InvalidConfig(format!(
+                "url {raw:?} must start with http:// or https://"
+            )));
+        }
+        if base.host_str().is_none_or(str::is_empty) {
+            return Err(ScanError::InvalidConfig(format!("url {raw:?} has no host")));
+        }
+        if !base.username().is_empty() || base.password().is_some() {
+            return Err(ScanError::InvalidConfig(
+                "url must not carry credentials; use a credentials Secret".into(),
+            ));
+        }
+        base.set_query(None);
+        base.set_fragment(None);
+        let path = base.path().trim_end_matches('/');
+        let path = path.strip_suffix("/v2").unwrap_or(path).to_string();
+        base.set_path(&path);
+
+        let mut repository = repository.trim().trim_matches('/').to_string();
+        if repository.is_empty() {
+            return Err(ScanError::InvalidConfig("repository is empty".into()));
+        }
+        if repository
+            .split('/')
+            .any(|part| part.is_empty() || part == "." || part == "..")
+        {
+            return Err(ScanError::InvalidConfig(format!(
+                "repository {repository:?} is not a valid repository path"
+            )));
+        }
+        let host = base.host_str().unwrap_or_default().to_ascii_lowercase();
+        if DOCKER_HUB_ALIASES.contains(&host.as_str()) {
+            base.set_host(Some(DOCKER_HUB_API))
+                .map_err(|e| ScanError::InvalidConfig(e.to_string()))?;
+            base.set_scheme("https").ok();
+            base.set_port(None).ok();
+            if !repository.contains('/') {
+                repository = format!("library/{repository}");
+            }
+        }
+        Ok(Self { base, repository })
+    }
+
+    pub fn repository(&self) -> &str {
+        &self.repository
+    }
+
+    /// `host[:port]`, as credentials and messages name the registry.
+    pub fn registry(&self) -> String {
+        match self.base.port() {
+            Some(port) => format!("{}:{port}", self.base.host_str().unwrap_or_default()),
+            None => self.base.host_str().unwrap_or_default().to_string(),
+        }
+    }
+
+    pub fn is_docker_hub(&self) -> bool {
+        self.base.host_str() == Some(DOCKER_HUB_API)
+    }
+
+    /// The registry's base URL (scheme, host, port, path prefix) without `/v2`.
+    pub fn base_url(&self) -> &Url {
+        &self.base
+    }
+
+    fn api(&self, rest: &str) -> Url {
+        let mut url = self.base.clone();
+        let prefix = url.path().trim_end_matches('/').to_string();
+        url.set_path(&format!("{prefix}/v2/{rest}"));
+        url
+    }
+
+    pub fn tags_url(&self, page_size: Option<u32>) -> Url {
+        let mut url = self.api(&format!("{}/tags/list", self.repository));
+        if let Some(n) = page_size {
+            url.query_pairs_mut().append_pair("n", &n.to_string());
+        }
+        url
+    }
+
+    pub fn manifest_url(&self, reference: &str) -> Url {
+        self.api(&format!("{}/manifests/{reference}", self.repository))
+    }
+
+    /// Resolves a `Link` target, which registries send relative to the registry root
+    /// (`/v2/…?last=…`) or absolute. A link to another host is refused: following it would
+    /// send our credentials elsewhere.
+    pub fn resolve_link(&self, link: &str) -> Result<Url, String> {
+        let root = {
+            let mut u = self.base.clone();
+            u.set_path("/");
+            u
+        };
+        let url = root
+            .join(link)
+            .map_err(|e| format!("invalid Link {link:?}: {e}"))?;
+        if url.host_str() != self.base.host_str()
+            || url.port_or_known_default() != self.base.port_or_known_default()
+        {
+            return Err(format!("Link {link:?} points to another host"));
+        }
+        Ok(url)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_hub_aliases_are_one_registry_with_library_prefix() {
+        for url in [
+            "https://docker.io",
+            "index.docker.io",
+            "https://registry-1.docker.io/v2/",
+        ] {
+            let t = Target::new(url, "nginx").unwrap();
+            assert!(t.is_docker_hub());
+            assert_eq!(t.repository(), "library/nginx");
+            assert_eq!(
+                t.manifest_url("latest").as_str(),
+                "https://registry-1.docker.io/v2/library/nginx/manifests/latest"
+            );
+        }
+        let t = Target::new("docker.io", "bitnami/redis").unwrap();
+        assert_eq!(t.repository(), "bitnami/redis");
+    }
+
+    #[test]
+    fn other_registries_keep_repository_and_prefix() {
+        let t = Target::new("http://127.0.0.1:5000", "app").unwrap();
+        assert_eq!(t.repository(), "app");
+        assert_eq!(t.registry(), "127.0.0.1:5000");
+        assert_eq!(
+            t.tags_url(Some(100)).as_str(),
+            "http://127.0.0.1:5000/v2/app/tags/list?n=100"
+        );
+        let t = Target::new("https://host/artifactory/api/docker/repo/", "a/b").unwrap();
+        assert_eq!(
+            t.manifest_url("sha256:00").as_str(),
+            "https://host/artifactory/api/docker/repo/v2/a/b/manifests/sha256:00"
+        );
+    }
+
+    #[test]
+    fn bad_urls_are_refused_plainly() {
+        assert!(Target::new("ftp://x", "a").is_err());
+        assert!(Target::new("https://user:pw@host", "a").is_err());
+        assert!(Target::new("https://host", "a//b").is_err());
+        assert!(Target::new("https://host", "").is_err());
+    }
+
+    #[test]
+    fn links_resolve_against_the_registry_root_and_stay_on_host() {
+        let t = Target::new("http://127.0.0.1:5000", "app").unwrap();
+        assert_eq!(
+            t.resolve_link("/v2/app/tags/list?last=b&n=2")
+                .unwrap()
+                .as_str(),
+            "http://127.0.0.1:5000/v2/app/tags/list?last=b&n=2"
+        );
+        assert_eq!(
+            t.resolve_link("http://127.0.0.1:5000/v2/app/tags/list?last=c")
+                .unwrap()
+                .as_str(),
+            "http://127.0.0.1:5000/v2/app/tags/list?last=c"
+        );
+        assert!(
+            t.resolve_link("http://evil.example/v2/app/tags/list")
+                .is_err()
+        );
+    }
+}

@@ -1,0 +1,240 @@
+//! Turning a scan's outcome into `Registry.status`: the same object the operator writes and
+//! `registry-operator scan --output json` prints. Pure functions, no cluster.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::api::{RegistryStatus, ScanStatus};
+use crate::registry::{Image, ScanReport};
+
+pub const READY: &str = "Ready";
+pub const REASON_SUCCEEDED: &str = "ScanSucceeded";
+pub const REASON_SECRET_NOT_FOUND: &str = "SecretNotFound";
+pub const REASON_SECRET_INVALID: &str = "SecretInvalid";
+pub const REASON_SUSPENDED: &str = "Suspended";
+
+/// `images` is kept well below etcd's ~1.5 MiB object limit, whatever `maxImages` says.
+pub const IMAGES_BYTE_BUDGET: usize = 512 * 1024;
+
+/// Facts about the scan that are not in the report itself.
+#[derive(Debug, Clone)]
+pub struct Context {
+    pub generation: Option<i64>,
+    pub now: Time,
+    pub next_scan: Option<Time>,
+    pub max_images: usize,
+}
+
+pub fn succeeded(
+    previous: Option<&RegistryStatus>,
+    report: &ScanReport,
+    ctx: &Context,
+) -> RegistryStatus {
+    let total = report.images.len();
+    let images = cap(&report.images, ctx.max_images);
+    let omitted = total - images.len();
+    let distinct: std::collections::HashSet<&str> =
+        report.images.iter().map(|i| i.digest.as_str()).collect();
+    let mut message = format!(
+        "Found {total} tag{} ({} distinct digest{})",
+        plural(total),
+        distinct.len(),
+        plural(distinct.len())
+    );
+    if omitted > 0 {
+        message.push_str(&format!(
+            "; images lists the {} highest versions, {omitted} older tag{} omitted (maxImages or status size limit)",
+            images.len(),
+            plural(omitted)
+        ));
+    }
+    if !report.vanished_tags.is_empty() {
+        message.push_str(&format!(
+            "; {} tag{} deleted during the scan",
+            report.vanished_tags.len(),
+            plural(report.vanished_tags.len())
+        ));
+    }
+    RegistryStatus {
+        last_scan_status: Some(ScanStatus::Success),
+        last_scan_time: Some(ctx.now.clone()),
+        last_successful_scan_time: Some(ctx.now.clone()),
+        message: Some(message.clone()),
+        images: Some(images),
+        tag_count: Some(total as i64),
+        omitted_tags: Some(omitted as i64),
+        observed_generation: ctx.generation,
+        next_scan_time: ctx.next_scan.clone(),
+        last_scan_duration_ms: Some(report.duration.as_millis().min(i64::MAX as u128) as i64),
+        last_scan_requests: Some(report.requests.clone()),
+        conditions: vec![ready(previous, true, REASON_SUCCEEDED, &message, ctx)],
+    }
+}
+
+/// A failed scan: the last good `images` (and their counts and time) stay; the rest says why.
+pub fn failed(
+    previous: Option<&RegistryStatus>,
+    reason: &str,
+    message: &str,
+    ctx: &Context,
+) -> RegistryStatus {
+    let prev = previous.cloned().unwrap_or_default();
+    RegistryStatus {
+        last_scan_status: Some(ScanStatus::Failed),
+        last_scan_time: Some(ctx.now.clone()),
+        message: Some(message.to_string()),
+        observed_generation: ctx.generation,
+        next_scan_time: ctx.next_scan.clone(),
+        last_scan_duration_ms: None,
+        last_scan_requests: None,
+        conditions: vec![ready(previous, false, reason, message, ctx)],
+        ..prev
+    }
+}
+
+/// Scanning is suspended: everything stays, Ready says so.
+pub fn suspended(previous: Option<&RegistryStatus>, ctx: &Context) -> RegistryStatus {
+    let prev = previous.cloned().unwrap_or_default();
+    let message = "Scanning is suspended (spec.suspend); images are from the last scan";
+    RegistryStatus {
+        observed_generation: ctx.generation,
+        next_scan_time: None,
+        conditions: vec![ready(previous, false, REASON_SUSPENDED, message, ctx)],
+        ..prev
+    }
+}
+
+/// Keeps the highest versions: at most `max`, and within the byte budget.
+fn cap(images: &[Image], max: usize) -> Vec<Image> {
+    let mut kept: Vec<Image> = images[images.len().saturating_sub(max)..].to_vec();
+    let mut bytes: usize = kept.iter().map(encoded_len).sum();
+    let mut drop = 0;
+    while bytes > IMAGES_BYTE_BUDGET && drop < kept.len() {
+        bytes -= encoded_len(&kept[drop]);
+        drop += 1;
+    }
+    kept.drain(..drop);
+    kept
+}
+
+fn encoded_len(image: &Image) -> usize {
+    serde_json::to_vec(image).map_or(0, |v| v.len() + 1)
+}
+
+fn ready(
+    previous: Option<&RegistryStatus>,
+    ok: bool,
+    reason: &str,
+    message: &str,
+    ctx: &Context,
+) -> Condition {
+    let status = if ok { "True" } else { "False" };
+    // The transition time moves only when the condition's status does.
+    let last_transition_time = previous
+        .and_then(|p| p.conditions.iter().find(|c| c.type_ == READY))
+        .filter(|c| c.status == status)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| ctx.now.clone());
+    Condition {
+        type_: READY.to_string(),
+        status: status.to_string(),
+        reason: reason.to_string(),
+        message: truncate(message, 32 * 1024),
+        observed_generation: ctx.generation,
+        last_transition_time,
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 { "" } else { "s" }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::RequestCounts;
+    use std::time::Duration;
+
+    fn image(tag: &str) -> Image {
+        Image {
+            tag: tag.into(),
+            digest: format!("sha256:{:0>64}", tag.len()),
+            size: Some(10),
+            media_type: None,
+            platforms: vec![],
+        }
+    }
+
+    fn report(tags: &[&str]) -> ScanReport {
+        ScanReport {
+            images: tags.iter().map(|t| image(t)).collect(),
+            facts: Default::default(),
+            requests: RequestCounts::default(),
+            vanished_tags: vec![],
+            duration: Duration::from_millis(5),
+        }
+    }
+
+    fn ctx(max: usize) -> Context {
+        Context {
+            generation: Some(3),
+            now: Time(k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap()),
+            next_scan: None,
+            max_images: max,
+        }
+    }
+
+    #[test]
+    fn success_caps_to_highest_versions() {
+        let s = succeeded(None, &report(&["1.0", "1.1", "1.2"]), &ctx(2));
+        let tags: Vec<_> = s
+            .images
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|i| i.tag.as_str())
+            .collect();
+        assert_eq!(tags, ["1.1", "1.2"]);
+        assert_eq!(s.tag_count, Some(3));
+        assert_eq!(s.omitted_tags, Some(1));
+        assert_eq!(s.conditions[0].status, "True");
+        assert_eq!(s.observed_generation, Some(3));
+    }
+
+    #[test]
+    fn failure_keeps_last_good_images_and_transition_time() {
+        let ok = succeeded(None, &report(&["a"]), &ctx(10));
+        let mut later = ctx(10);
+        later.now = Time(k8s_openapi::jiff::Timestamp::from_second(1_700_000_100).unwrap());
+        let bad = failed(Some(&ok), "AuthenticationFailed", "nope", &later);
+        assert_eq!(bad.images, ok.images);
+        assert_eq!(bad.last_successful_scan_time, ok.last_successful_scan_time);
+        assert_eq!(bad.last_scan_status, Some(ScanStatus::Failed));
+        assert_eq!(bad.conditions[0].last_transition_time, later.now);
+        let worse = failed(Some(&bad), "Timeout", "slow", &ctx(10));
+        assert_eq!(
+            worse.conditions[0].last_transition_time, later.now,
+            "status unchanged: time stays"
+        );
+    }
+
+    #[test]
+    fn byte_budget_bounds_images() {
+        let many: Vec<String> = (0..20_000).map(|i| format!("tag-{i:05}")).collect();
+        let refs: Vec<&str> = many.iter().map(String::as_str).collect();
+        let s = succeeded(None, &report(&refs), &ctx(20_000));
+        let bytes = serde_json::to_vec(&s.images).unwrap().len();
+        assert!(bytes <= IMAGES_BYTE_BUDGET, "{bytes}");
+        assert_eq!(s.images.as_ref().unwrap().last().unwrap().tag, "tag-19999");
+    }
+}

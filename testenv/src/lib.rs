@@ -4,4 +4,5 @@
 //! distribution registry) or serves real HTTP (a JWT token server, a fault-injecting proxy);
 //! nothing is mocked. Binaries come from `hack/tools.sh` (built once from Go modules).
 
+pub mod controlplane;
 pub mod tools;

@@ -1,0 +1,188 @@
+//! `registry-operator scan` as a user runs it: JSON equals the status object, passwords come
+//! from stdin and never show, `--previous` makes a rescan cost no manifest GET.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use testenv::fault::FaultProxy;
+use testenv::registry::{RegistryOptions, RegistryServer};
+
+const PASSWORD: &str = "cli-Secret-9000";
+
+fn run_scan(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_registry-operator"))
+        .arg("scan")
+        .args(args)
+        .env("RUST_LOG", "debug")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting registry-operator");
+    if let Some(input) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_output_is_the_status_object_and_previous_skips_gets() {
+    let reg = RegistryServer::start(RegistryOptions::htpasswd("bob", PASSWORD))
+        .await
+        .unwrap();
+    let pushed = common::seed_small(&reg, Some(("bob", PASSWORD)), "cli/app").await;
+    let proxy = FaultProxy::start(&reg.url).await.unwrap();
+
+    let out = run_scan(
+        &[
+            "--url",
+            &proxy.url,
+            "--repository",
+            "cli/app",
+            "--username",
+            "bob",
+            "--password-stdin",
+            "--output",
+            "json",
+        ],
+        Some(&format!("{PASSWORD}\n")),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        !text(&out).contains(PASSWORD),
+        "password leaked: {}",
+        text(&out)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["lastScanStatus"], "Success");
+    assert!(status["lastScanTime"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(status["tagCount"], 3);
+    assert_eq!(status["conditions"][0]["type"], "Ready");
+    assert_eq!(status["conditions"][0]["reason"], "ScanSucceeded");
+    let images = status["images"].as_array().unwrap();
+    assert_eq!(images.len(), 3);
+    for (image, (tag, p)) in images.iter().zip(&pushed.tags) {
+        assert_eq!(image["tag"], tag.as_str());
+        assert_eq!(image["digest"], p.digest.as_str());
+        assert_eq!(image["size"], p.size);
+    }
+    assert_eq!(
+        proxy.count("GET", "/manifests/sha256:"),
+        2,
+        "one GET per distinct digest"
+    );
+
+    let previous = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(previous.path(), &out.stdout).unwrap();
+    proxy.reset();
+    let again = run_scan(
+        &[
+            "--url",
+            &proxy.url,
+            "--repository",
+            "cli/app",
+            "--username",
+            "bob",
+            "--password-stdin",
+            "--output",
+            "json",
+            "--previous",
+            previous.path().to_str().unwrap(),
+        ],
+        Some(PASSWORD),
+    );
+    assert!(again.status.success(), "{}", text(&again));
+    let second: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(second["images"], status["images"]);
+    assert_eq!(
+        proxy.count("GET", "/manifests/"),
+        0,
+        "rescan with --previous makes no manifest GET"
+    );
+    assert_eq!(proxy.count("HEAD", "/manifests/"), 3, "one HEAD per tag");
+    assert_eq!(second["lastScanRequests"]["manifestGets"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_are_one_actionable_line_without_the_password() {
+    let reg = RegistryServer::start(RegistryOptions::htpasswd("bob", PASSWORD))
+        .await
+        .unwrap();
+    common::seed_small(&reg, Some(("bob", PASSWORD)), "cli/app").await;
+
+    let out = run_scan(
+        &[
+            "--url",
+            &reg.url,
+            "--repository",
+            "cli/app",
+            "--username",
+            "bob",
+            "--password-stdin",
+        ],
+        Some("WrongPass-123"),
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let last = err.lines().last().unwrap_or_default();
+    assert!(last.starts_with("error: authentication failed"), "{err}");
+    assert!(last.contains("check the username and password"), "{err}");
+    assert!(
+        !text(&out).contains("WrongPass-123"),
+        "password leaked: {err}"
+    );
+    assert!(out.stdout.is_empty());
+
+    let out = run_scan(
+        &[
+            "--url",
+            &reg.url,
+            "--repository",
+            "nope/missing",
+            "--username",
+            "bob",
+            "--password-stdin",
+        ],
+        Some(PASSWORD),
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("repository nope/missing not found"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn table_output_lists_tags_for_people() {
+    let reg = RegistryServer::start(RegistryOptions::plain())
+        .await
+        .unwrap();
+    let pushed = common::seed_small(&reg, None, "table/app").await;
+    let out = run_scan(&["--url", &reg.url, "--repository", "table/app"], None);
+    assert!(out.status.success(), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert!(lines[0].starts_with("TAG"), "{stdout}");
+    assert_eq!(lines.len(), 4, "{stdout}");
+    assert!(
+        lines[1].starts_with("1.0") && lines[1].contains(&pushed.tags[0].1.digest),
+        "{stdout}"
+    );
+}

@@ -1,0 +1,87 @@
+//! Shared helpers for the integration tests: real registries from `testenv`, and scans
+//! through the library exactly as the CLI and the controller run them.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+
+use registry_operator::registry::{
+    ClientOptions, Credentials, ManifestFacts, RegistryClient, ScanError, ScanOptions, ScanReport,
+    Target, scan,
+};
+use testenv::push::{Format, ImageSpec, PushedImage, Pusher};
+use testenv::registry::RegistryServer;
+
+pub async fn scan_url(
+    url: &str,
+    repository: &str,
+    credentials: Option<(&str, &str)>,
+    client: ClientOptions,
+    known: HashMap<String, ManifestFacts>,
+) -> Result<ScanReport, ScanError> {
+    let client = RegistryClient::new(client)?;
+    let target = Target::new(url, repository)?;
+    let creds = credentials.map(|(u, p)| Credentials::new(u, p));
+    let options = ScanOptions {
+        known,
+        ..ScanOptions::default()
+    };
+    scan(&client, &target, creds.as_ref(), &options).await
+}
+
+pub async fn scan_plain(url: &str, repository: &str) -> Result<ScanReport, ScanError> {
+    scan_url(
+        url,
+        repository,
+        None,
+        ClientOptions::default(),
+        HashMap::new(),
+    )
+    .await
+}
+
+/// What a test pushed, to compare with what a scan found.
+pub struct Pushed {
+    pub tags: Vec<(String, PushedImage)>,
+}
+
+/// A small repository: two tags of a Docker image sharing a digest, one OCI image.
+pub async fn seed_small(reg: &RegistryServer, creds: Option<(&str, &str)>, repo: &str) -> Pushed {
+    let pusher = Pusher::new(reg, creds).expect("pusher");
+    let docker = pusher
+        .push_image(
+            repo,
+            Some("1.0"),
+            &ImageSpec::new(Format::Docker, 1, &[1000, 2000]),
+        )
+        .await
+        .expect("push docker image");
+    pusher
+        .tag(repo, "latest", &docker.digest)
+        .await
+        .expect("tag latest");
+    let oci = pusher
+        .push_image(repo, Some("2.0"), &ImageSpec::new(Format::Oci, 2, &[3000]))
+        .await
+        .expect("push oci image");
+    Pushed {
+        tags: vec![
+            ("1.0".into(), docker.clone()),
+            ("2.0".into(), oci),
+            ("latest".into(), docker),
+        ],
+    }
+}
+
+pub fn assert_matches(report: &ScanReport, pushed: &Pushed) {
+    let found: Vec<(String, String, Option<i64>)> = report
+        .images
+        .iter()
+        .map(|i| (i.tag.clone(), i.digest.clone(), i.size))
+        .collect();
+    let expected: Vec<(String, String, Option<i64>)> = pushed
+        .tags
+        .iter()
+        .map(|(t, p)| (t.clone(), p.digest.clone(), Some(p.size)))
+        .collect();
+    assert_eq!(found, expected);
+}

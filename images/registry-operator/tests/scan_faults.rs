@@ -1,0 +1,165 @@
+//! Registry faults through a fault-injecting proxy in front of a real registry: 429 with
+//! Retry-After, 5xx then success, garbage, a registry that hangs, a tag deleted mid-scan.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use registry_operator::registry::{
+    ClientOptions, RegistryClient, RetryPolicy, ScanOptions, Target, scan,
+};
+use testenv::fault::{Fault, FaultAction, FaultProxy};
+use testenv::registry::{RegistryOptions, RegistryServer};
+
+async fn setup() -> (RegistryServer, FaultProxy, common::Pushed) {
+    let reg = RegistryServer::start(RegistryOptions::plain())
+        .await
+        .unwrap();
+    let pushed = common::seed_small(&reg, None, "faulty/app").await;
+    let proxy = FaultProxy::start(&reg.url).await.unwrap();
+    (reg, proxy, pushed)
+}
+
+#[tokio::test]
+async fn rate_limit_with_retry_after_is_honoured() {
+    let (_reg, proxy, pushed) = setup().await;
+    proxy.inject(Fault::new(
+        "/tags/list",
+        1,
+        FaultAction::too_many_requests(1),
+    ));
+    let started = Instant::now();
+    let report = common::scan_plain(&proxy.url, "faulty/app").await.unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "waited for Retry-After"
+    );
+    common::assert_matches(&report, &pushed);
+    assert_eq!(report.requests.retries, 1);
+    assert_eq!(report.requests.tag_pages, 2, "the 429 and the retry");
+}
+
+#[tokio::test]
+async fn persistent_rate_limit_fails_plainly() {
+    let (_reg, proxy, _) = setup().await;
+    proxy.inject(Fault::new(
+        "/manifests/",
+        1000,
+        FaultAction::too_many_requests(0),
+    ));
+    let err = common::scan_plain(&proxy.url, "faulty/app")
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason().as_str(), "RateLimited", "{err}");
+    assert!(err.to_string().contains("429"), "{err}");
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_then_succeed() {
+    let (_reg, proxy, pushed) = setup().await;
+    proxy.inject(Fault::new("/manifests/1.0", 1, FaultAction::status(500)).method("HEAD"));
+    proxy.inject(Fault::new("/manifests/sha256:", 1, FaultAction::status(503)).method("GET"));
+    let report = common::scan_plain(&proxy.url, "faulty/app").await.unwrap();
+    common::assert_matches(&report, &pushed);
+    assert_eq!(report.requests.retries, 2);
+
+    proxy.inject(Fault::new("/tags/list", 1000, FaultAction::status(500)));
+    let err = common::scan_plain(&proxy.url, "faulty/app")
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason().as_str(), "RegistryError", "{err}");
+    assert!(err.to_string().contains("HTTP 500"), "{err}");
+}
+
+#[tokio::test]
+async fn garbage_answers_are_invalid_responses_not_crashes() {
+    let (_reg, proxy, _) = setup().await;
+    proxy.inject(Fault::new("/tags/list", 1, FaultAction::Garbage));
+    let err = common::scan_plain(&proxy.url, "faulty/app")
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason().as_str(), "RegistryError", "{err}");
+    assert!(err.to_string().contains("not valid JSON"), "{err}");
+
+    proxy.inject(Fault::new("/manifests/sha256:", 1, FaultAction::Garbage).method("GET"));
+    let err = common::scan_plain(&proxy.url, "faulty/app")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("does not match its digest"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn a_hanging_registry_times_out_within_the_deadline() {
+    let (_reg, proxy, _) = setup().await;
+    proxy.inject(Fault::new("/manifests/", 1000, FaultAction::Hang).method("HEAD"));
+    let client = RegistryClient::new(ClientOptions {
+        request_timeout: Duration::from_millis(500),
+        retry: RetryPolicy {
+            max_attempts: 2,
+            base_delay: Duration::from_millis(50),
+            max_delay: Duration::from_millis(100),
+        },
+        ..ClientOptions::default()
+    })
+    .unwrap();
+    let target = Target::new(&proxy.url, "faulty/app").unwrap();
+    let options = ScanOptions {
+        timeout: Duration::from_secs(5),
+        ..ScanOptions::default()
+    };
+    let started = Instant::now();
+    let err = scan(&client, &target, None, &options).await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "bounded by the deadline"
+    );
+    assert_eq!(err.reason().as_str(), "Timeout", "{err}");
+
+    // The scan deadline bounds the whole scan even when each request is allowed longer.
+    let slow = RegistryClient::new(ClientOptions::default()).unwrap();
+    let options = ScanOptions {
+        timeout: Duration::from_secs(2),
+        ..ScanOptions::default()
+    };
+    let started = Instant::now();
+    let err = scan(&slow, &target, None, &options).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(8));
+    assert_eq!(err.reason().as_str(), "Timeout", "{err}");
+}
+
+#[tokio::test]
+async fn a_tag_deleted_between_listing_and_head_is_skipped() {
+    let (_reg, proxy, pushed) = setup().await;
+    proxy.inject(Fault::new("/manifests/latest", 1, FaultAction::status(404)).method("HEAD"));
+    let report = common::scan_plain(&proxy.url, "faulty/app").await.unwrap();
+    let tags: Vec<&str> = report.images.iter().map(|i| i.tag.as_str()).collect();
+    assert_eq!(tags, ["1.0", "2.0"]);
+    assert_eq!(report.vanished_tags, ["latest"]);
+    assert_eq!(report.images[0].digest, pushed.tags[0].1.digest);
+}
+
+#[tokio::test]
+async fn unreachable_registry_says_so() {
+    let port = testenv::tools::free_port();
+    let client = RegistryClient::new(ClientOptions {
+        retry: RetryPolicy {
+            max_attempts: 2,
+            base_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(20),
+        },
+        ..ClientOptions::default()
+    })
+    .unwrap();
+    let target = Target::new(&format!("http://127.0.0.1:{port}"), "x").unwrap();
+    let err = scan(&client, &target, None, &ScanOptions::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.reason().as_str(), "RegistryUnreachable", "{err}");
+    assert!(
+        err.to_string().contains(&format!("127.0.0.1:{port}")),
+        "{err}"
+    );
+}

@@ -85,3 +85,4 @@ pub fn assert_matches(report: &ScanReport, pushed: &Pushed) {
         .collect();
     assert_eq!(found, expected);
 }
+pub mod operator;

@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# Deckhouse module checks (`make lint`):
+#   1. dmt lint .                    Deckhouse's module linter, zero errors (rules off: .dmtlint.yaml)
+#   2. helm template                 the chart renders with default values and with every setting changed
+#   3. server-side dry run           a real kube-apiserver (testenv) accepts every rendered object and
+#                                    crds/registry.yaml
+#   4. cargo test --test chart_render settings land where they should; Deckhouse conventions hold
+#
+# Tools come from hack/tools.sh lint (helm, and dmt when the Go module proxy serves it) and
+# hack/tools.sh controlplane (kube-apiserver, etcd, kubectl; KUBEBUILDER_ASSETS wins).
+# Set LINT_KEEP=1 to keep the work directory (rendered manifests, apiserver logs).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+
+log() { echo ">> $*" >&2; }
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/registry-operator-lint.XXXXXX")
+cp_pid=""
+cleanup() {
+  if [[ -n $cp_pid ]] && kill -0 "$cp_pid" 2>/dev/null; then
+    kill -TERM "$cp_pid" 2>/dev/null || true
+    wait "$cp_pid" 2>/dev/null || true
+  fi
+  if [[ -n ${LINT_KEEP:-} ]]; then log "kept $work"; else rm -rf "$work"; fi
+}
+trap cleanup EXIT
+
+tools=$(hack/tools.sh lint)
+helm=$tools/helm
+[[ -x $helm ]] || fail "no helm in $tools"
+
+# ---------------------------------------------------------------------------------------------
+# 1. dmt
+if [[ -x $tools/dmt ]]; then
+  log "dmt lint . ($("$tools/dmt" --version 2>/dev/null | head -n1 || echo unknown version))"
+  "$tools/dmt" lint . || fail "dmt lint reported errors"
+else
+  log "dmt: not built (github.com/deckhouse/dmt is not served by the Go module proxy here; see"
+  log "     tools/lint/go.mod). Its rules for this module are checked by testenv/tests/chart_render.rs."
+fi
+
+# ---------------------------------------------------------------------------------------------
+# 2. helm template
+api_versions=(--api-versions autoscaling.k8s.io/v1/VerticalPodAutoscaler
+              --api-versions monitoring.coreos.com/v1/ServiceMonitor
+              --api-versions monitoring.coreos.com/v1/PodMonitor)
+render() { # render <name> <helm args...>
+  local name=$1; shift
+  "$helm" template registry-operator . "$@" > "$work/$name.yaml" \
+    || fail "helm template ($name) failed"
+  log "helm template ($name): $(grep -c '^kind:' "$work/$name.yaml") objects"
+}
+render default "${api_versions[@]}" -f hack/testdata/values-default.yaml
+render custom "${api_versions[@]}" -f hack/testdata/values-default.yaml -f hack/testdata/values-custom.yaml
+# Without the VPA and Prometheus APIs (and modules): the guarded objects must simply be left out.
+render bare -f hack/testdata/values-default.yaml --set 'global.enabledModules={}'
+if grep -qE '^kind: (VerticalPodAutoscaler|ServiceMonitor)$' "$work/bare.yaml"; then
+  fail "VPA/ServiceMonitor rendered although their APIs are absent"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# 3. server-side dry run against a real kube-apiserver
+log "starting kube-apiserver + etcd (testenv controlplane)"
+cargo build -q -p testenv --bin testenv
+"$root/target/debug/testenv" controlplane --state-dir "$work/cp" > "$work/controlplane.log" 2>&1 &
+cp_pid=$!
+for _ in $(seq 1 1800); do
+  [[ -e $work/cp/ready ]] && break
+  kill -0 "$cp_pid" 2>/dev/null || { cat "$work/controlplane.log" >&2; fail "control plane exited"; }
+  sleep 1
+done
+[[ -e $work/cp/ready ]] || { cat "$work/controlplane.log" >&2; fail "control plane not ready"; }
+export KUBECONFIG=$work/cp/kubeconfig
+kubectl=$work/cp/kubectl
+[[ -x $kubectl ]] || kubectl=$(hack/tools.sh controlplane)/kubectl
+
+# What Deckhouse provides around the module: the VPA and prometheus-operator CRDs, the
+# d8-monitoring namespace (ServiceMonitors live there) and the module's own namespace, which a
+# dry run cannot create for the objects inside it.
+"$kubectl" apply --server-side -f hack/testdata/crds-vpa.yaml -f hack/testdata/crds-prometheus-operator.yaml >/dev/null
+"$kubectl" wait --for condition=Established --timeout=60s \
+  crd/verticalpodautoscalers.autoscaling.k8s.io crd/servicemonitors.monitoring.coreos.com \
+  crd/podmonitors.monitoring.coreos.com >/dev/null
+"$kubectl" create namespace d8-monitoring >/dev/null
+"$kubectl" create namespace d8-registry-operator >/dev/null
+
+dry_run() { # dry_run <file>
+  local out
+  if ! out=$("$kubectl" apply --server-side --dry-run=server --field-manager=registry-operator-lint \
+        -f "$1" 2>&1); then
+    echo "$out" >&2
+    fail "the API server rejected objects of $1"
+  fi
+  log "dry run $(basename "$1"): $(grep -c . <<<"$out") objects accepted"
+}
+dry_run crds/registry.yaml
+dry_run "$work/default.yaml"
+dry_run "$work/custom.yaml"
+dry_run "$work/bare.yaml"
+
+kill -TERM "$cp_pid" 2>/dev/null || true
+wait "$cp_pid" 2>/dev/null || true
+cp_pid=""
+
+# ---------------------------------------------------------------------------------------------
+# 4. chart render test
+log "cargo test -p testenv --test chart_render"
+cargo test -q -p testenv --test chart_render
+
+log "lint passed"

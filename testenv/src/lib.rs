@@ -6,3 +6,9 @@
 
 pub mod controlplane;
 pub mod tools;
+
+pub mod certs;
+pub mod fault;
+pub mod push;
+pub mod registry;
+pub mod token;

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Deckhouse module checks (`make lint`):
 #   1. dmt lint .                    Deckhouse's module linter, zero errors (rules off: .dmtlint.yaml)
-#   2. helm template                 the chart renders with default values and with every setting changed
+#   2. helm lint, helm template      the chart renders with default values and with every setting changed
 #   3. server-side dry run           a real kube-apiserver (testenv) accepts every rendered object and
 #                                    crds/registry.yaml
 #   4. cargo test --test chart_render settings land where they should; Deckhouse conventions hold
@@ -53,6 +53,8 @@ render() { # render <name> <helm args...>
     || fail "helm template ($name) failed"
   log "helm template ($name): $(grep -c '^kind:' "$work/$name.yaml") objects"
 }
+"$helm" lint --strict --quiet . -f hack/testdata/values-default.yaml -f hack/testdata/values-custom.yaml \
+  || fail "helm lint failed"
 render default "${api_versions[@]}" -f hack/testdata/values-default.yaml
 render custom "${api_versions[@]}" -f hack/testdata/values-default.yaml -f hack/testdata/values-custom.yaml
 # Without the VPA and Prometheus APIs (and modules): the guarded objects must simply be left out.
@@ -65,7 +67,7 @@ fi
 # 3. server-side dry run against a real kube-apiserver
 log "starting kube-apiserver + etcd (testenv controlplane)"
 cargo build -q -p testenv --bin testenv
-"$root/target/debug/testenv" controlplane --state-dir "$work/cp" > "$work/controlplane.log" 2>&1 &
+"${CARGO_TARGET_DIR:-$root/target}/debug/testenv" controlplane --state-dir "$work/cp" > "$work/controlplane.log" 2>&1 &
 cp_pid=$!
 for _ in $(seq 1 1800); do
   [[ -e $work/cp/ready ]] && break

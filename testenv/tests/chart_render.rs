@@ -362,6 +362,15 @@ fn optional_apis_are_guarded() {
         !bare.iter().any(|o| o.kind() == "RoleBinding" && o.name().starts_with("access-to-")),
         "Prometheus' access is bound only when the prometheus module is on"
     );
+    // The ServiceMonitor also needs the prometheus module, which owns the d8-monitoring namespace.
+    let no_prometheus = Render::defaults()
+        .set("global.enabledModules={vertical-pod-autoscaler,operator-prometheus-crd}")
+        .objects();
+    assert!(
+        !no_prometheus.iter().any(|o| o.kind() == "ServiceMonitor"),
+        "ServiceMonitor without the prometheus module: {:?}",
+        ids(&no_prometheus)
+    );
     // The VPA module alone (before its API shows up in discovery) is enough for the VPA.
     let vpa_module = Render::defaults().without_apis().objects();
     find(&vpa_module, "VerticalPodAutoscaler", MODULE);
@@ -709,6 +718,20 @@ fn rbac_is_placed_and_least_privilege() {
     for o in objs.iter().filter(|o| {
         matches!(o.kind(), "ServiceAccount" | "ClusterRole" | "ClusterRoleBinding" | "Role" | "RoleBinding")
     }) {
+        if o.source == "templates/user-authz-cluster-roles.yaml" {
+            assert_eq!(o.kind(), "ClusterRole", "{}: only ClusterRoles for user-authz", o.id());
+            let level = at(&o.value, "metadata.annotations")
+                .and_then(|a| a.get("user-authz.deckhouse.io/access-level"))
+                .and_then(Value::as_str)
+                .unwrap_or_else(|| panic!("{}: user-authz.deckhouse.io/access-level", o.id()));
+            assert_eq!(
+                o.name(),
+                format!("d8:user-authz:{MODULE}:{}", level.to_lowercase()),
+                "{}",
+                o.id()
+            );
+            continue;
+        }
         let (component, file) = o
             .source
             .strip_prefix("templates/")

@@ -3,7 +3,7 @@
 #   1. dmt lint .                    Deckhouse's module linter, zero errors (rules off: .dmtlint.yaml)
 #   2. helm lint, helm template      the chart renders with default values and with every setting changed
 #   3. server-side dry run           a real kube-apiserver (testenv) accepts every rendered object and
-#                                    crds/registry.yaml
+#                                    crds/registry.yaml; its authorizer confirms the operator's RBAC
 #   4. cargo test --test chart_render settings land where they should; Deckhouse conventions hold
 #
 # Tools come from hack/tools.sh lint (helm, and dmt when the Go module proxy serves it) and
@@ -102,6 +102,43 @@ dry_run crds/registry.yaml
 dry_run "$work/default.yaml"
 dry_run "$work/custom.yaml"
 dry_run "$work/bare.yaml"
+
+# The RBAC really grants what the operator needs, and no more: apply the default render for real
+# (a bare apiserver runs no Pods) and ask the API server's own authorizer.
+"$kubectl" apply --server-side --field-manager=registry-operator-lint -f crds/registry.yaml >/dev/null
+"$kubectl" apply --server-side --field-manager=registry-operator-lint -f "$work/default.yaml" >/dev/null
+sa=system:serviceaccount:d8-registry-operator:registry-operator
+can() { # can yes|no <kubectl auth can-i args...>
+  local want=$1; shift
+  local got
+  got=$("$kubectl" auth can-i --as="$sa" "$@" 2>/dev/null || true)
+  [[ $got == "$want" ]] || fail "RBAC: can-i $* = ${got:-error}, want $want"
+}
+# The authorizer sees new RBAC objects through its informers: wait until the first grant shows.
+for _ in $(seq 1 30); do
+  [[ $("$kubectl" auth can-i --as="$sa" create tokenreviews.authentication.k8s.io 2>/dev/null) == yes ]] && break
+  sleep 1
+done
+can yes list registries.registry.kubecontroller.io --all-namespaces
+can yes watch registries.registry.kubecontroller.io --all-namespaces
+can yes patch registries.registry.kubecontroller.io --subresource=status -n team-a
+can yes get secrets -n team-a
+can yes watch secrets --all-namespaces
+can yes create events.events.k8s.io -n team-a
+can yes patch events -n team-a
+can yes create leases.coordination.k8s.io -n d8-registry-operator
+can yes update leases.coordination.k8s.io -n d8-registry-operator
+can yes create tokenreviews.authentication.k8s.io
+can yes create subjectaccessreviews.authorization.k8s.io
+can no create registries.registry.kubecontroller.io -n team-a
+can no delete registries.registry.kubecontroller.io -n team-a
+can no patch registries.registry.kubecontroller.io -n team-a
+can no create secrets -n team-a
+can no update secrets -n team-a
+can no create leases.coordination.k8s.io -n team-a
+can no delete leases.coordination.k8s.io -n d8-registry-operator
+can no list pods --all-namespaces
+log "RBAC: the operator's ServiceAccount can do what it needs and no more"
 
 kill -TERM "$cp_pid" 2>/dev/null || true
 wait "$cp_pid" 2>/dev/null || true

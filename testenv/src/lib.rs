@@ -12,3 +12,4 @@ pub mod fault;
 pub mod push;
 pub mod registry;
 pub mod token;
+pub mod demo;

@@ -29,6 +29,16 @@ struct Cli {
 enum Command {
     /// Run etcd + kube-apiserver on loopback until SIGINT/SIGTERM.
     Controlplane(ControlplaneArgs),
+    /// Run the demo's two registries (public, and password-protected) with sample images
+    /// until SIGINT/SIGTERM. Writes DIR/env (URLs and the demo credentials), then DIR/ready.
+    DemoRegistries(DemoArgs),
+}
+
+#[derive(clap::Args)]
+struct DemoArgs {
+    /// Directory for env and ready.
+    #[arg(long)]
+    state_dir: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -54,6 +64,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     match cli.command {
         Command::Controlplane(args) => rt.block_on(controlplane(args)),
+        Command::DemoRegistries(args) => rt.block_on(demo_registries(args)),
     }
 }
 
@@ -129,4 +140,33 @@ async fn controlplane(args: ControlplaneArgs) -> anyhow::Result<()> {
 fn link_kubectl(target: &Path, link: &Path) {
     let _ = std::fs::remove_file(link);
     let _ = std::os::unix::fs::symlink(target, link);
+}
+
+async fn demo_registries(args: DemoArgs) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let dir = &args.state_dir;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let ready = dir.join("ready");
+    let _ = std::fs::remove_file(&ready);
+    say("starting the demo registries (the first run builds the registry from tools/registry)");
+    let registries = testenv::demo::start(dir).await?;
+    std::fs::write(&ready, "")?;
+    say(format!(
+        "public registry {} ({}), private registry {} ({}, user {})",
+        registries.public.url,
+        testenv::demo::PUBLIC_REPOSITORY,
+        registries.private.url,
+        testenv::demo::PRIVATE_REPOSITORY,
+        testenv::demo::PRIVATE_USERNAME
+    ));
+    tokio::select! {
+        _ = sigterm.recv() => {}
+        _ = sigint.recv() => {}
+    }
+    let _ = std::fs::remove_file(&ready);
+    drop(registries);
+    say("demo registries stopped");
+    Ok(())
 }

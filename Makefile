@@ -10,13 +10,13 @@ all: build
 
 mod-tidy: ## Fetch Rust and Go dependencies
 	$(CARGO) fetch
-	cd tools/k8s && go mod download
-	cd tools/registry && go mod download
+	for m in tools/*/; do (cd $$m && go mod download); done
 
 generate: manifests ## Rust needs no DeepCopy code; generating means regenerating the CRD
 
 manifests: ## Write crds/registry.yaml from the Rust types (a test fails when it is stale)
-	$(CARGO) run -q -p registry-operator -- crd > crds/registry.yaml
+	$(CARGO) run -q -p registry-operator -- crd > crds/registry.yaml.tmp
+	mv crds/registry.yaml.tmp crds/registry.yaml
 
 build: ## Release binary at bin/registry-operator
 	$(CARGO) build --release -p registry-operator
@@ -29,7 +29,8 @@ run: build ## Run the operator against the current kubeconfig (installs nothing;
 test: ## Whole suite: unit + integration tests against a real registry and kube-apiserver
 	hack/tools.sh controlplane >/dev/null
 	hack/tools.sh registry >/dev/null
-	$(CARGO) test --workspace -- --test-threads=2
+	hack/tools.sh lint >/dev/null
+	$(CARGO) test --workspace
 
 fmt: ## Format the code
 	$(CARGO) fmt --all
@@ -48,7 +49,7 @@ bench: ## Benchmarks; regenerates BENCHMARKS.md
 	hack/bench.sh
 
 tools: ## Build (or reuse) the Go tools
-	hack/tools.sh controlplane && hack/tools.sh registry
+	for t in controlplane registry lint; do hack/tools.sh $$t; done
 
 clean:
 	$(CARGO) clean

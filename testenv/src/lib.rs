@@ -8,8 +8,8 @@ pub mod controlplane;
 pub mod tools;
 
 pub mod certs;
+pub mod demo;
 pub mod fault;
 pub mod push;
 pub mod registry;
 pub mod token;
-pub mod demo;

@@ -8,7 +8,10 @@ use anyhow::{Context, bail};
 
 /// The repository root (testenv sits one level below it).
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("testenv has a parent").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("testenv has a parent")
+        .to_path_buf()
 }
 
 /// Directory holding the binaries of one `hack/tools.sh` set (`controlplane`, `registry`, `lint`,

@@ -67,7 +67,11 @@ struct Render {
 
 impl Render {
     fn defaults() -> Self {
-        Render { values: vec![VALUES_DEFAULT.into()], set: vec![], api_versions: true }
+        Render {
+            values: vec![VALUES_DEFAULT.into()],
+            set: vec![],
+            api_versions: true,
+        }
     }
     fn custom() -> Self {
         Render::defaults().values(VALUES_CUSTOM)
@@ -109,7 +113,9 @@ impl Render {
     }
 
     fn objects(&self) -> Vec<Obj> {
-        let text = self.output().unwrap_or_else(|e| panic!("helm template failed:\n{e}"));
+        let text = self
+            .output()
+            .unwrap_or_else(|e| panic!("helm template failed:\n{e}"));
         parse_manifests(&text)
     }
 }
@@ -139,7 +145,9 @@ fn find<'a>(objs: &'a [Obj], kind: &str, name: &str) -> &'a Obj {
 }
 
 fn ids(objs: &[Obj]) -> Vec<String> {
-    objs.iter().map(|o| format!("{}/{}", o.kind(), o.name())).collect()
+    objs.iter()
+        .map(|o| format!("{}/{}", o.kind(), o.name()))
+        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -226,11 +234,19 @@ fn defaults_render_the_documented_flags_placement_and_resources() {
     ] {
         assert_eq!(flag(&a, name).as_deref(), Some(value), "--{name} in {a:?}");
     }
-    assert_eq!(flag(&a, "leader-elect"), None, "one replica needs no leader election: {a:?}");
+    assert_eq!(
+        flag(&a, "leader-elect"),
+        None,
+        "one replica needs no leader election: {a:?}"
+    );
     assert_eq!(at(&d.value, "spec.replicas"), Some(&yaml("1")));
 
     let pod = at(&d.value, "spec.template.spec").unwrap();
-    assert_eq!(at(pod, "nodeSelector"), None, "no system nodes, no nodeSelector");
+    assert_eq!(
+        at(pod, "nodeSelector"),
+        None,
+        "no system nodes, no nodeSelector"
+    );
     assert_eq!(
         at(pod, "tolerations"),
         Some(&yaml(
@@ -249,11 +265,15 @@ fn defaults_render_the_documented_flags_placement_and_resources() {
     );
     assert_eq!(
         str_at(container(d, MODULE), "image"),
-        Some("registry.example.com/deckhouse@sha256:2222222222222222222222222222222222222222222222222222222222222222")
+        Some(
+            "registry.example.com/deckhouse@sha256:2222222222222222222222222222222222222222222222222222222222222222"
+        )
     );
     assert_eq!(
         str_at(container(d, "kube-rbac-proxy"), "image"),
-        Some("registry.example.com/deckhouse@sha256:1111111111111111111111111111111111111111111111111111111111111111")
+        Some(
+            "registry.example.com/deckhouse@sha256:1111111111111111111111111111111111111111111111111111111111111111"
+        )
     );
     find(&objs, "VerticalPodAutoscaler", MODULE);
     find(&objs, "ServiceMonitor", MODULE);
@@ -280,7 +300,9 @@ fn every_setting_changed_lands_in_the_deployment() {
     let pod = at(&d.value, "spec.template.spec").unwrap();
     assert_eq!(
         at(pod, "nodeSelector"),
-        Some(&yaml(r#"{node-role.kubernetes.io/registry-scanner: "", topology.kubernetes.io/zone: zone-b}"#))
+        Some(&yaml(
+            r#"{node-role.kubernetes.io/registry-scanner: "", topology.kubernetes.io/zone: zone-b}"#
+        ))
     );
     assert_eq!(
         at(pod, "tolerations"),
@@ -304,11 +326,15 @@ fn every_setting_changed_lands_in_the_deployment() {
     // The module's own registry (ModuleSource) wins over the cluster's modules registry.
     assert_eq!(
         str_at(container(d, MODULE), "image"),
-        Some("registry.example.org/modules/registry-operator@sha256:2222222222222222222222222222222222222222222222222222222222222222")
+        Some(
+            "registry.example.org/modules/registry-operator@sha256:2222222222222222222222222222222222222222222222222222222222222222"
+        )
     );
     let secret = find(&objs, "Secret", "registry-operator-module-registry");
     assert_eq!(
-        secret.value["data"].get(".dockerconfigjson").and_then(Value::as_str),
+        secret.value["data"]
+            .get(".dockerconfigjson")
+            .and_then(Value::as_str),
         Some("eyJhdXRocyI6eyJyZWdpc3RyeS5leGFtcGxlLm9yZyI6eyJhdXRoIjoiZFhObGNqcHdZWE56In19fQ==")
     );
 }
@@ -316,14 +342,21 @@ fn every_setting_changed_lands_in_the_deployment() {
 #[test]
 fn each_log_level_reaches_the_flag() {
     for level in ["debug", "info", "warn", "error"] {
-        let objs = Render::defaults().set(&format!("registryOperator.logLevel={level}")).objects();
-        assert_eq!(flag(&args(operator(&objs)), "log-level").as_deref(), Some(level));
+        let objs = Render::defaults()
+            .set(&format!("registryOperator.logLevel={level}"))
+            .objects();
+        assert_eq!(
+            flag(&args(operator(&objs)), "log-level").as_deref(),
+            Some(level)
+        );
     }
 }
 
 #[test]
 fn replicas_follow_cluster_high_availability_unless_set() {
-    let ha = Render::defaults().set("global.highAvailability=true").objects();
+    let ha = Render::defaults()
+        .set("global.highAvailability=true")
+        .objects();
     let d = operator(&ha);
     assert_eq!(at(&d.value, "spec.replicas"), Some(&yaml("2")));
     assert_eq!(flag(&args(d), "leader-elect").as_deref(), Some(""));
@@ -350,7 +383,10 @@ fn system_nodes_are_preferred_when_the_cluster_has_them() {
 
 #[test]
 fn optional_apis_are_guarded() {
-    let bare = Render::defaults().without_apis().set("global.enabledModules={}").objects();
+    let bare = Render::defaults()
+        .without_apis()
+        .set("global.enabledModules={}")
+        .objects();
     for kind in ["VerticalPodAutoscaler", "ServiceMonitor"] {
         assert!(
             !bare.iter().any(|o| o.kind() == kind),
@@ -359,7 +395,9 @@ fn optional_apis_are_guarded() {
         );
     }
     assert!(
-        !bare.iter().any(|o| o.kind() == "RoleBinding" && o.name().starts_with("access-to-")),
+        !bare
+            .iter()
+            .any(|o| o.kind() == "RoleBinding" && o.name().starts_with("access-to-")),
         "Prometheus' access is bound only when the prometheus module is on"
     );
     // The ServiceMonitor also needs the prometheus module, which owns the d8-monitoring namespace.
@@ -382,7 +420,10 @@ fn missing_image_digest_fails_loudly() {
         .set("global.modulesImages.digests.registryOperator.registryOperator=")
         .output()
         .expect_err("rendering without the image digest must fail");
-    assert!(err.contains("registryOperator.registryOperator has no digest"), "{err}");
+    assert!(
+        err.contains("registryOperator.registryOperator has no digest"),
+        "{err}"
+    );
 }
 
 /// Deckhouse applies `openapi/config-values.yaml`'s defaults before rendering; the templates fall
@@ -397,7 +438,10 @@ fn template_fallbacks_equal_openapi_defaults() {
     let file = dir.path().join("openapi-defaults.yaml");
     std::fs::write(&file, serde_yaml::to_string(&root).unwrap()).unwrap();
 
-    let with_defaults = Render::defaults().values(file.to_str().unwrap()).output().unwrap();
+    let with_defaults = Render::defaults()
+        .values(file.to_str().unwrap())
+        .output()
+        .unwrap();
     let without = Render::defaults().output().unwrap();
     assert_eq!(
         with_defaults, without,
@@ -435,7 +479,7 @@ fn schema_defaults(schema: &Value) -> Option<Value> {
         for (k, sub) in props {
             if let Some(d) = schema_defaults(sub) {
                 let m = out.get_or_insert_with(Mapping::new);
-                if !(d.as_mapping().is_some_and(Mapping::is_empty) && !m.contains_key(k)) {
+                if !d.as_mapping().is_some_and(Mapping::is_empty) || m.contains_key(k) {
                     m.insert(k.clone(), d);
                 }
             }
@@ -452,7 +496,12 @@ fn all_renders() -> Vec<(&'static str, Vec<Obj>)> {
     vec![
         ("default", Render::defaults().objects()),
         ("custom", Render::custom().objects()),
-        ("ha", Render::defaults().set("global.highAvailability=true").objects()),
+        (
+            "ha",
+            Render::defaults()
+                .set("global.highAvailability=true")
+                .objects(),
+        ),
     ]
 }
 
@@ -487,7 +536,10 @@ fn every_object_carries_deckhouse_labels_and_lives_in_the_module_namespace() {
         );
         let ca = find(&objs, "ConfigMap", "kube-rbac-proxy-ca.crt");
         assert!(
-            ca.value["data"].get("ca.crt").and_then(Value::as_str).is_some_and(|c| c.contains("BEGIN CERTIFICATE")),
+            ca.value["data"]
+                .get("ca.crt")
+                .and_then(Value::as_str)
+                .is_some_and(|c| c.contains("BEGIN CERTIFICATE")),
             "kube-rbac-proxy CA in the module namespace"
         );
     }
@@ -524,14 +576,25 @@ fn workloads_follow_deckhouse_container_rules() {
             assert_eq!(str_at(&w.value, "apiVersion"), Some("apps/v1"), "{id}");
             if w.kind() == "Deployment" {
                 let limit = at(&w.value, "spec.revisionHistoryLimit").and_then(Value::as_u64);
-                assert!(limit.is_some_and(|l| l <= 2), "{id}: revisionHistoryLimit {limit:?} > 2");
+                assert!(
+                    limit.is_some_and(|l| l <= 2),
+                    "{id}: revisionHistoryLimit {limit:?} > 2"
+                );
             }
             let pod = at(&w.value, "spec.template.spec").unwrap();
             let pc = str_at(pod, "priorityClassName").unwrap_or_default();
-            assert!(ALLOWED_PRIORITY_CLASSES.contains(&pc), "{id}: priority class {pc:?}");
-            assert_ne!(at(pod, "hostNetwork").and_then(Value::as_bool), Some(true), "{id}");
+            assert!(
+                ALLOWED_PRIORITY_CLASSES.contains(&pc),
+                "{id}: priority class {pc:?}"
+            );
+            assert_ne!(
+                at(pod, "hostNetwork").and_then(Value::as_bool),
+                Some(true),
+                "{id}"
+            );
 
-            let psc = at(pod, "securityContext").unwrap_or_else(|| panic!("{id}: no pod securityContext"));
+            let psc = at(pod, "securityContext")
+                .unwrap_or_else(|| panic!("{id}: no pod securityContext"));
             assert!(is_true(at(psc, "runAsNonRoot")), "{id}: runAsNonRoot");
             let ids = (
                 at(psc, "runAsUser").and_then(Value::as_u64),
@@ -549,16 +612,28 @@ fn workloads_follow_deckhouse_container_rules() {
                 let name = str_at(c, "name").unwrap();
                 let cid = format!("{id} container {name}");
                 assert!(names.insert(name), "{cid}: duplicate container name");
-                let sc = at(c, "securityContext").unwrap_or_else(|| panic!("{cid}: no securityContext"));
-                assert!(is_true(at(sc, "readOnlyRootFilesystem")), "{cid}: readOnlyRootFilesystem");
+                let sc =
+                    at(c, "securityContext").unwrap_or_else(|| panic!("{cid}: no securityContext"));
+                assert!(
+                    is_true(at(sc, "readOnlyRootFilesystem")),
+                    "{cid}: readOnlyRootFilesystem"
+                );
                 assert_eq!(
                     at(sc, "allowPrivilegeEscalation").and_then(Value::as_bool),
                     Some(false),
                     "{cid}: allowPrivilegeEscalation"
                 );
                 assert!(!is_true(at(sc, "privileged")), "{cid}: privileged");
-                assert_eq!(at(sc, "capabilities.drop"), Some(&yaml("[ALL]")), "{cid}: drop ALL");
-                assert_eq!(at(sc, "capabilities.add"), None, "{cid}: no added capabilities");
+                assert_eq!(
+                    at(sc, "capabilities.drop"),
+                    Some(&yaml("[ALL]")),
+                    "{cid}: drop ALL"
+                );
+                assert_eq!(
+                    at(sc, "capabilities.add"),
+                    None,
+                    "{cid}: no added capabilities"
+                );
                 let seccomp = str_at(sc, "seccompProfile.type").or(pod_seccomp);
                 assert_eq!(seccomp, Some("RuntimeDefault"), "{cid}: seccomp profile");
 
@@ -579,16 +654,25 @@ fn workloads_follow_deckhouse_container_rules() {
                 let image = str_at(c, "image").unwrap();
                 let digest = image.rsplit_once("@sha256:").map(|(_, d)| d);
                 assert!(
-                    digest.is_some_and(|d| d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit())),
+                    digest
+                        .is_some_and(|d| d.len() == 64 && d.bytes().all(|b| b.is_ascii_hexdigit())),
                     "{cid}: image {image} is not pinned by digest"
                 );
-                for port in at(c, "ports").and_then(Value::as_sequence).into_iter().flatten() {
+                for port in at(c, "ports")
+                    .and_then(Value::as_sequence)
+                    .into_iter()
+                    .flatten()
+                {
                     let n = at(port, "containerPort").and_then(Value::as_u64).unwrap();
                     assert!(n > 1024, "{cid}: port {n} <= 1024");
                     assert!(at(port, "hostPort").is_none(), "{cid}: hostPort");
                 }
                 let mut env = BTreeSet::new();
-                for e in at(c, "env").and_then(Value::as_sequence).into_iter().flatten() {
+                for e in at(c, "env")
+                    .and_then(Value::as_sequence)
+                    .into_iter()
+                    .flatten()
+                {
                     let n = str_at(e, "name").unwrap();
                     assert!(env.insert(n), "{cid}: env {n} twice");
                 }
@@ -615,7 +699,9 @@ fn quantity(v: &Value) -> f64 {
     .iter()
     .find_map(|(suf, m)| s.strip_suffix(suf).map(|n| (n.to_string(), *m)))
     .unwrap_or((s.clone(), 1.0));
-    num.parse::<f64>().unwrap_or_else(|_| panic!("bad quantity {s}")) * mult
+    num.parse::<f64>()
+        .unwrap_or_else(|_| panic!("bad quantity {s}"))
+        * mult
 }
 
 #[test]
@@ -637,12 +723,13 @@ fn every_deployment_has_a_vpa_and_a_pdb() {
                 ["InPlaceOrRecreate", "Initial", "Off"].contains(&mode),
                 "{id}: VPA updateMode {mode:?} (not Auto/Recreate)"
             );
-            let policies: BTreeMap<&str, &Value> = at(&vpa.value, "spec.resourcePolicy.containerPolicies")
-                .and_then(Value::as_sequence)
-                .unwrap()
-                .iter()
-                .map(|p| (str_at(p, "containerName").unwrap(), p))
-                .collect();
+            let policies: BTreeMap<&str, &Value> =
+                at(&vpa.value, "spec.resourcePolicy.containerPolicies")
+                    .and_then(Value::as_sequence)
+                    .unwrap()
+                    .iter()
+                    .map(|p| (str_at(p, "containerName").unwrap(), p))
+                    .collect();
             let containers: BTreeSet<&str> = at(&d.value, "spec.template.spec.containers")
                 .and_then(Value::as_sequence)
                 .unwrap()
@@ -665,7 +752,9 @@ fn every_deployment_has_a_vpa_and_a_pdb() {
                 }
             }
 
-            let pod_labels = at(&d.value, "spec.template.metadata.labels").and_then(Value::as_mapping).unwrap();
+            let pod_labels = at(&d.value, "spec.template.metadata.labels")
+                .and_then(Value::as_mapping)
+                .unwrap();
             let pdb = objs
                 .iter()
                 .find(|o| {
@@ -673,11 +762,15 @@ fn every_deployment_has_a_vpa_and_a_pdb() {
                         && o.namespace() == d.namespace()
                         && at(&o.value, "spec.selector.matchLabels")
                             .and_then(Value::as_mapping)
-                            .is_some_and(|sel| sel.iter().all(|(k, v)| pod_labels.get(k) == Some(v)))
+                            .is_some_and(|sel| {
+                                sel.iter().all(|(k, v)| pod_labels.get(k) == Some(v))
+                            })
                 })
                 .unwrap_or_else(|| panic!("{id}: no PodDisruptionBudget selects its Pods"));
             assert!(
-                at(&pdb.value, "metadata.annotations").and_then(|a| a.get("helm.sh/hook")).is_none(),
+                at(&pdb.value, "metadata.annotations")
+                    .and_then(|a| a.get("helm.sh/hook"))
+                    .is_none(),
                 "{id}: PDB must not be a hook"
             );
         }
@@ -692,22 +785,43 @@ fn services_and_monitors_use_named_ports() {
         .and_then(Value::as_sequence)
         .unwrap()
         .iter()
-        .flat_map(|c| at(c, "ports").and_then(Value::as_sequence).into_iter().flatten())
+        .flat_map(|c| {
+            at(c, "ports")
+                .and_then(Value::as_sequence)
+                .into_iter()
+                .flatten()
+        })
         .map(|p| str_at(p, "name").unwrap())
         .collect();
     for svc in objs.iter().filter(|o| o.kind() == "Service") {
-        for p in at(&svc.value, "spec.ports").and_then(Value::as_sequence).unwrap() {
+        for p in at(&svc.value, "spec.ports")
+            .and_then(Value::as_sequence)
+            .unwrap()
+        {
             let target = str_at(p, "targetPort")
                 .unwrap_or_else(|| panic!("{}: targetPort must be a port name", svc.id()));
-            assert!(port_names.contains(target), "{}: no container port {target}", svc.id());
+            assert!(
+                port_names.contains(target),
+                "{}: no container port {target}",
+                svc.id()
+            );
         }
     }
     let sm = find(&objs, "ServiceMonitor", MODULE);
-    assert_eq!(str_at(&sm.value, "metadata.labels.prometheus"), Some("main"));
-    assert_eq!(str_at(&sm.value, "spec.endpoints.0.port"), Some("https-metrics"));
+    assert_eq!(
+        str_at(&sm.value, "metadata.labels.prometheus"),
+        Some("main")
+    );
+    assert_eq!(
+        str_at(&sm.value, "spec.endpoints.0.port"),
+        Some("https-metrics")
+    );
     assert_eq!(str_at(&sm.value, "spec.endpoints.0.scheme"), Some("https"));
     // The operator's metrics port is loopback-only: scrapes go through kube-rbac-proxy.
-    assert_eq!(flag(&args(d), "metrics-addr").as_deref(), Some("127.0.0.1:8080"));
+    assert_eq!(
+        flag(&args(d), "metrics-addr").as_deref(),
+        Some("127.0.0.1:8080")
+    );
 }
 
 /// RBAC objects sit where dmt's `rbac` linter expects them and grant what the operator needs
@@ -716,10 +830,18 @@ fn services_and_monitors_use_named_ports() {
 fn rbac_is_placed_and_least_privilege() {
     let objs = Render::defaults().objects();
     for o in objs.iter().filter(|o| {
-        matches!(o.kind(), "ServiceAccount" | "ClusterRole" | "ClusterRoleBinding" | "Role" | "RoleBinding")
+        matches!(
+            o.kind(),
+            "ServiceAccount" | "ClusterRole" | "ClusterRoleBinding" | "Role" | "RoleBinding"
+        )
     }) {
         if o.source == "templates/user-authz-cluster-roles.yaml" {
-            assert_eq!(o.kind(), "ClusterRole", "{}: only ClusterRoles for user-authz", o.id());
+            assert_eq!(
+                o.kind(),
+                "ClusterRole",
+                "{}: only ClusterRoles for user-authz",
+                o.id()
+            );
             let level = at(&o.value, "metadata.annotations")
                 .and_then(|a| a.get("user-authz.deckhouse.io/access-level"))
                 .and_then(Value::as_str)
@@ -736,7 +858,12 @@ fn rbac_is_placed_and_least_privilege() {
             .source
             .strip_prefix("templates/")
             .and_then(|s| s.rsplit_once('/'))
-            .unwrap_or_else(|| panic!("{}: RBAC belongs in templates/<component>/rbac-*.yaml", o.id()));
+            .unwrap_or_else(|| {
+                panic!(
+                    "{}: RBAC belongs in templates/<component>/rbac-*.yaml",
+                    o.id()
+                )
+            });
         let local = component.replace('/', "-");
         match (o.kind(), file) {
             ("ServiceAccount", "rbac-for-us.yaml") => {
@@ -751,14 +878,26 @@ fn rbac_is_placed_and_least_privilege() {
                 assert_eq!(o.namespace(), Some(NAMESPACE), "{}", o.id());
             }
             ("Role" | "RoleBinding", "rbac-to-us.yaml") => {
-                assert!(o.name().starts_with(&format!("access-to-{local}-")), "{}", o.id());
+                assert!(
+                    o.name().starts_with(&format!("access-to-{local}-")),
+                    "{}",
+                    o.id()
+                );
                 assert_eq!(o.namespace(), Some(NAMESPACE), "{}", o.id());
             }
             _ => panic!("{} is not allowed in {}", o.id(), o.source),
         }
-        for rule in at(&o.value, "rules").and_then(Value::as_sequence).into_iter().flatten() {
+        for rule in at(&o.value, "rules")
+            .and_then(Value::as_sequence)
+            .into_iter()
+            .flatten()
+        {
             for field in ["apiGroups", "resources", "verbs"] {
-                for v in at(rule, field).and_then(Value::as_sequence).into_iter().flatten() {
+                for v in at(rule, field)
+                    .and_then(Value::as_sequence)
+                    .into_iter()
+                    .flatten()
+                {
                     assert_ne!(v.as_str(), Some("*"), "{}: wildcard in {field}", o.id());
                 }
             }
@@ -767,15 +906,21 @@ fn rbac_is_placed_and_least_privilege() {
 
     // What the operator can do, as (apiGroup, resource) -> verbs over all its roles.
     let mut granted: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
-    for o in objs.iter().filter(|o| matches!(o.kind(), "ClusterRole" | "Role")) {
+    for o in objs
+        .iter()
+        .filter(|o| matches!(o.kind(), "ClusterRole" | "Role"))
+    {
         let bound_to_operator = objs.iter().any(|b| {
             matches!(b.kind(), "ClusterRoleBinding" | "RoleBinding")
                 && str_at(&b.value, "roleRef.name") == Some(o.name())
-                && at(&b.value, "subjects").and_then(Value::as_sequence).is_some_and(|ss| {
-                    ss.iter().any(|s| {
-                        str_at(s, "kind") == Some("ServiceAccount") && str_at(s, "name") == Some(MODULE)
+                && at(&b.value, "subjects")
+                    .and_then(Value::as_sequence)
+                    .is_some_and(|ss| {
+                        ss.iter().any(|s| {
+                            str_at(s, "kind") == Some("ServiceAccount")
+                                && str_at(s, "name") == Some(MODULE)
+                        })
                     })
-                })
         });
         if !bound_to_operator {
             continue;
@@ -791,24 +936,44 @@ fn rbac_is_placed_and_least_privilege() {
             };
             for g in list("apiGroups") {
                 for r in list("resources") {
-                    let scope = if o.kind() == "Role" { format!("{r} (namespaced)") } else { r };
-                    granted.entry((g.clone(), scope)).or_default().extend(list("verbs"));
+                    let scope = if o.kind() == "Role" {
+                        format!("{r} (namespaced)")
+                    } else {
+                        r
+                    };
+                    granted
+                        .entry((g.clone(), scope))
+                        .or_default()
+                        .extend(list("verbs"));
                 }
             }
         }
     }
     let want: BTreeMap<(String, String), BTreeSet<String>> = [
         ("registry.kubecontroller.io", "registries", "get list watch"),
-        ("registry.kubecontroller.io", "registries/status", "get patch update"),
+        (
+            "registry.kubecontroller.io",
+            "registries/status",
+            "get patch update",
+        ),
         ("", "secrets", "get list watch"),
         ("events.k8s.io", "events", "create patch"),
         ("", "events", "create patch"),
-        ("coordination.k8s.io", "leases (namespaced)", "get create update patch"),
+        (
+            "coordination.k8s.io",
+            "leases (namespaced)",
+            "get create update patch",
+        ),
         ("authentication.k8s.io", "tokenreviews", "create"),
         ("authorization.k8s.io", "subjectaccessreviews", "create"),
     ]
     .into_iter()
-    .map(|(g, r, v)| ((g.to_string(), r.to_string()), v.split(' ').map(String::from).collect()))
+    .map(|(g, r, v)| {
+        (
+            (g.to_string(), r.to_string()),
+            v.split(' ').map(String::from).collect(),
+        )
+    })
     .collect();
     assert_eq!(granted, want);
 }
@@ -829,7 +994,13 @@ fn module_yaml_and_chart_describe_the_module() {
     assert_eq!(str_at(&m, "namespace"), Some(NAMESPACE));
     let stage = str_at(&m, "stage").unwrap_or_default();
     assert!(
-        ["Experimental", "Preview", "General Availability", "Deprecated"].contains(&stage),
+        [
+            "Experimental",
+            "Preview",
+            "General Availability",
+            "Deprecated"
+        ]
+        .contains(&stage),
         "stage {stage:?}"
     );
     for lang in ["en", "ru"] {
@@ -838,7 +1009,10 @@ fn module_yaml_and_chart_describe_the_module() {
             "descriptions.{lang}"
         );
     }
-    assert!(at(&m, "description").is_none(), "`description` is deprecated");
+    assert!(
+        at(&m, "description").is_none(),
+        "`description` is deprecated"
+    );
     // `stage` needs Deckhouse >= 1.68; a `weight` is only for critical modules from 1.72 on.
     assert_eq!(str_at(&m, "requirements.deckhouse"), Some(">= 1.68"));
     assert!(str_at(&m, "requirements.kubernetes").is_some());
@@ -846,7 +1020,10 @@ fn module_yaml_and_chart_describe_the_module() {
 
     let chart = load_yaml(&root.join("Chart.yaml"));
     assert_eq!(str_at(&chart, "name"), Some(MODULE));
-    assert!(at(&chart, "dependencies").is_none(), "no library chart: helpers are in templates/_helpers.tpl");
+    assert!(
+        at(&chart, "dependencies").is_none(),
+        "no library chart: helpers are in templates/_helpers.tpl"
+    );
 }
 
 /// `.helmignore` keeps Helm to Chart.yaml and templates/: module metadata, sources and build
@@ -861,18 +1038,41 @@ fn helmignore_covers_everything_but_the_chart() {
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .collect();
     for p in &patterns {
-        assert!(!p.contains("templates") && !p.contains("Chart.yaml"), "{p} would hide the chart");
+        assert!(
+            !p.contains("templates") && !p.contains("Chart.yaml"),
+            "{p} would hide the chart"
+        );
         assert!(!matches!(*p, "*" | "**"), "{p} hides everything");
     }
     let ignored = |name: &str| patterns.iter().any(|p| glob(p.trim_end_matches('/'), name));
     for must in [
-        "crds", "docs", "images", "openapi", "module.yaml", ".werf", "werf.yaml", "Cargo.toml",
-        "target", "testenv", "tools", "hack", "README.md", ".dmtlint.yaml",
+        "crds",
+        "docs",
+        "images",
+        "openapi",
+        "module.yaml",
+        ".werf",
+        "werf.yaml",
+        "Cargo.toml",
+        "target",
+        "testenv",
+        "tools",
+        "hack",
+        "README.md",
+        ".dmtlint.yaml",
     ] {
         assert!(ignored(must), ".helmignore must list {must}");
     }
     // Like dmt's helmignore-coverage (a warning there too): name what a new root entry needs.
-    let chart = ["templates", "charts", "monitoring", "Chart.yaml", "values.yaml", ".helmignore", ".git"];
+    let chart = [
+        "templates",
+        "charts",
+        "monitoring",
+        "Chart.yaml",
+        "values.yaml",
+        ".helmignore",
+        ".git",
+    ];
     for entry in std::fs::read_dir(&root).unwrap() {
         let name = entry.unwrap().file_name().to_string_lossy().into_owned();
         if !chart.contains(&name.as_str()) && !ignored(&name) {
@@ -886,7 +1086,9 @@ fn glob(pattern: &str, name: &str) -> bool {
     match pattern.split_once('*') {
         None => pattern == name,
         Some((head, tail)) => {
-            let Some(rest) = name.strip_prefix(head) else { return false };
+            let Some(rest) = name.strip_prefix(head) else {
+                return false;
+            };
             rest.char_indices()
                 .map(|(i, _)| i)
                 .chain([rest.len()])
@@ -904,7 +1106,11 @@ fn description_paths(v: &Value, prefix: &str, out: &mut BTreeSet<String>) {
                     Value::String(s) => s.clone(),
                     other => serde_yaml::to_string(other).unwrap().trim().to_string(),
                 };
-                let path = if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                let path = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
                 if key == "description" && sub.is_string() {
                     out.insert(path);
                 } else {
@@ -930,7 +1136,10 @@ fn has_cyrillic(s: &str) -> bool {
 #[test]
 fn schemas_have_complete_russian_twins() {
     let root = repo_root();
-    let mut pairs = vec![(root.join("openapi/config-values.yaml"), root.join("openapi/doc-ru-config-values.yaml"))];
+    let mut pairs = vec![(
+        root.join("openapi/config-values.yaml"),
+        root.join("openapi/doc-ru-config-values.yaml"),
+    )];
     for entry in std::fs::read_dir(root.join("crds")).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
@@ -939,7 +1148,12 @@ fn schemas_have_complete_russian_twins() {
         }
     }
     for (base, ru) in pairs {
-        assert!(ru.is_file(), "{} has no Russian twin {}", base.display(), ru.display());
+        assert!(
+            ru.is_file(),
+            "{} has no Russian twin {}",
+            base.display(),
+            ru.display()
+        );
         let (b, r) = (load_yaml(&base), load_yaml(&ru));
         assert!(r.is_mapping(), "{} is not a YAML mapping", ru.display());
         let (mut bp, mut rp) = (BTreeSet::new(), BTreeSet::new());
@@ -947,12 +1161,25 @@ fn schemas_have_complete_russian_twins() {
         description_paths(&r, "", &mut rp);
         let stale: Vec<_> = rp.difference(&bp).collect();
         let missing: Vec<_> = bp.difference(&rp).collect();
-        assert!(stale.is_empty(), "{} translates what {} lacks: {stale:#?}", ru.display(), base.display());
-        assert!(missing.is_empty(), "{} leaves untranslated: {missing:#?}", ru.display());
+        assert!(
+            stale.is_empty(),
+            "{} translates what {} lacks: {stale:#?}",
+            ru.display(),
+            base.display()
+        );
+        assert!(
+            missing.is_empty(),
+            "{} leaves untranslated: {missing:#?}",
+            ru.display()
+        );
         let mut texts = Vec::new();
         collect_descriptions(&r, &mut texts);
         for t in texts {
-            assert!(has_cyrillic(&t), "{}: untranslated description {t:?}", ru.display());
+            assert!(
+                has_cyrillic(&t),
+                "{}: untranslated description {t:?}",
+                ru.display()
+            );
         }
         let mut texts = Vec::new();
         collect_descriptions(&b, &mut texts);
@@ -984,10 +1211,30 @@ fn crds_are_labelled_for_the_module() {
     for entry in std::fs::read_dir(root.join("crds")).unwrap() {
         let path = entry.unwrap().path();
         let crd = load_yaml(&path);
-        assert_eq!(str_at(&crd, "apiVersion"), Some("apiextensions.k8s.io/v1"), "{}", path.display());
-        assert_eq!(str_at(&crd, "metadata.labels.module"), Some(MODULE), "{}", path.display());
-        if !path.file_name().unwrap().to_string_lossy().starts_with("doc-ru-") {
-            assert_eq!(str_at(&crd, "metadata.labels.heritage"), Some("deckhouse"), "{}", path.display());
+        assert_eq!(
+            str_at(&crd, "apiVersion"),
+            Some("apiextensions.k8s.io/v1"),
+            "{}",
+            path.display()
+        );
+        assert_eq!(
+            str_at(&crd, "metadata.labels.module"),
+            Some(MODULE),
+            "{}",
+            path.display()
+        );
+        if !path
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .starts_with("doc-ru-")
+        {
+            assert_eq!(
+                str_at(&crd, "metadata.labels.heritage"),
+                Some("deckhouse"),
+                "{}",
+                path.display()
+            );
         }
     }
 }
@@ -1012,15 +1259,33 @@ fn check_enums(v: &Value, path: &str, excluded: &BTreeSet<String>, file: &Path) 
     };
     for (k, sub) in m {
         let key = k.as_str().unwrap_or_default();
-        let p = if path.is_empty() { key.to_string() } else { format!("{path}.{key}") };
+        let p = if path.is_empty() {
+            key.to_string()
+        } else {
+            format!("{path}.{key}")
+        };
         if key == "enum" && !excluded.contains(path) {
-            for val in sub.as_sequence().into_iter().flatten().filter_map(Value::as_str) {
-                let camel = val.chars().next().is_none_or(|c| !c.is_alphabetic() || c.is_uppercase())
+            for val in sub
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+            {
+                let camel = val
+                    .chars()
+                    .next()
+                    .is_none_or(|c| !c.is_alphabetic() || c.is_uppercase())
                     && val.char_indices().all(|(i, c)| {
                         c.is_alphanumeric()
-                            || (c == '.' && i > 0 && val[..i].chars().last().is_some_and(|p| p.is_ascii_digit()))
+                            || (c == '.'
+                                && i > 0
+                                && val[..i].chars().last().is_some_and(|p| p.is_ascii_digit()))
                     });
-                assert!(camel, "{}: enum {p} value {val:?} must be CamelCase (or excluded in .dmtlint.yaml)", file.display());
+                assert!(
+                    camel,
+                    "{}: enum {p} value {val:?} must be CamelCase (or excluded in .dmtlint.yaml)",
+                    file.display()
+                );
             }
         } else {
             check_enums(sub, &p, excluded, file);
@@ -1032,7 +1297,10 @@ fn check_enums(v: &Value, path: &str, excluded: &BTreeSet<String>, file: &Path) 
 fn enums_are_camel_case_unless_exempted() {
     let root = repo_root();
     let excluded = enum_exclusions();
-    assert!(excluded.contains("properties.logLevel"), "the seed's lowercase log levels are exempted");
+    assert!(
+        excluded.contains("properties.logLevel"),
+        "the seed's lowercase log levels are exempted"
+    );
     for dir in ["openapi", "crds"] {
         for entry in std::fs::read_dir(root.join(dir)).unwrap() {
             let path = entry.unwrap().path();
@@ -1063,7 +1331,11 @@ fn dmtlint_exemptions_carry_reasons() {
             .rev()
             .take_while(|l| !l.trim().is_empty())
             .any(|l| l.trim_start().starts_with('#'));
-        assert!(reason, ".dmtlint.yaml line {}: {t:?} needs a `# reason` comment above it", i + 1);
+        assert!(
+            reason,
+            ".dmtlint.yaml line {}: {t:?} needs a `# reason` comment above it",
+            i + 1
+        );
     }
 }
 
@@ -1089,18 +1361,35 @@ fn docs_are_bilingual_and_well_formed() {
     for required in ["README", "CONFIGURATION", "CR", "FAQ"] {
         assert!(english.contains(required), "docs/{required}.md");
     }
-    assert_eq!(english, russian, "every docs/X.md needs docs/X.ru.md and the reverse");
+    assert_eq!(
+        english, russian,
+        "every docs/X.md needs docs/X.ru.md and the reverse"
+    );
     for base in &english {
-        for (file, ru) in [(format!("{base}.md"), false), (format!("{base}.ru.md"), true)] {
+        for (file, ru) in [
+            (format!("{base}.md"), false),
+            (format!("{base}.ru.md"), true),
+        ] {
             let text = std::fs::read_to_string(docs.join(&file)).unwrap();
-            let fm = front_matter(&text).unwrap_or_else(|| panic!("docs/{file}: no YAML front matter"));
-            assert!(str_at(&fm, "title").is_some_and(|t| !t.is_empty()), "docs/{file}: title");
-            assert!(at(&fm, "lang").is_none(), "docs/{file}: no `lang` key in front matter");
+            let fm =
+                front_matter(&text).unwrap_or_else(|| panic!("docs/{file}: no YAML front matter"));
+            assert!(
+                str_at(&fm, "title").is_some_and(|t| !t.is_empty()),
+                "docs/{file}: title"
+            );
+            assert!(
+                at(&fm, "lang").is_none(),
+                "docs/{file}: no `lang` key in front matter"
+            );
             if ru {
                 assert!(has_cyrillic(&text), "docs/{file} is not Russian");
             } else {
                 for (n, line) in text.lines().enumerate() {
-                    assert!(!has_cyrillic(line), "docs/{file}:{}: Cyrillic in English docs", n + 1);
+                    assert!(
+                        !has_cyrillic(line),
+                        "docs/{file}:{}: Cyrillic in English docs",
+                        n + 1
+                    );
                 }
             }
             check_markdown(&file, &text);
@@ -1110,7 +1399,10 @@ fn docs_are_bilingual_and_well_formed() {
 
 /// The markdownlint rules of dmt's docs linter that matter for hand-written docs.
 fn check_markdown(file: &str, text: &str) {
-    assert!(text.ends_with('\n') && !text.ends_with("\n\n"), "docs/{file}: one trailing newline (MD047)");
+    assert!(
+        text.ends_with('\n') && !text.ends_with("\n\n"),
+        "docs/{file}: one trailing newline (MD047)"
+    );
     let lines: Vec<&str> = text.lines().collect();
     let mut in_code = false;
     let mut prev_blank = true;
@@ -1118,33 +1410,63 @@ fn check_markdown(file: &str, text: &str) {
     for (i, line) in lines.iter().enumerate() {
         let n = i + 1;
         assert!(!line.contains('\t'), "docs/{file}:{n}: hard tab (MD010)");
-        assert!(!line.ends_with(' '), "docs/{file}:{n}: trailing space (MD009)");
+        assert!(
+            !line.ends_with(' '),
+            "docs/{file}:{n}: trailing space (MD009)"
+        );
         assert!(line.len() <= 1000, "docs/{file}:{n}: line too long (MD013)");
         let t = line.trim_start();
         if t.starts_with("```") {
             if !in_code {
-                assert!(t.len() > 3, "docs/{file}:{n}: fenced code needs a language (MD040)");
-                assert!(prev_blank || i == 0, "docs/{file}:{n}: blank line before code fence (MD031)");
+                assert!(
+                    t.len() > 3,
+                    "docs/{file}:{n}: fenced code needs a language (MD040)"
+                );
+                assert!(
+                    prev_blank || i == 0,
+                    "docs/{file}:{n}: blank line before code fence (MD031)"
+                );
             } else {
                 let next_blank = lines.get(i + 1).is_none_or(|l| l.trim().is_empty());
-                assert!(next_blank, "docs/{file}:{n}: blank line after code fence (MD031)");
+                assert!(
+                    next_blank,
+                    "docs/{file}:{n}: blank line after code fence (MD031)"
+                );
             }
             in_code = !in_code;
         } else if !in_code && line.starts_with('#') {
             let level = line.chars().take_while(|c| *c == '#').count();
-            assert!(line[level..].starts_with(' '), "docs/{file}:{n}: space after # (MD018)");
-            assert!(level >= 2, "docs/{file}:{n}: the title is in front matter; no # heading (MD025)");
-            assert!(level <= last_heading + 1, "docs/{file}:{n}: heading level jumps (MD001)");
+            assert!(
+                line[level..].starts_with(' '),
+                "docs/{file}:{n}: space after # (MD018)"
+            );
+            assert!(
+                level >= 2,
+                "docs/{file}:{n}: the title is in front matter; no # heading (MD025)"
+            );
+            assert!(
+                level <= last_heading + 1,
+                "docs/{file}:{n}: heading level jumps (MD001)"
+            );
             last_heading = level;
-            assert!(prev_blank, "docs/{file}:{n}: blank line before heading (MD022)");
+            assert!(
+                prev_blank,
+                "docs/{file}:{n}: blank line before heading (MD022)"
+            );
             assert!(
                 lines.get(i + 1).is_none_or(|l| l.trim().is_empty()),
                 "docs/{file}:{n}: blank line after heading (MD022)"
             );
-            assert!(!line.trim_end().ends_with([':', '.', ',', ';', '!']), "docs/{file}:{n}: heading punctuation (MD026)");
+            assert!(
+                !line.trim_end().ends_with([':', '.', ',', ';', '!']),
+                "docs/{file}:{n}: heading punctuation (MD026)"
+            );
         }
         if !in_code && i > 0 {
-            assert!(!(line.trim().is_empty() && lines[i - 1].trim().is_empty()), "docs/{file}:{n}: double blank line (MD012)");
+            assert!(
+                !(line.trim().is_empty() && lines[i - 1].trim().is_empty()),
+                "docs/{file}:{n}: double blank line (MD012)"
+            );
         }
         prev_blank = line.trim().is_empty();
     }
@@ -1162,7 +1484,9 @@ fn no_cyrillic_outside_russian_files() {
                 if !matches!(name.as_str(), ".git" | "target" | "node_modules" | ".demo") {
                     walk(&path, out);
                 }
-            } else if [".yaml", ".yml", ".json", ".go"].iter().any(|e| name.ends_with(e))
+            } else if [".yaml", ".yml", ".json", ".go"]
+                .iter()
+                .any(|e| name.ends_with(e))
                 && !name.starts_with("doc-ru-")
                 && !name.contains(".ru.")
                 && name != "module.yaml"
@@ -1176,7 +1500,12 @@ fn no_cyrillic_outside_russian_files() {
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap_or_default();
         for (n, line) in text.lines().enumerate() {
-            assert!(!has_cyrillic(line), "{}:{}: Cyrillic letters", f.display(), n + 1);
+            assert!(
+                !has_cyrillic(line),
+                "{}:{}: Cyrillic letters",
+                f.display(),
+                n + 1
+            );
         }
     }
 }
@@ -1203,8 +1532,16 @@ fn werf_images_start_from_base_images() {
                     .find_map(|l| l.strip_prefix(&format!("{k}:")))
                     .map(|v| v.trim().to_string())
             };
-            assert!(field("artifact").is_none(), "{}: use image + final: false", f.display());
-            assert!(!doc.contains("\n    user:"), "{}: no imageSpec.config.user override", f.display());
+            assert!(
+                field("artifact").is_none(),
+                "{}: use image + final: false",
+                f.display()
+            );
+            assert!(
+                !doc.contains("\n    user:"),
+                "{}: no imageSpec.config.user override",
+                f.display()
+            );
             if field("image").is_none() || field("final").as_deref() == Some("false") {
                 continue;
             }

@@ -3,6 +3,9 @@
 //! Field names follow the product's contract; fields are only ever added, never renamed.
 //! The schema carries the validation so that the API server rejects a bad object itself.
 
+// kube's `printcolumn(name = .., type_ = ..)` repeats keys by design; clippy reads them as duplicates.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};

@@ -6,7 +6,7 @@ mod common;
 use std::collections::HashMap;
 
 use registry_operator::registry::{
-    ClientOptions, RegistryClient, ScanOptions, Target, manifest, scan,
+    ClientOptions, Platform, RegistryClient, ScanOptions, Target, manifest, scan,
 };
 use testenv::push::{Format, ImageSpec, Pusher};
 use testenv::registry::{RegistryOptions, RegistryServer};
@@ -97,36 +97,18 @@ async fn docker_oci_and_multi_arch_images_with_exact_digests_and_sizes() {
         Some(amd_p.size),
         "a multi-arch tag reports linux/amd64's size"
     );
-    let platforms: Vec<(String, String, Option<String>, String, Option<i64>)> = multi
-        .platforms
-        .iter()
-        .map(|p| {
-            (
-                p.os.clone(),
-                p.architecture.clone(),
-                p.variant.clone(),
-                p.digest.clone(),
-                p.size,
-            )
-        })
-        .collect();
+    let platform = |arch: &str, variant: Option<&str>, p: &testenv::push::PushedImage| Platform {
+        os: "linux".into(),
+        architecture: arch.into(),
+        variant: variant.map(Into::into),
+        digest: p.digest.clone(),
+        size: Some(p.size),
+    };
     assert_eq!(
-        platforms,
+        multi.platforms,
         [
-            (
-                "linux".into(),
-                "arm64".into(),
-                Some("v8".into()),
-                arm_p.digest.clone(),
-                Some(arm_p.size)
-            ),
-            (
-                "linux".into(),
-                "amd64".into(),
-                None,
-                amd_p.digest.clone(),
-                Some(amd_p.size)
-            ),
+            platform("arm64", Some("v8"), &arm_p),
+            platform("amd64", None, &amd_p)
         ],
         "attestation manifests are not platforms"
     );

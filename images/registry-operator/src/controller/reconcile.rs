@@ -42,13 +42,16 @@ struct Memory {
     tags: Vec<crate::registry::Image>,
 }
 
+/// insecureSkipVerify and the CA bundle: what sets a pooled client apart.
+type ClientKey = (bool, Option<Vec<u8>>);
+
 pub struct Context {
     pub client: kube::Client,
     pub recorder: Recorder,
     pub metrics: Arc<Metrics>,
     pub settings: Settings,
     memory: Mutex<HashMap<String, Memory>>,
-    clients: Mutex<HashMap<(bool, Option<Vec<u8>>), RegistryClient>>,
+    clients: Mutex<HashMap<ClientKey, RegistryClient>>,
 }
 
 #[derive(Debug, thiserror::Error)]

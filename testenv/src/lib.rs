@@ -5,6 +5,7 @@
 //! nothing is mocked. Binaries come from `hack/tools.sh` (built once from Go modules).
 
 pub mod controlplane;
+pub mod spawn;
 pub mod tools;
 
 pub mod certs;

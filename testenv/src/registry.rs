@@ -4,11 +4,9 @@
 //! TLS material, htpasswd file and log (`registry.log`). The process is killed when the server is
 //! dropped, and also when the test process dies (see [`spawn_tied`]).
 
-use std::io::{self, Read, Seek, SeekFrom};
-use std::os::unix::process::CommandExt;
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -429,56 +427,4 @@ pub fn http_client(ca_pem: Option<&str>) -> anyhow::Result<reqwest::Client> {
     builder.build().context("building a reqwest client")
 }
 
-type SpawnRequest = (Command, mpsc::Sender<io::Result<Child>>);
-
-/// Spawn `cmd` so that the child gets SIGKILL when this (test) process dies.
-///
-/// `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits, and test threads (and
-/// tokio workers) come and go; so every child is forked by one spawner thread that lives as long
-/// as the process. The child also exits at once if the parent died before `prctl` ran.
-pub fn spawn_tied(mut cmd: Command) -> io::Result<Child> {
-    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
-    let sender = SPAWNER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<SpawnRequest>();
-        std::thread::Builder::new()
-            .name("testenv-spawner".into())
-            .spawn(move || {
-                for (mut cmd, reply) in rx {
-                    let _ = reply.send(cmd.spawn());
-                }
-            })
-            .expect("starting the spawner thread");
-        Mutex::new(tx)
-    });
-    // SAFETY: getpid has no preconditions.
-    let parent = unsafe { libc::getpid() };
-    // SAFETY: the closure runs in the forked child before exec and only calls
-    // async-signal-safe functions (prctl, getppid, _exit).
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0,
-                0,
-                0,
-            ) != 0
-            {
-                return Err(io::Error::last_os_error());
-            }
-            if libc::getppid() != parent {
-                libc::_exit(1);
-            }
-            Ok(())
-        });
-    }
-    let (reply_tx, reply_rx) = mpsc::channel();
-    sender
-        .lock()
-        .unwrap()
-        .send((cmd, reply_tx))
-        .map_err(|_| io::Error::other("spawner thread is gone"))?;
-    reply_rx
-        .recv()
-        .map_err(|_| io::Error::other("spawner thread is gone"))?
-}
+pub use crate::spawn::spawn_tied;

@@ -117,10 +117,10 @@ impl Context {
 }
 
 /// Everything a scan needs besides the spec itself.
+#[derive(Default)]
 struct Inputs {
     credentials: Option<Credentials>,
     ca: Option<Vec<u8>>,
-    versions: String,
 }
 
 pub async fn reconcile(obj: Arc<Registry>, ctx: Arc<Context>) -> Result<Action, Error> {
@@ -148,19 +148,9 @@ pub async fn reconcile(obj: Arc<Registry>, ctx: Arc<Context>) -> Result<Action, 
 
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
     let target = Target::new(&obj.spec.url, &obj.spec.repository);
-    let inputs = match &target {
+    let (versions, inputs) = match &target {
         Ok(t) => resolve_inputs(&obj, &secrets, t).await,
-        Err(_) => Err((
-            SecretProblem {
-                reason: "InvalidSpec",
-                message: String::new(),
-            },
-            "invalid".into(),
-        )),
-    };
-    let versions = match &inputs {
-        Ok(i) => i.versions.clone(),
-        Err((_, v)) => v.clone(),
+        Err(_) => (String::new(), Ok(Inputs::default())),
     };
 
     if let Some(wait) = not_due(&ctx, &key, &obj, &versions, interval) {
@@ -183,18 +173,16 @@ pub async fn reconcile(obj: Arc<Registry>, ctx: Arc<Context>) -> Result<Action, 
         );
     };
 
-    let (target, inputs) = match (target, inputs) {
-        (Err(e), _) => {
-            fail(&ctx, &obj, &sctx, e.reason().as_str(), &e.to_string()).await?;
+    let prepared = target
+        .map_err(|e| (e.reason().as_str(), e.to_string()))
+        .and_then(|t| inputs.map(|i| (t, i)).map_err(|p| (p.reason, p.message)));
+    let (target, inputs) = match prepared {
+        Ok(ready) => ready,
+        Err((reason, message)) => {
+            fail(&ctx, &obj, &sctx, reason, &message).await?;
             remember(HashMap::new(), Vec::new());
             return Ok(Action::requeue(jitter(interval)));
         }
-        (_, Err((problem, _))) => {
-            fail(&ctx, &obj, &sctx, problem.reason, &problem.message).await?;
-            remember(HashMap::new(), Vec::new());
-            return Ok(Action::requeue(jitter(interval)));
-        }
-        (Ok(t), Ok(i)) => (t, i),
     };
 
     let (mut known, before) = {
@@ -346,53 +334,39 @@ fn not_due(
     }
 }
 
+/// The Secrets' contents, and their resourceVersions (which tell the controller that a Secret
+/// changed since the last scan).
 async fn resolve_inputs(
     obj: &Registry,
     secrets: &Api<Secret>,
     target: &Target,
-) -> Result<Inputs, (SecretProblem, String)> {
+) -> (String, Result<Inputs, SecretProblem>) {
     let mut versions = Vec::new();
+    let mut inputs = Inputs::default();
     let mut problem = None;
-    let mut creds = None;
     if let Some(r) = &obj.spec.credentials_secret {
-        match credentials::fetch(secrets, &r.name, "credentials").await {
-            Ok(s) => {
-                versions.push(s.resource_version().unwrap_or_default());
-                match credentials::credentials_from(&s, target) {
-                    Ok(c) => creds = Some(c),
-                    Err(p) => problem = Some(p),
-                }
-            }
-            Err(p) => {
-                versions.push("missing".into());
-                problem = Some(p);
-            }
+        let loaded = credentials::fetch(secrets, &r.name, "credentials").await;
+        versions.push(version_of(&loaded));
+        match loaded.and_then(|s| credentials::credentials_from(&s, target)) {
+            Ok(c) => inputs.credentials = Some(c),
+            Err(p) => problem = Some(p),
         }
     }
-    let mut ca = None;
     if let Some(r) = &obj.spec.ca_secret {
-        match credentials::fetch(secrets, &r.name, "CA").await {
-            Ok(s) => {
-                versions.push(s.resource_version().unwrap_or_default());
-                match credentials::ca_from(&s, r.key.as_deref()) {
-                    Ok(pem) => ca = Some(pem),
-                    Err(p) => problem = problem.or(Some(p)),
-                }
-            }
-            Err(p) => {
-                versions.push("missing".into());
-                problem = problem.or(Some(p));
-            }
+        let loaded = credentials::fetch(secrets, &r.name, "CA").await;
+        versions.push(version_of(&loaded));
+        match loaded.and_then(|s| credentials::ca_from(&s, r.key.as_deref())) {
+            Ok(pem) => inputs.ca = Some(pem),
+            Err(p) => problem = problem.or(Some(p)),
         }
     }
-    let versions = versions.join("|");
-    match problem {
-        Some(p) => Err((p, versions)),
-        None => Ok(Inputs {
-            credentials: creds,
-            ca,
-            versions,
-        }),
+    (versions.join("|"), problem.map_or(Ok(inputs), Err))
+}
+
+fn version_of(loaded: &Result<Secret, SecretProblem>) -> String {
+    match loaded {
+        Ok(s) => s.resource_version().unwrap_or_default(),
+        Err(_) => "missing".into(),
     }
 }
 

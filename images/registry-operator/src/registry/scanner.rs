@@ -14,7 +14,7 @@ use reqwest::{Method, StatusCode};
 use super::client::{RegistryClient, RequestKind};
 use super::manifest::{self, ACCEPT_MANIFESTS, Kind, MANIFEST_BODY_LIMIT};
 use super::order::compare_tags;
-use super::session::Session;
+use super::session::{Reply, Session};
 use super::tags::{TagFilter, list_tags};
 use super::{Credentials, Image, ManifestFacts, RequestCounts, ScanError, Target};
 
@@ -241,15 +241,7 @@ async fn head(session: &Session<'_>, tag: &str) -> Result<HeadOutcome, ScanError
         StatusCode::METHOD_NOT_ALLOWED => {}
         _ => return Err(session.status_error(&Method::HEAD, &url, &reply)),
     }
-    let reply = session
-        .send(
-            RequestKind::ManifestGet,
-            Method::GET,
-            url.clone(),
-            Some(ACCEPT_MANIFESTS),
-            MANIFEST_BODY_LIMIT,
-        )
-        .await?;
+    let reply = get_manifest(session, &url).await?;
     match reply.status {
         StatusCode::NOT_FOUND => Ok(HeadOutcome::Gone),
         s if s.is_success() => {
@@ -279,6 +271,18 @@ async fn head(session: &Session<'_>, tag: &str) -> Result<HeadOutcome, ScanError
     }
 }
 
+async fn get_manifest(session: &Session<'_>, url: &url::Url) -> Result<Reply, ScanError> {
+    session
+        .send(
+            RequestKind::ManifestGet,
+            Method::GET,
+            url.clone(),
+            Some(ACCEPT_MANIFESTS),
+            MANIFEST_BODY_LIMIT,
+        )
+        .await
+}
+
 enum Fetched {
     Facts(ManifestFacts),
     Index(String, Vec<manifest::IndexEntry>),
@@ -302,15 +306,7 @@ async fn fetch_all(
 
 async fn fetch(session: &Session<'_>, digest: &str) -> Result<Option<Fetched>, ScanError> {
     let url = session.target.manifest_url(digest);
-    let reply = session
-        .send(
-            RequestKind::ManifestGet,
-            Method::GET,
-            url.clone(),
-            Some(ACCEPT_MANIFESTS),
-            MANIFEST_BODY_LIMIT,
-        )
-        .await?;
+    let reply = get_manifest(session, &url).await?;
     match reply.status {
         StatusCode::NOT_FOUND => Ok(None),
         s if s.is_success() => {

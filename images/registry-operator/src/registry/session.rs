@@ -243,36 +243,25 @@ impl<'a> Session<'a> {
 
     fn denied(&self, reply: &Reply) -> ScanError {
         let excerpt = self.scrub(body_excerpt(&reply.body));
+        let status = match excerpt.as_str() {
+            "" => format!("HTTP {}", reply.status.as_u16()),
+            e => format!("HTTP {}: {e}", reply.status.as_u16()),
+        };
+        let repository = self.target.repository();
         let detail = match (self.credentials, reply.status) {
+            // Registries (Docker Hub among them) also answer 401 for repositories that do not exist.
             (None, _) => format!(
-                "the registry requires credentials for {} (HTTP {}{}); set credentialsSecret",
-                self.target.repository(),
-                reply.status.as_u16(),
-                if excerpt.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {excerpt}")
-                }
+                "the registry requires credentials for {repository} ({status}); set credentialsSecret, or check that the repository exists"
             ),
-            (Some(c), StatusCode::FORBIDDEN) => format!(
-                "user {:?} may not pull {} (HTTP 403{})",
-                c.username(),
-                self.target.repository(),
-                if excerpt.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {excerpt}")
-                }
-            ),
+            (Some(c), StatusCode::FORBIDDEN) => {
+                format!(
+                    "user {:?} may not pull {repository} ({status})",
+                    c.username()
+                )
+            }
             (Some(c), _) => format!(
-                "the registry rejected the credentials of user {:?} for {} (HTTP 401{}); check the username and password",
-                c.username(),
-                self.target.repository(),
-                if excerpt.is_empty() {
-                    String::new()
-                } else {
-                    format!(": {excerpt}")
-                }
+                "the registry rejected the credentials of user {:?} for {repository} ({status}); check the username and password",
+                c.username()
             ),
         };
         ScanError::Unauthorized {

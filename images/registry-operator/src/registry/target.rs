@@ -118,23 +118,23 @@ impl Target {
     }
 
     /// Resolves a `Link` target, which registries send relative to the registry root
-    /// (`/v2/…?last=…`) or absolute. A link to another host is refused: following it would
-    /// send our credentials elsewhere.
+    /// (`/v2/…?last=…`) or absolute. An absolute link to another host (a proxy that reports its
+    /// internal name) keeps only its path and query: credentials never go to another host.
     pub fn resolve_link(&self, link: &str) -> Result<Url, String> {
-        let root = {
-            let mut u = self.base.clone();
-            u.set_path("/");
-            u
-        };
+        let mut root = self.base.clone();
+        root.set_path("/");
         let url = root
             .join(link)
             .map_err(|e| format!("invalid Link {link:?}: {e}"))?;
-        if url.host_str() != self.base.host_str()
-            || url.port_or_known_default() != self.base.port_or_known_default()
+        if url.host_str() == root.host_str()
+            && url.port_or_known_default() == root.port_or_known_default()
         {
-            return Err(format!("Link {link:?} points to another host"));
+            return Ok(url);
         }
-        Ok(url)
+        let mut same_host = root;
+        same_host.set_path(url.path());
+        same_host.set_query(url.query());
+        Ok(same_host)
     }
 }
 
@@ -186,7 +186,7 @@ mod tests {
     }
 
     #[test]
-    fn links_resolve_against_the_registry_root_and_stay_on_host() {
+    fn links_resolve_against_the_registry_root_and_never_leave_it() {
         let t = Target::new("http://127.0.0.1:5000", "app").unwrap();
         assert_eq!(
             t.resolve_link("/v2/app/tags/list?last=b&n=2")

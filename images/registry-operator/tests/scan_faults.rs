@@ -163,3 +163,54 @@ async fn unreachable_registry_says_so() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn unknown_manifest_types_keep_their_digest_without_a_size() {
+    let (_reg, proxy, pushed) = setup().await;
+    // A registry that serves a manifest type we do not know (here: a legacy schema 1 body).
+    let body = r#"{"schemaVersion":1,"name":"faulty/app","tag":"latest","fsLayers":[]}"#;
+    let digest = testenv::push::sha256_digest(body.as_bytes());
+    let media_type = "application/vnd.docker.distribution.manifest.v1+prettyjws";
+    let headers = |len: usize| {
+        vec![
+            ("Content-Type".to_string(), media_type.to_string()),
+            ("Docker-Content-Digest".to_string(), digest.clone()),
+            ("Content-Length".to_string(), len.to_string()),
+        ]
+    };
+    proxy.inject(
+        Fault::new(
+            "/manifests/latest",
+            1,
+            FaultAction::Status {
+                code: 200,
+                headers: headers(0),
+                body: String::new(),
+            },
+        )
+        .method("HEAD"),
+    );
+    proxy.inject(
+        Fault::new(
+            &format!("/manifests/{digest}"),
+            1,
+            FaultAction::Status {
+                code: 200,
+                headers: headers(body.len()),
+                body: body.into(),
+            },
+        )
+        .method("GET"),
+    );
+    let report = common::scan_plain(&proxy.url, "faulty/app").await.unwrap();
+    let latest = report.images.iter().find(|i| i.tag == "latest").unwrap();
+    assert_eq!(latest.digest, digest);
+    assert_eq!(latest.size, None);
+    assert_eq!(latest.media_type.as_deref(), Some(media_type));
+    let other = report.images.iter().find(|i| i.tag == "1.0").unwrap();
+    assert_eq!(
+        other.size,
+        Some(pushed.tags[0].1.size),
+        "the rest of the scan is unaffected"
+    );
+}

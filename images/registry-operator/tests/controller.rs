@@ -46,18 +46,7 @@ async fn scans_on_create_and_follows_spec_changes() {
     .unwrap();
     let r = wait_for(&api, "app", &op, "first scan", ok).await;
     let s = status(&r);
-    let found: Vec<(String, String, Option<i64>)> = s
-        .images
-        .iter()
-        .flatten()
-        .map(|i| (i.tag.clone(), i.digest.clone(), i.size))
-        .collect();
-    let expected: Vec<(String, String, Option<i64>)> = pushed
-        .tags
-        .iter()
-        .map(|(t, p)| (t.clone(), p.digest.clone(), Some(p.size)))
-        .collect();
-    assert_eq!(found, expected);
+    common::assert_images(s.images.as_deref().unwrap_or_default(), &pushed);
     assert_eq!(s.tag_count, Some(3));
     assert_eq!(reason(&r), "ScanSucceeded");
     assert_eq!(s.conditions[0].status, "True");

@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 
 use registry_operator::registry::{
-    ClientOptions, Credentials, ManifestFacts, RegistryClient, ScanError, ScanOptions, ScanReport,
-    Target, scan,
+    ClientOptions, Credentials, Image, ManifestFacts, RegistryClient, ScanError, ScanOptions,
+    ScanReport, Target, scan,
 };
 use testenv::push::{Format, ImageSpec, PushedImage, Pusher};
 use testenv::registry::RegistryServer;
@@ -73,16 +73,21 @@ pub async fn seed_small(reg: &RegistryServer, creds: Option<(&str, &str)>, repo:
 }
 
 pub fn assert_matches(report: &ScanReport, pushed: &Pushed) {
-    let found: Vec<(String, String, Option<i64>)> = report
-        .images
+    assert_images(&report.images, pushed);
+}
+
+/// Tags, digests and sizes found are exactly those pushed, in order.
+pub fn assert_images(images: &[Image], pushed: &Pushed) {
+    let found: Vec<(&str, &str, Option<i64>)> = images
         .iter()
-        .map(|i| (i.tag.clone(), i.digest.clone(), i.size))
+        .map(|i| (i.tag.as_str(), i.digest.as_str(), i.size))
         .collect();
-    let expected: Vec<(String, String, Option<i64>)> = pushed
+    let expected: Vec<(&str, &str, Option<i64>)> = pushed
         .tags
         .iter()
-        .map(|(t, p)| (t.clone(), p.digest.clone(), Some(p.size)))
+        .map(|(t, p)| (t.as_str(), p.digest.as_str(), Some(p.size)))
         .collect();
     assert_eq!(found, expected);
 }
+
 pub mod operator;

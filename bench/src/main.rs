@@ -1,0 +1,517 @@
+//! `make bench`: registry-operator measured against the registry's own ceiling, against the
+//! tools people script instead (skopeo, crane, regctl), and at scale on a real control plane.
+//! Everything runs on this machine against real processes; the results become BENCHMARKS.md
+//! and a chart. `hack/bench.sh` installs the tools and builds the binaries first.
+
+mod ceiling;
+mod chart;
+mod fixture;
+mod ours;
+mod peers;
+mod report;
+mod scale;
+mod sys;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use testenv::push::Pusher;
+use testenv::registry::{RegistryOptions, RegistryServer};
+
+use crate::fixture::Fixture;
+use crate::ours::{ScanRun, Scanner};
+use crate::peers::{PeerRun, Peers};
+
+#[derive(Parser, Debug, Clone, serde::Serialize)]
+#[command(
+    name = "bench",
+    about = "registry-operator benchmarks; writes BENCHMARKS.md"
+)]
+pub struct Args {
+    /// The registry-operator binary (release build).
+    #[arg(long, default_value = "bin/registry-operator")]
+    operator: PathBuf,
+    /// Markdown report to write.
+    #[arg(long, default_value = "BENCHMARKS.md")]
+    out: PathBuf,
+    /// Chart to write (SVG), linked from the report by its path relative to the report.
+    #[arg(long, default_value = "docs/bench/scan-time.svg")]
+    chart: PathBuf,
+    /// Raw results (JSON).
+    #[arg(long, default_value = "target/bench/results.json")]
+    json: PathBuf,
+    /// Tags in the main repository.
+    #[arg(long, default_value_t = 2000)]
+    tags: usize,
+    /// Distinct single-platform images in the main repository.
+    #[arg(long, default_value_t = 200)]
+    images: usize,
+    /// Multi-arch indexes in the main repository.
+    #[arg(long, default_value_t = 10)]
+    indexes: usize,
+    /// Registry requests in flight for the scanner, and connections for the ceiling.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Parallel processes per peer (`xargs -P`).
+    #[arg(long, default_value_t = 8)]
+    peer_parallelism: usize,
+    /// Runs of each registry-operator scan; the median is reported.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Tag counts of the chart.
+    #[arg(long, value_delimiter = ',', default_value = "100,500,1000,2000,5000")]
+    chart_sizes: Vec<usize>,
+    /// Peers run on chart repositories up to this many tags (they take minutes each).
+    #[arg(long, default_value_t = 5000)]
+    peer_max_tags: usize,
+    /// Seconds of each ceiling run.
+    #[arg(long, default_value_t = 8)]
+    ceiling_seconds: u64,
+    /// Ceiling runs; the best one counts.
+    #[arg(long, default_value_t = 2)]
+    ceiling_runs: usize,
+    /// Registry objects of the scale test (0 skips it).
+    #[arg(long, default_value_t = 1000)]
+    scale_objects: usize,
+    /// Tags per repository of the scale test.
+    #[arg(long, default_value_t = 100)]
+    scale_tags: usize,
+    /// Repositories the scale objects are spread over.
+    #[arg(long, default_value_t = 10)]
+    scale_repos: usize,
+    /// scanInterval of the scale objects. 1,000 × 100 tags every 30 s (the CRD's minimum) would
+    /// ask ~3,400 requests/s of a registry that serves ~3,000 HEAD/s on 2 cores.
+    #[arg(long, default_value_t = 120)]
+    scale_interval: u64,
+    /// --max-concurrent-scans of the operator in the scale test (its default).
+    #[arg(long, default_value_t = 16)]
+    scale_max_concurrent_scans: usize,
+    /// Skip the peers.
+    #[arg(long)]
+    skip_peers: bool,
+    /// oha (the ceiling's load tool).
+    #[arg(long, default_value = "oha")]
+    oha: PathBuf,
+    /// skopeo.
+    #[arg(long, default_value = "skopeo")]
+    skopeo: PathBuf,
+    /// Directory with crane and regctl (default: `hack/tools.sh peers`).
+    #[arg(long)]
+    peers_dir: Option<PathBuf>,
+    /// Keep the work directory (scan outputs, peer outputs, logs) for inspection.
+    #[arg(long)]
+    keep: bool,
+    /// Only fill the main repository, print the registry's URL and wait for Ctrl-C (for
+    /// profiling a scan by hand, e.g. under `perf record`).
+    #[arg(long)]
+    serve: bool,
+}
+
+/// One tag count of the chart.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ChartPoint {
+    pub tags: usize,
+    pub first: Vec<ScanRun>,
+    pub rescan: Vec<ScanRun>,
+    pub peers: Vec<PeerRun>,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Results {
+    pub args: Args,
+    pub date: String,
+    pub commit: String,
+    pub machine: sys::Machine,
+    pub versions: Vec<(String, String)>,
+    pub fixture: Fixture,
+    pub ceiling: ceiling::Ceiling,
+    pub first: Vec<ScanRun>,
+    pub rescan: Vec<ScanRun>,
+    pub peers: Vec<PeerRun>,
+    pub chart: Vec<ChartPoint>,
+    pub scale: Option<scale::ScaleResult>,
+    pub notes: Vec<String>,
+    pub seconds: f64,
+}
+
+fn say(msg: impl std::fmt::Display) {
+    eprintln!("bench: {msg}");
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    testenv::registry::install_crypto_provider();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(run(args))
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let root = testenv::tools::repo_root();
+    let abs = |p: &Path| {
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            root.join(p)
+        }
+    };
+    let operator = abs(&args.operator);
+    anyhow::ensure!(
+        operator.is_file(),
+        "no operator binary at {} (make build)",
+        operator.display()
+    );
+    let work_dir = tempfile::Builder::new()
+        .prefix("registry-operator-bench-")
+        .tempdir()?;
+    let work = work_dir.path().to_path_buf();
+    let peers_dir = match &args.peers_dir {
+        Some(d) => d.clone(),
+        None => testenv::tools::tool_dir("peers")?,
+    };
+    let registry_dir = testenv::tools::tool_dir("registry")?;
+    let mut notes = Vec::new();
+
+    say("starting the registry");
+    let reg = RegistryServer::start(RegistryOptions::plain()).await?;
+    let pusher = Pusher::new(&reg, None)?;
+
+    say(format!(
+        "filling bench/app: {} tags over {} images + {} indexes",
+        args.tags, args.images, args.indexes
+    ));
+    let t = Instant::now();
+    let main_fx = fixture::fill(
+        &pusher,
+        "bench/app",
+        args.tags,
+        args.images,
+        args.indexes,
+        1,
+    )
+    .await?;
+    say(format!("filled in {:.1}s", t.elapsed().as_secs_f64()));
+    if args.serve {
+        println!("{} {}", reg.url, main_fx.repo);
+        say(format!(
+            "serving {} ({} tags) at {}; Ctrl-C stops it",
+            main_fx.repo,
+            main_fx.tags(),
+            reg.url
+        ));
+        tokio::signal::ctrl_c().await?;
+        return Ok(());
+    }
+    let mut chart_fx: Vec<Fixture> = Vec::new();
+    for (i, &n) in args.chart_sizes.iter().enumerate() {
+        if n == args.tags {
+            continue;
+        }
+        // Same shape as the main repository: 10 tags per image, one index per 200 tags.
+        let images = (n / 10).max(1);
+        let indexes = (n / 200).max(1).min(n - images);
+        say(format!("filling bench/t{n}: {n} tags"));
+        chart_fx.push(
+            fixture::fill(
+                &pusher,
+                &format!("bench/t{n}"),
+                n,
+                images,
+                indexes,
+                10 + i as u64,
+            )
+            .await?,
+        );
+    }
+    let mut scale_fx = Vec::new();
+    if args.scale_objects > 0 {
+        say(format!(
+            "filling {} scale repositories of {} tags",
+            args.scale_repos, args.scale_tags
+        ));
+        for r in 0..args.scale_repos {
+            let images = (args.scale_tags / 10).max(1);
+            scale_fx.push(
+                fixture::fill(
+                    &pusher,
+                    &format!("scale/app-{r}"),
+                    args.scale_tags,
+                    images - 1,
+                    1,
+                    100 + r as u64,
+                )
+                .await?,
+            );
+        }
+    }
+
+    // 1. The ceiling.
+    say("measuring the registry's ceiling (oha, HEAD by tag)");
+    let ceiling = ceiling::measure(
+        &args.oha,
+        &reg.url,
+        &main_fx,
+        args.concurrency,
+        args.ceiling_seconds,
+        args.ceiling_runs,
+        &work,
+    )?;
+    say(format!(
+        "ceiling: {:.0} HEAD/s",
+        ceiling.requests_per_second
+    ));
+
+    // 2. registry-operator on the main repository.
+    let scanner = Scanner {
+        bin: operator.clone(),
+        url: reg.url.clone(),
+        concurrency: args.concurrency,
+        work: work.clone(),
+    };
+    let (first, rescan) = ours_runs(&scanner, &main_fx, args.runs)?;
+    say(format!(
+        "registry-operator: first scan {:.3}s, rescan {:.3}s (medians)",
+        median_wall(&first),
+        median_wall(&rescan)
+    ));
+
+    // 3. Peers and the chart.
+    let peers = Peers {
+        skopeo: args.skopeo.clone(),
+        crane: peers_dir.join("crane"),
+        regctl: peers_dir.join("regctl"),
+        host: reg.host(),
+        parallelism: args.peer_parallelism,
+        work: work.clone(),
+    };
+    if !args.skip_peers {
+        peers.prepare()?;
+    }
+    let mut chart_points = Vec::new();
+    let mut main_peers = Vec::new();
+    for &n in &args.chart_sizes {
+        let (fx, first_n, rescan_n) = if n == args.tags {
+            (&main_fx, first.clone(), rescan.clone())
+        } else {
+            let fx = chart_fx
+                .iter()
+                .find(|f| f.tags() == n)
+                .context("chart fixture")?;
+            let (a, b) = ours_runs(&scanner, fx, args.runs.min(3))?;
+            (fx, a, b)
+        };
+        let mut peer_runs = Vec::new();
+        if !args.skip_peers && n <= args.peer_max_tags.max(args.tags) {
+            for peer in peers::ALL {
+                say(format!("{} over {n} tags", peer.name()));
+                let run = peers.run(peer, fx, &format!("{}-{n}", peer.name()))?;
+                say(format!(
+                    "{}: {:.1}s, {} of {n} digests right",
+                    peer.name(),
+                    run.measured.wall,
+                    run.check.ok
+                ));
+                peer_runs.push(run);
+            }
+        } else if !args.skip_peers {
+            notes.push(format!(
+                "Peers were not run on the {n}-tag repository (--peer-max-tags {}).",
+                args.peer_max_tags
+            ));
+        }
+        if n == args.tags {
+            main_peers = peer_runs.clone();
+        }
+        chart_points.push(ChartPoint {
+            tags: n,
+            first: first_n,
+            rescan: rescan_n,
+            peers: peer_runs,
+        });
+    }
+    if !args.skip_peers && main_peers.is_empty() {
+        for peer in peers::ALL {
+            main_peers.push(peers.run(peer, &main_fx, &format!("{}-main", peer.name()))?);
+        }
+    }
+
+    // 4. Scale.
+    let scale = if args.scale_objects > 0 {
+        let opts = scale::ScaleOptions {
+            operator: operator.clone(),
+            url: reg.url.clone(),
+            repos: scale_fx,
+            objects: args.scale_objects,
+            interval_seconds: args.scale_interval,
+            max_concurrent_scans: args.scale_max_concurrent_scans,
+            work: work.clone(),
+            timeout: Duration::from_secs(900),
+        };
+        let r = scale::run(&opts).await?;
+        say(format!(
+            "scale: all Success in {:.1}s, peak RSS {} MiB, {:.1} CPU s per cycle",
+            r.all_success_seconds,
+            r.peak_rss_kib / 1024,
+            r.cycle_cpu_seconds
+        ));
+        Some(r)
+    } else {
+        None
+    };
+
+    let versions = versions(&operator, &registry_dir, &peers, &args.oha);
+    let results = Results {
+        args: args.clone(),
+        date: chrono::Utc::now().format("%Y-%m-%d %H:%M UTC").to_string(),
+        commit: git_commit(&root),
+        machine: sys::machine(),
+        versions,
+        fixture: main_fx,
+        ceiling,
+        first,
+        rescan,
+        peers: main_peers,
+        chart: chart_points,
+        scale,
+        notes,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    let json = abs(&args.json);
+    if let Some(p) = json.parent() {
+        std::fs::create_dir_all(p)?;
+    }
+    std::fs::write(&json, serde_json::to_vec_pretty(&results)?)?;
+    let chart_path = abs(&args.chart);
+    if let Some(p) = chart_path.parent() {
+        std::fs::create_dir_all(p)?;
+    }
+    std::fs::write(&chart_path, report::chart(&results))?;
+    let out = abs(&args.out);
+    let chart_link = relative(&chart_path, out.parent().unwrap_or(&root));
+    std::fs::write(&out, report::markdown(&results, &chart_link))?;
+    say(format!(
+        "wrote {}, {} and {} in {:.0}s",
+        out.display(),
+        chart_path.display(),
+        json.display(),
+        results.seconds
+    ));
+    if args.keep {
+        let kept = work_dir.keep();
+        say(format!("work directory kept: {}", kept.display()));
+    }
+    drop(reg);
+    Ok(())
+}
+
+/// First scans (no previous result) and rescans (with the first scan's status).
+fn ours_runs(
+    scanner: &Scanner,
+    fx: &Fixture,
+    runs: usize,
+) -> anyhow::Result<(Vec<ScanRun>, Vec<ScanRun>)> {
+    say(format!("registry-operator over {} tags", fx.tags()));
+    let mut first = Vec::new();
+    for i in 0..runs.max(1) {
+        first.push(scanner.scan(fx, None, &format!("ours-{}-first-{i}", fx.tags()))?);
+    }
+    let previous = first[0].output.clone();
+    let mut rescan = Vec::new();
+    for i in 0..runs.max(1) {
+        rescan.push(scanner.scan(
+            fx,
+            Some(&previous),
+            &format!("ours-{}-rescan-{i}", fx.tags()),
+        )?);
+    }
+    Ok((first, rescan))
+}
+
+pub fn median_wall(runs: &[ScanRun]) -> f64 {
+    sys::median(&runs.iter().map(|r| r.measured.wall).collect::<Vec<_>>())
+}
+
+fn git_commit(root: &Path) -> String {
+    std::process::Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(root)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+fn versions(
+    operator: &Path,
+    registry_dir: &Path,
+    peers: &Peers,
+    oha: &Path,
+) -> Vec<(String, String)> {
+    use sys::version_of;
+    let any = |_: &str| true;
+    let mut v = vec![
+        (
+            "registry-operator".to_string(),
+            format!(
+                "{} (commit {})",
+                version_of(operator, &["--version"], any),
+                git_commit(&testenv::tools::repo_root())
+            ),
+        ),
+        (
+            "rustc".into(),
+            version_of(Path::new("rustc"), &["--version"], any),
+        ),
+        ("go".into(), version_of(Path::new("go"), &["version"], any)),
+        (
+            "distribution registry".into(),
+            version_of(&registry_dir.join("registry"), &["--version"], any).replace(
+                &registry_dir.join("registry").display().to_string(),
+                "registry",
+            ),
+        ),
+        ("oha".into(), version_of(oha, &["--version"], any)),
+        (
+            "skopeo".into(),
+            version_of(&peers.skopeo, &["--version"], any),
+        ),
+        ("crane".into(), version_of(&peers.crane, &["version"], any)),
+        (
+            "regctl".into(),
+            version_of(&peers.regctl, &["version"], |l| l.starts_with("VCSTag")),
+        ),
+        (
+            "jq".into(),
+            version_of(Path::new("jq"), &["--version"], any),
+        ),
+        (
+            "GNU xargs".into(),
+            version_of(Path::new("xargs"), &["--version"], any),
+        ),
+    ];
+    if let Ok(dir) = testenv::controlplane::controlplane_dir() {
+        v.push((
+            "kube-apiserver".into(),
+            version_of(&dir.join("kube-apiserver"), &["--version"], any),
+        ));
+        v.push((
+            "etcd".into(),
+            version_of(&dir.join("etcd"), &["--version"], any),
+        ));
+    }
+    v
+}
+
+/// `path` relative to `base` when it lies below it, else as it is.
+fn relative(path: &Path, base: &Path) -> String {
+    path.strip_prefix(base)
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}

@@ -1,0 +1,484 @@
+//! Many Registry objects on a real kube-apiserver + etcd with one operator process: time until
+//! all are Success, peak RSS, CPU and API writes per full rescan cycle, status sizes.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use futures::{StreamExt, TryStreamExt};
+use kube::api::{Api, PostParams};
+use registry_operator::api::Registry;
+use testenv::controlplane::ControlPlane;
+
+use crate::fixture::Fixture;
+use crate::sys;
+
+pub struct ScaleOptions {
+    pub operator: PathBuf,
+    pub url: String,
+    pub repos: Vec<Fixture>,
+    pub objects: usize,
+    pub interval_seconds: u64,
+    pub max_concurrent_scans: usize,
+    pub work: PathBuf,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ScaleResult {
+    pub objects: usize,
+    pub tags_per_object: usize,
+    pub repositories: usize,
+    pub interval_seconds: u64,
+    pub max_concurrent_scans: usize,
+    pub create_seconds: f64,
+    /// Operator start until every object's status says Success.
+    pub all_success_seconds: f64,
+    pub initial_cpu_seconds: f64,
+    pub initial_status_writes: f64,
+    /// The steady-state window: from all Success until `objects` more scans have finished
+    /// and the counters have settled. The `cycle_*` figures below are per scan in this
+    /// window times `objects`.
+    pub cycle_seconds: f64,
+    pub cycle_scans: f64,
+    pub cycle_cpu_seconds: f64,
+    pub cycle_status_writes: f64,
+    pub cycle_event_writes: f64,
+    /// Every write the apiserver counted in the window, its own housekeeping included.
+    pub cycle_all_writes: f64,
+    /// Registry requests of the window by kind (`tag_list`, `manifest_head`, …).
+    pub cycle_registry_requests: BTreeMap<String, f64>,
+    pub peak_rss_kib: u64,
+    pub end_rss_kib: u64,
+    pub largest_status_bytes: usize,
+    pub largest_object_bytes: usize,
+    pub failed_scans: f64,
+}
+
+/// One Prometheus sample: metric name, labels, value.
+type Sample = (String, BTreeMap<String, String>, f64);
+
+/// Parses the Prometheus text format (enough of it for counters and gauges).
+pub fn parse_prometheus(text: &str) -> Vec<Sample> {
+    let mut out = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (head, value) = match line.rfind('}') {
+            Some(end) => (&line[..=end], line[end + 1..].trim()),
+            None => match line.split_once(' ') {
+                Some((h, v)) => (h, v.trim()),
+                None => continue,
+            },
+        };
+        let value = value.split_whitespace().next().unwrap_or("");
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        let (name, labels) = match head.split_once('{') {
+            Some((n, rest)) => (n, parse_labels(rest.trim_end_matches('}'))),
+            None => (head, BTreeMap::new()),
+        };
+        out.push((name.to_string(), labels, value));
+    }
+    out
+}
+
+fn parse_labels(s: &str) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::new();
+    let mut rest = s;
+    while let Some((key, after)) = rest.split_once("=\"") {
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let mut end = after.len();
+        while let Some((i, c)) = chars.next() {
+            match c {
+                '\\' => {
+                    if let Some((_, n)) = chars.next() {
+                        value.push(if n == 'n' { '\n' } else { n });
+                    }
+                }
+                '"' => {
+                    end = i + 1;
+                    break;
+                }
+                c => value.push(c),
+            }
+        }
+        labels.insert(key.trim().trim_start_matches(',').trim().to_string(), value);
+        rest = after[end..].trim_start_matches(',');
+    }
+    labels
+}
+
+/// Sum of the samples named `name` whose labels satisfy `keep`.
+pub fn sum(
+    samples: &[Sample],
+    name: &str,
+    keep: impl Fn(&BTreeMap<String, String>) -> bool,
+) -> f64 {
+    samples
+        .iter()
+        .filter(|(n, l, _)| n == name && keep(l))
+        .map(|(_, _, v)| v)
+        .sum::<f64>()
+        // An empty float sum is -0.0.
+        + 0.0
+}
+
+const WRITE_VERBS: [&str; 8] = [
+    "POST",
+    "PUT",
+    "PATCH",
+    "APPLY",
+    "DELETE",
+    "DELETECOLLECTION",
+    "CREATE",
+    "UPDATE",
+];
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Writes {
+    status: f64,
+    events: f64,
+    all: f64,
+}
+
+impl std::ops::Sub for Writes {
+    type Output = Writes;
+    fn sub(self, o: Writes) -> Writes {
+        Writes {
+            status: self.status - o.status,
+            events: self.events - o.events,
+            all: self.all - o.all,
+        }
+    }
+}
+
+async fn apiserver_writes(client: &kube::Client) -> anyhow::Result<Writes> {
+    let text = client
+        .request_text(http::Request::get("/metrics").body(Vec::new())?)
+        .await
+        .context("reading the apiserver's /metrics")?;
+    let samples = parse_prometheus(&text);
+    let is_write = |l: &BTreeMap<String, String>| {
+        l.get("verb")
+            .is_some_and(|v| WRITE_VERBS.contains(&v.to_ascii_uppercase().as_str()))
+    };
+    let name = "apiserver_request_total";
+    Ok(Writes {
+        status: sum(&samples, name, |l| {
+            is_write(l)
+                && l.get("resource").map(String::as_str) == Some("registries")
+                && l.get("subresource").map(String::as_str) == Some("status")
+        }),
+        events: sum(&samples, name, |l| {
+            is_write(l) && l.get("resource").map(String::as_str) == Some("events")
+        }),
+        all: sum(&samples, name, is_write),
+    })
+}
+
+struct OperatorMetrics {
+    success: f64,
+    failed: f64,
+    requests: BTreeMap<String, f64>,
+    /// Objects with a successful scan (they have a `registry_operator_tags` series).
+    scanned_objects: usize,
+}
+
+impl OperatorMetrics {
+    fn scans(&self) -> f64 {
+        self.success + self.failed
+    }
+}
+
+async fn operator_metrics(http: &reqwest::Client, url: &str) -> anyhow::Result<OperatorMetrics> {
+    let text = http
+        .get(url)
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    let samples = parse_prometheus(&text);
+    let scans = "registry_operator_scans_total";
+    let mut requests = BTreeMap::new();
+    for (n, l, v) in &samples {
+        if n == "registry_operator_registry_requests_total" {
+            let kind = l.get("kind").cloned().unwrap_or_default();
+            *requests.entry(kind).or_insert(0.0) += v;
+        }
+    }
+    Ok(OperatorMetrics {
+        success: sum(&samples, scans, |l| {
+            l.get("result").map(String::as_str) == Some("success")
+        }),
+        failed: sum(&samples, scans, |l| {
+            l.get("result").map(String::as_str) != Some("success")
+        }),
+        requests,
+        scanned_objects: samples
+            .iter()
+            .filter(|(n, _, _)| n == "registry_operator_tags")
+            .count(),
+    })
+}
+
+/// Status facts from one raw list of every object.
+struct Listing {
+    success: usize,
+    largest_status: usize,
+    largest_object: usize,
+}
+
+async fn list_all(client: &kube::Client, ns: &str) -> anyhow::Result<Listing> {
+    let path = format!("/apis/registry.kubecontroller.io/v1alpha1/namespaces/{ns}/registries");
+    let text = client
+        .request_text(http::Request::get(path).body(Vec::new())?)
+        .await?;
+    let list: serde_json::Value = serde_json::from_str(&text)?;
+    let items = list["items"].as_array().cloned().unwrap_or_default();
+    let mut out = Listing {
+        success: 0,
+        largest_status: 0,
+        largest_object: 0,
+    };
+    for item in &items {
+        if item["status"]["lastScanStatus"] == "Success" {
+            out.success += 1;
+        }
+        out.largest_status = out
+            .largest_status
+            .max(serde_json::to_vec(&item["status"])?.len());
+        out.largest_object = out.largest_object.max(serde_json::to_vec(item)?.len());
+    }
+    Ok(out)
+}
+
+pub async fn run(opts: &ScaleOptions) -> anyhow::Result<ScaleResult> {
+    let deadline = Instant::now() + opts.timeout;
+    eprintln!("bench: scale: starting etcd + kube-apiserver");
+    let cp = ControlPlane::start().await?;
+    let client = cp.client().await;
+    let crd = std::fs::read_to_string(testenv::tools::repo_root().join("crds/registry.yaml"))
+        .context("reading crds/registry.yaml")?;
+    cp.apply_yaml(&crd).await.context("installing the CRD")?;
+    let ns = cp.create_namespace("bench-scale").await;
+    let api: Api<Registry> = Api::namespaced(client.clone(), &ns);
+
+    eprintln!("bench: scale: creating {} Registry objects", opts.objects);
+    let started = Instant::now();
+    futures::stream::iter((0..opts.objects).map(|i| {
+        let api = api.clone();
+        let repo = &opts.repos[i % opts.repos.len()].repo;
+        let obj: Registry = serde_json::from_value(serde_json::json!({
+            "apiVersion": "registry.kubecontroller.io/v1alpha1",
+            "kind": "Registry",
+            "metadata": {"name": format!("reg-{i:05}")},
+            "spec": {"url": opts.url, "repository": repo, "scanInterval": opts.interval_seconds},
+        }))
+        .expect("a valid Registry");
+        async move { api.create(&PostParams::default(), &obj).await }
+    }))
+    .buffer_unordered(16)
+    .try_collect::<Vec<_>>()
+    .await
+    .context("creating Registry objects")?;
+    let create_seconds = started.elapsed().as_secs_f64();
+
+    let metrics_port = testenv::tools::free_port();
+    let health_port = testenv::tools::free_port();
+    let metrics_url = format!("http://127.0.0.1:{metrics_port}/metrics");
+    let log = opts.work.join("operator.log");
+    let mut cmd = Command::new(&opts.operator);
+    cmd.args(["run", "--namespace", &ns])
+        .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+        .args(["--health-addr", &format!("127.0.0.1:{health_port}")])
+        .args([
+            "--max-concurrent-scans",
+            &opts.max_concurrent_scans.to_string(),
+        ])
+        .env("KUBECONFIG", cp.kubeconfig_path())
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&log)?)
+        .stderr(std::fs::File::create(opts.work.join("operator.stderr"))?);
+    let writes_before = apiserver_writes(&client).await?;
+    eprintln!("bench: scale: starting the operator");
+    let started = Instant::now();
+    let mut child = testenv::registry::spawn_tied(cmd).context("starting the operator")?;
+    let pid = child.id();
+    let result = measure(
+        opts,
+        &client,
+        &ns,
+        pid,
+        &metrics_url,
+        started,
+        writes_before,
+        deadline,
+    )
+    .await;
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    let stop = Instant::now();
+    while child.try_wait()?.is_none() && stop.elapsed() < Duration::from_secs(20) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    cp.stop(Duration::from_secs(5));
+    let mut result = result?;
+    result.create_seconds = create_seconds;
+    Ok(result)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn measure(
+    opts: &ScaleOptions,
+    client: &kube::Client,
+    ns: &str,
+    pid: u32,
+    metrics_url: &str,
+    started: Instant,
+    writes_before: Writes,
+    deadline: Instant,
+) -> anyhow::Result<ScaleResult> {
+    let http = testenv::registry::http_client(None)?;
+    let n = opts.objects as f64;
+    // Wait until the operator has scanned every object (cheap: its metrics), then confirm in
+    // the objects themselves (a list of every object is heavy, so not often).
+    let mut last_list = Instant::now() - Duration::from_secs(60);
+    loop {
+        if Instant::now() > deadline {
+            let m = operator_metrics(&http, metrics_url).await?;
+            bail!(
+                "not all {} objects were Success in time: {} scanned, {} successful scans",
+                opts.objects,
+                m.scanned_objects,
+                m.success
+            );
+        }
+        if let Ok(m) = operator_metrics(&http, metrics_url).await
+            && m.scanned_objects >= opts.objects
+            && last_list.elapsed() >= Duration::from_secs(3)
+        {
+            last_list = Instant::now();
+            if list_all(client, ns).await?.success == opts.objects {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let all_success_seconds = started.elapsed().as_secs_f64();
+    let initial_cpu_seconds = sys::cpu_seconds(pid)?;
+    let w0 = apiserver_writes(client).await?;
+    let m0 = operator_metrics(&http, metrics_url).await?;
+    let t0 = Instant::now();
+    eprintln!(
+        "bench: scale: all {} Success after {all_success_seconds:.1}s; waiting for a full rescan cycle",
+        opts.objects
+    );
+
+    loop {
+        if Instant::now() > deadline {
+            bail!("no full rescan cycle in time");
+        }
+        let m = operator_metrics(&http, metrics_url).await?;
+        if m.scans() >= m0.scans() + n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // The status write of a scan lands a moment after the scan is counted: end the window
+    // once both counters have held still for a while (or after 10 s in a busy steady state),
+    // and report per-scan figures times the object count.
+    let settle = Instant::now();
+    let mut last = (f64::NAN, f64::NAN);
+    let mut still_since = Instant::now();
+    let (m1, w1) = loop {
+        let m = operator_metrics(&http, metrics_url).await?;
+        let w = apiserver_writes(client).await?;
+        if (m.scans(), w.status) != last {
+            last = (m.scans(), w.status);
+            still_since = Instant::now();
+        }
+        if still_since.elapsed() >= Duration::from_millis(1500)
+            || settle.elapsed() >= Duration::from_secs(10)
+        {
+            break (m, w);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    let cycle_seconds = t0.elapsed().as_secs_f64();
+    let cpu1 = sys::cpu_seconds(pid)?;
+    let peak_rss_kib = sys::status_kib(pid, "VmHWM")?;
+    let end_rss_kib = sys::status_kib(pid, "VmRSS")?;
+    let listing = list_all(client, ns).await?;
+    let scans = m1.scans() - m0.scans();
+    // Per full cycle: per scan in the window, times the number of objects.
+    let per_cycle = |v: f64| v / scans * n;
+    let cycle = w1 - w0;
+    let requests = m1
+        .requests
+        .iter()
+        .map(|(k, v)| {
+            let d = v - m0.requests.get(k).copied().unwrap_or(0.0);
+            (k.clone(), per_cycle(d))
+        })
+        .collect();
+    Ok(ScaleResult {
+        objects: opts.objects,
+        tags_per_object: opts.repos.first().map_or(0, Fixture::tags),
+        repositories: opts.repos.len(),
+        interval_seconds: opts.interval_seconds,
+        max_concurrent_scans: opts.max_concurrent_scans,
+        create_seconds: 0.0,
+        all_success_seconds,
+        initial_cpu_seconds,
+        initial_status_writes: (w0 - writes_before).status,
+        cycle_seconds,
+        cycle_scans: scans,
+        cycle_cpu_seconds: per_cycle(cpu1 - initial_cpu_seconds),
+        cycle_status_writes: per_cycle(cycle.status),
+        cycle_event_writes: per_cycle(cycle.events),
+        cycle_all_writes: per_cycle(cycle.all),
+        cycle_registry_requests: requests,
+        peak_rss_kib,
+        end_rss_kib,
+        largest_status_bytes: listing.largest_status,
+        largest_object_bytes: listing.largest_object,
+        failed_scans: m1.failed,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_prometheus_text() {
+        let text = "# HELP x y\n# TYPE apiserver_request_total counter\n\
+            apiserver_request_total{code=\"201\",resource=\"registries\",subresource=\"status\",verb=\"APPLY\"} 12\n\
+            apiserver_request_total{code=\"200\",resource=\"events\",verb=\"POST\"} 3\n\
+            registry_operator_scans_total{result=\"success\"} 7\n\
+            plain_metric 1.5e3\n\
+            odd{a=\"x\\\"y,z\"} 2\n";
+        let s = parse_prometheus(text);
+        assert_eq!(s.len(), 5);
+        assert_eq!(
+            sum(&s, "apiserver_request_total", |l| l
+                .get("verb")
+                .map(String::as_str)
+                == Some("APPLY")),
+            12.0
+        );
+        assert_eq!(sum(&s, "plain_metric", |_| true), 1500.0);
+        assert_eq!(s[4].1.get("a").map(String::as_str), Some("x\"y,z"));
+    }
+}

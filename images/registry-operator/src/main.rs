@@ -43,9 +43,18 @@ fn main() -> ExitCode {
         .enable_all()
         .build()
         .expect("building the tokio runtime");
+    // Work runs as a spawned task, not on the main thread: otherwise every response hops
+    // between the main thread and the workers that drive the connections (measured: ~30% more
+    // CPU per scan, see BENCHMARKS.md).
     let result = match cli.command {
-        Command::Run(args) => runtime.block_on(registry_operator::controller::run(args)),
-        Command::Scan(args) => return runtime.block_on(registry_operator::cli::scan::run(args)),
+        Command::Run(args) => runtime
+            .block_on(runtime.spawn(registry_operator::controller::run(args)))
+            .expect("the operator task panicked"),
+        Command::Scan(args) => {
+            return runtime
+                .block_on(runtime.spawn(registry_operator::cli::scan::run(args)))
+                .expect("the scan task panicked");
+        }
         Command::Crd => registry_operator::cli::print_crd(),
     };
     match result {

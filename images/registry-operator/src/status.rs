@@ -12,8 +12,9 @@ pub const REASON_SECRET_NOT_FOUND: &str = "SecretNotFound";
 pub const REASON_SECRET_INVALID: &str = "SecretInvalid";
 pub const REASON_SUSPENDED: &str = "Suspended";
 
-/// `images` is kept well below etcd's ~1.5 MiB object limit, whatever `maxImages` says.
-pub const IMAGES_BYTE_BUDGET: usize = 512 * 1024;
+/// `images` stays below this many bytes of JSON whatever `maxImages` says, so that a status
+/// (and a watch event carrying it) stays small: ~1,000 single-platform images fit.
+pub const IMAGES_BYTE_BUDGET: usize = 192 * 1024;
 
 /// Facts about the scan that are not in the report itself.
 #[derive(Debug, Clone)]

@@ -151,6 +151,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         scan_concurrency: args.scan_concurrency.max(1).into(),
         scan_timeout: Duration::from_secs(args.scan_timeout.max(1)),
         max_images: args.max_images.max(1),
+        max_concurrent_scans: args.max_concurrent_scans.max(1).into(),
     };
     let ctx = Arc::new(reconcile::Context::new(
         client.clone(),
@@ -176,8 +177,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             watcher::Config::default().any_semantic(),
             move |secret| referencing(&mapper_store, &secret),
         )
-        .with_config(controller::Config::default().concurrency(args.max_concurrent_scans.max(1)))
-        .graceful_shutdown_on(stop)
+        // Unbounded here: scans are admitted fairly by the context's semaphore instead.
+        .with_config(controller::Config::default().concurrency(0))
+        .graceful_shutdown_on({
+            let ctx = ctx.clone();
+            async move {
+                stop.await;
+                ctx.stop_admitting_scans();
+            }
+        })
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
         .for_each(|result| async move {
             if let Err(e) = result {

@@ -26,6 +26,8 @@ pub const FIELD_MANAGER: &str = "registry-operator";
 
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// Scans running at once across all Registries.
+    pub max_concurrent_scans: usize,
     pub scan_concurrency: usize,
     pub scan_timeout: Duration,
     pub max_images: usize,
@@ -52,6 +54,9 @@ pub struct Context {
     pub settings: Settings,
     memory: Mutex<HashMap<String, Memory>>,
     clients: Mutex<HashMap<ClientKey, RegistryClient>>,
+    /// Fair (first come, first served) admission of scans. kube-runtime's own concurrency limit
+    /// picks due objects from a set, which starves some objects when more are due than can run.
+    scans: tokio::sync::Semaphore,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,10 +76,17 @@ impl Context {
             client,
             recorder,
             metrics,
-            settings,
             memory: Mutex::default(),
             clients: Mutex::default(),
+            scans: tokio::sync::Semaphore::new(settings.max_concurrent_scans.max(1)),
+            settings,
         }
+    }
+
+    /// Lets reconciles that wait for a scan slot return at once, so shutdown does not wait for
+    /// every queued scan.
+    pub fn stop_admitting_scans(&self) {
+        self.scans.close();
     }
 
     /// One pooled client per TLS setting: connections are shared, trust is not mixed.
@@ -208,6 +220,9 @@ pub async fn reconcile(obj: Arc<Registry>, ctx: Arc<Context>) -> Result<Action, 
             .and_then(|s| s.images.clone())
     });
 
+    let Ok(_slot) = ctx.scans.acquire().await else {
+        return Ok(Action::await_change()); // shutting down
+    };
     let filter = obj.spec.tag_filter.clone().unwrap_or_default();
     let outcome = async {
         let client = ctx.registry_client(
@@ -227,6 +242,9 @@ pub async fn reconcile(obj: Arc<Registry>, ctx: Arc<Context>) -> Result<Action, 
         scan(&client, &target, inputs.credentials.as_ref(), &options).await
     }
     .await;
+    // The status tells when the scan finished, not when it was queued.
+    let next = Time(k8s_openapi::jiff::Timestamp::now() + interval);
+    let sctx = status_context(&obj, &ctx, Some(next));
 
     match outcome {
         Ok(report) => {

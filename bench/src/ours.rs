@@ -64,7 +64,7 @@ impl Scanner {
             .args(["--url", &self.url, "--repository", &fixture.repo])
             .args(["--concurrency", &self.concurrency.to_string()])
             // Every tag in status (the CRD's maximum), so --previous knows every digest.
-            .args(["--max-images", "5000"])
+            .args(["--max-images", "0"])
             .env_remove("RUST_LOG");
         if let Some(p) = previous {
             cmd.arg("--previous").arg(p);

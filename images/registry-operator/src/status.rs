@@ -23,6 +23,8 @@ pub struct Context {
     pub now: Time,
     pub next_scan: Option<Time>,
     pub max_images: usize,
+    /// Bytes of JSON `images` may take (the operator uses [`IMAGES_BYTE_BUDGET`]).
+    pub byte_budget: usize,
 }
 
 pub fn succeeded(
@@ -31,7 +33,7 @@ pub fn succeeded(
     ctx: &Context,
 ) -> RegistryStatus {
     let total = report.images.len();
-    let images = cap(&report.images, ctx.max_images);
+    let images = cap(&report.images, ctx.max_images, ctx.byte_budget);
     let omitted = total - images.len();
     let distinct: std::collections::HashSet<&str> =
         report.images.iter().map(|i| i.digest.as_str()).collect();
@@ -104,12 +106,12 @@ pub fn suspended(previous: Option<&RegistryStatus>, ctx: &Context) -> RegistrySt
     }
 }
 
-/// Keeps the highest versions: at most `max`, and within the byte budget.
-fn cap(images: &[Image], max: usize) -> Vec<Image> {
+/// Keeps the highest versions: at most `max`, and within `budget` bytes.
+fn cap(images: &[Image], max: usize, budget: usize) -> Vec<Image> {
     let mut kept: Vec<Image> = images[images.len().saturating_sub(max)..].to_vec();
     let mut bytes: usize = kept.iter().map(encoded_len).sum();
     let mut drop = 0;
-    while bytes > IMAGES_BYTE_BUDGET && drop < kept.len() {
+    while bytes > budget && drop < kept.len() {
         bytes -= encoded_len(&kept[drop]);
         drop += 1;
     }
@@ -192,6 +194,7 @@ mod tests {
             now: Time(k8s_openapi::jiff::Timestamp::from_second(1_700_000_000).unwrap()),
             next_scan: None,
             max_images: max,
+            byte_budget: IMAGES_BYTE_BUDGET,
         }
     }
 

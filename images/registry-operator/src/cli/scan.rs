@@ -50,7 +50,8 @@ pub struct ScanArgs {
     /// Leave out tags matching this regular expression.
     #[arg(long)]
     exclude: Option<String>,
-    /// At most this many images in the JSON status (the highest versions).
+    /// At most this many images in the JSON status (the highest versions), within the same
+    /// byte budget the operator keeps; 0 lists every tag, with no byte budget.
     #[arg(long, default_value_t = DEFAULT_MAX_IMAGES as usize)]
     max_images: usize,
     /// An earlier `--output json` result: digests it knows need no manifest GET.
@@ -116,7 +117,16 @@ async fn scan_once(args: &ScanArgs) -> anyhow::Result<()> {
         generation: None,
         now: Time(k8s_openapi::jiff::Timestamp::now()),
         next_scan: None,
-        max_images: args.max_images.max(1),
+        max_images: if args.max_images == 0 {
+            usize::MAX
+        } else {
+            args.max_images
+        },
+        byte_budget: if args.max_images == 0 {
+            usize::MAX
+        } else {
+            status::IMAGES_BYTE_BUDGET
+        },
     };
     let status = status::succeeded(previous.as_ref(), &report, &ctx);
     match args.output {

@@ -398,6 +398,7 @@ fn status_context(obj: &Registry, ctx: &Context, next: Option<Time>) -> status::
             .max_images
             .map_or(ctx.settings.max_images, |m| m as usize)
             .max(1),
+        byte_budget: status::IMAGES_BYTE_BUDGET,
     }
 }
 

@@ -4,7 +4,9 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::api::{RegistryStatus, ScanStatus};
-use crate::registry::{Image, ScanReport};
+use std::collections::HashMap;
+
+use crate::registry::{Image, ManifestFacts, ScanReport};
 
 pub const READY: &str = "Ready";
 pub const REASON_SUCCEEDED: &str = "ScanSucceeded";
@@ -104,6 +106,17 @@ pub fn suspended(previous: Option<&RegistryStatus>, ctx: &Context) -> RegistrySt
         conditions: vec![ready(previous, false, REASON_SUSPENDED, message, ctx)],
         ..prev
     }
+}
+
+/// What an earlier status teaches the next scan: each listed digest's size and platforms, so
+/// that those digests need no manifest GET.
+pub fn known_facts(status: &RegistryStatus) -> HashMap<String, ManifestFacts> {
+    status
+        .images
+        .iter()
+        .flatten()
+        .map(|i| (i.digest.clone(), ManifestFacts::of(i)))
+        .collect()
 }
 
 /// Keeps the highest versions: at most `max`, and within `budget` bytes.

@@ -2,7 +2,6 @@
 //! object the operator writes; `--previous` makes a rescan of an unchanged repository cost only
 //! the tag list and one HEAD per tag.
 
-use std::collections::HashMap;
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -14,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::{DEFAULT_MAX_IMAGES, RegistryStatus};
 use crate::registry::{
-    ClientOptions, Credentials, ManifestFacts, RegistryClient, ScanOptions, TagFilter, Target, scan,
+    ClientOptions, Credentials, RegistryClient, ScanOptions, TagFilter, Target, scan,
 };
 use crate::status;
 
@@ -99,7 +98,10 @@ async fn scan_once(args: &ScanArgs) -> anyhow::Result<()> {
         concurrency: args.concurrency.into(),
         timeout: Duration::from_secs(args.timeout),
         filter: TagFilter::new(args.include.as_deref(), args.exclude.as_deref())?,
-        known: previous.as_ref().map(known_facts).unwrap_or_default(),
+        known: previous
+            .as_ref()
+            .map(status::known_facts)
+            .unwrap_or_default(),
         ..ScanOptions::default()
     };
     let report = scan(&client, &target, credentials.as_ref(), &options).await?;
@@ -158,16 +160,6 @@ fn read_previous(path: &PathBuf) -> anyhow::Result<RegistryStatus> {
             path.display()
         )
     })
-}
-
-/// What an earlier status teaches: each digest's size and platforms.
-pub fn known_facts(status: &RegistryStatus) -> HashMap<String, ManifestFacts> {
-    status
-        .images
-        .iter()
-        .flatten()
-        .map(|i| (i.digest.clone(), ManifestFacts::of(i)))
-        .collect()
 }
 
 fn print_table(status: &RegistryStatus) {

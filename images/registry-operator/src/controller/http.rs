@@ -76,11 +76,7 @@ async fn spawn(
     tracing::info!(%addr, "serving HTTP");
     tokio::spawn(async move {
         let stop = async move {
-            while !*shutdown.borrow_and_update() {
-                if shutdown.changed().await.is_err() {
-                    break;
-                }
-            }
+            let _ = shutdown.wait_for(|stop| *stop).await;
         };
         if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(stop)

@@ -49,11 +49,7 @@ impl Lease {
     pub fn lost(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
         let mut state = self.state.clone();
         async move {
-            while *state.borrow_and_update() {
-                if state.changed().await.is_err() {
-                    break;
-                }
-            }
+            let _ = state.wait_for(|held| !*held).await;
         }
     }
 

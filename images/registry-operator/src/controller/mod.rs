@@ -125,11 +125,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         let mut shutdown = shutdown_rx.clone();
         async move {
             let shutdown = async {
-                while !*shutdown.borrow_and_update() {
-                    if shutdown.changed().await.is_err() {
-                        break;
-                    }
-                }
+                let _ = shutdown.wait_for(|stop| *stop).await;
             };
             match lost {
                 Some(lost) => {

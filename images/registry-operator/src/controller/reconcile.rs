@@ -205,14 +205,8 @@ pub async fn reconcile(obj: Arc<Registry>, ctx: Arc<Context>) -> Result<Action, 
         }
     };
     // After a restart the status still knows every listed digest's facts.
-    for image in previous
-        .and_then(|s| s.images.as_ref())
-        .into_iter()
-        .flatten()
-    {
-        known
-            .entry(image.digest.clone())
-            .or_insert_with(|| ManifestFacts::of(image));
+    for (digest, facts) in previous.map(status::known_facts).unwrap_or_default() {
+        known.entry(digest).or_insert(facts);
     }
     let before = before.or_else(|| {
         previous

@@ -29,7 +29,7 @@ run: build ## Run the operator against the current kubeconfig (installs nothing;
 test: ## Whole suite: unit + integration tests against a real registry and kube-apiserver
 	hack/tools.sh controlplane >/dev/null
 	hack/tools.sh registry >/dev/null
-	hack/tools.sh lint >/dev/null
+	hack/tools.sh chart >/dev/null
 	$(CARGO) test --workspace
 
 fmt: ## Format the code
@@ -39,7 +39,7 @@ vet: ## Lints, warnings denied
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-lint: ## Deckhouse module checks: dmt, helm render, server-side dry run
+lint: ## Deckhouse module checks: dmt (with and without MODULES_MODULE_TAG), helm render, dry run
 	hack/lint.sh
 
 demo: ## Local control plane + registry + operator, no cluster needed
@@ -49,7 +49,7 @@ bench: ## Benchmarks; regenerates BENCHMARKS.md
 	hack/bench.sh
 
 tools: ## Build (or reuse) the Go tools
-	for t in controlplane registry lint; do hack/tools.sh $$t; done
+	for t in controlplane registry chart lint; do hack/tools.sh $$t; done
 
 clean:
 	$(CARGO) clean

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Deckhouse module checks (`make lint`):
-#   1. dmt lint .                    Deckhouse's module linter, zero errors (rules off: .dmtlint.yaml)
+#   1. dmt lint .                    Deckhouse's module linter, zero errors and zero warnings, with and
+#                                    without MODULES_MODULE_TAG (rules off: .dmtlint.yaml)
 #   2. helm lint, helm template      the chart renders with default values and with every setting changed
 #   3. server-side dry run           a real kube-apiserver (testenv) accepts every rendered object and
 #                                    crds/registry.yaml; its authorizer confirms the operator's RBAC
 #   4. cargo test --test chart_render settings land where they should; Deckhouse conventions hold
 #
-# Tools come from hack/tools.sh lint (helm, and dmt when the Go module proxy serves it) and
+# Tools come from hack/tools.sh lint (helm, promtool; dmt from DMT, PATH or ../shared) and
 # hack/tools.sh controlplane (kube-apiserver, etcd, kubectl; KUBEBUILDER_ASSETS wins).
 # Set LINT_KEEP=1 to keep the work directory (rendered manifests, apiserver logs).
 set -euo pipefail
@@ -33,13 +34,34 @@ helm=$tools/helm
 [[ -x $helm ]] || fail "no helm in $tools"
 
 # ---------------------------------------------------------------------------------------------
-# 1. dmt
+# 1. dmt: zero errors and zero warnings, rendered the way Deckhouse's lint action renders it (no
+#    build-time environment) and the way a release build does (MODULES_MODULE_TAG set).
+dmt_lint() { # dmt_lint <label> [env args...]
+  local label=$1; shift
+  local out rc=0 summary
+  out=$(env "$@" "$tools/dmt" lint . 2>&1) || rc=$?
+  out=$(sed 's/\x1b\[[0-9;]*m//g' <<<"$out")          # no colours in logs
+  summary=$(grep -E '^║ (Critical|Errors|Warnings):' <<<"$out" | tr -s ' ' || true)
+  if [[ $rc -ne 0 ]] || [[ $(grep -c . <<<"$summary") -ne 3 ]] || grep -qvE ': 0$' <<<"$summary"; then
+    echo "$out" >&2
+    fail "dmt lint ($label): exit $rc, summary: $(tr '\n' ' ' <<<"$summary")"
+  fi
+  log "dmt lint ($label): $(tr '\n' ' ' <<<"$summary")"
+}
 if [[ -x $tools/dmt ]]; then
   log "dmt lint . ($("$tools/dmt" --version 2>/dev/null | head -n1 || echo unknown version))"
-  "$tools/dmt" lint . || fail "dmt lint reported errors"
+  dmt_lint "no MODULES_MODULE_TAG" -u MODULES_MODULE_TAG
+  dmt_lint "MODULES_MODULE_TAG=v0.1.0" MODULES_MODULE_TAG=v0.1.0
 else
-  log "dmt: not built (github.com/deckhouse/dmt is not served by the Go module proxy here; see"
-  log "     tools/lint/go.mod). Its rules for this module are checked by testenv/tests/chart_render.rs."
+  cat >&2 <<'MSG'
+!!! ----------------------------------------------------------------------------------------
+!!! dmt (Deckhouse's module linter) is not installed: the module was NOT checked by dmt.
+!!! Install it with
+!!!     go install github.com/deckhouse/dmt/cmd/dmt@latest
+!!! (or through trdl: https://github.com/deckhouse/dmt), or point DMT at a dmt binary.
+!!! ----------------------------------------------------------------------------------------
+MSG
+  [[ ${CI:-} == true ]] && fail "dmt is required in CI (CI=true)"
 fi
 
 # ---------------------------------------------------------------------------------------------
@@ -59,8 +81,8 @@ render default "${api_versions[@]}" -f hack/testdata/values-default.yaml
 render custom "${api_versions[@]}" -f hack/testdata/values-default.yaml -f hack/testdata/values-custom.yaml
 # Without the VPA and Prometheus APIs (and modules): the guarded objects must simply be left out.
 render bare -f hack/testdata/values-default.yaml --set 'global.enabledModules={}'
-if grep -qE '^kind: (VerticalPodAutoscaler|ServiceMonitor)$' "$work/bare.yaml"; then
-  fail "VPA/ServiceMonitor rendered although their APIs are absent"
+if grep -qE '^kind: (VerticalPodAutoscaler|ServiceMonitor|PrometheusRule|GrafanaDashboardDefinition)$' "$work/bare.yaml"; then
+  fail "VPA/ServiceMonitor/PrometheusRule/GrafanaDashboardDefinition rendered although their APIs are absent"
 fi
 
 # ---------------------------------------------------------------------------------------------
@@ -85,7 +107,8 @@ kubectl=$work/cp/kubectl
 "$kubectl" apply --server-side -f hack/testdata/crds-vpa.yaml -f hack/testdata/crds-prometheus-operator.yaml >/dev/null
 "$kubectl" wait --for condition=Established --timeout=60s \
   crd/verticalpodautoscalers.autoscaling.k8s.io crd/servicemonitors.monitoring.coreos.com \
-  crd/podmonitors.monitoring.coreos.com >/dev/null
+  crd/podmonitors.monitoring.coreos.com crd/prometheusrules.monitoring.coreos.com \
+  crd/grafanadashboarddefinitions.deckhouse.io >/dev/null
 "$kubectl" create namespace d8-monitoring >/dev/null
 "$kubectl" create namespace d8-registry-operator >/dev/null
 

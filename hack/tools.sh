@@ -2,7 +2,8 @@
 # Builds (once) and prints the directory of the Go tools the tests, demo, lint and bench use.
 #   hack/tools.sh controlplane   -> dir with kube-apiserver, etcd, kubectl (KUBEBUILDER_ASSETS wins)
 #   hack/tools.sh registry       -> dir with registry (CNCF distribution v3)
-#   hack/tools.sh lint           -> dir with helm, dmt
+#   hack/tools.sh chart          -> dir with helm, promtool (the chart render test)
+#   hack/tools.sh lint           -> dir with helm, promtool and, when it can be had, dmt
 #   hack/tools.sh peers          -> dir with crane, regctl
 # Binaries are cached by version under $REGISTRY_OPERATOR_TOOLS (default ~/.cache/registry-operator-tools),
 # so only the first run pays for the build (kube-apiserver: 10-20 minutes on 2 cores).
@@ -14,16 +15,22 @@ export CGO_ENABLED=0 GOFLAGS=-mod=mod
 
 K8S_VERSION=v1.35.4
 ETCD_VERSION=v3.6.5
+DMT_CACHE=dmt-v0.1.105-1
 
 log() { echo ">> $*" >&2; }
+
+# Replaces dst with a symlink to src in one rename, so concurrent runs never see it missing.
+link() { # link <src> <dst>
+  ln -sfn "$1" "$2.tmp.$$" && mv -Tf "$2.tmp.$$" "$2"
+}
 
 build() { # build <module dir> <out dir> <binary name> <package> [ldflags]
   local mod=$1 out=$2 name=$3 pkg=$4 ldflags=${5:-}
   if [[ -x $out/$name ]]; then return; fi
   mkdir -p "$out"
   log "building $name ($pkg) - first run only, cached in $out"
-  (cd "$root/tools/$mod" && go build -trimpath -ldflags "-s -w $ldflags" -o "$out/$name.tmp" "$pkg")
-  mv "$out/$name.tmp" "$out/$name"
+  (cd "$root/tools/$mod" && go build -trimpath -ldflags "-s -w $ldflags" -o "$out/$name.tmp.$$" "$pkg")
+  mv "$out/$name.tmp.$$" "$out/$name"
 }
 
 case "${1:-}" in
@@ -44,13 +51,34 @@ case "${1:-}" in
     out=$cache/registry-$(grep -oE 'distribution/v3 v[0-9.]+' "$root/tools/registry/go.mod" | cut -d' ' -f2)
     build registry "$out" registry github.com/distribution/distribution/v3/cmd/registry
     echo "$out" ;;
-  lint)
-    out=$cache/lint-$(sha256sum "$root/tools/lint/go.mod" | cut -c1-12)
+  chart)
+    out=$cache/chart-$(cat "$root/tools/lint/go.sum" "$root/tools/promtool/go.sum" | sha256sum | cut -c1-12)
     build lint "$out" helm helm.sh/helm/v3/cmd/helm
-    # dmt only when tools/lint pins it: the Go module proxy here serves no version of it
-    # (see tools/lint/go.mod); hack/lint.sh says so and runs the chart_render checks instead.
-    if grep -v '^[[:space:]]*//' "$root/tools/lint/go.mod" | grep -qE '(^|[[:space:]])github.com/deckhouse/dmt v'; then
-      build lint "$out" dmt github.com/deckhouse/dmt/cmd/dmt
+    build promtool "$out" promtool github.com/prometheus/prometheus/cmd/promtool
+    echo "$out" ;;
+  lint)
+    chart=$("$0" chart)
+    out=$cache/lint-$(basename "$chart")
+    mkdir -p "$out"
+    link "$chart/helm" "$out/helm"
+    link "$chart/promtool" "$out/promtool"
+    # dmt, Deckhouse's module linter: the Go module proxy serves no version of it, so it comes
+    # from DMT (a path), else `dmt` on PATH, else ../shared's source snapshot (these machines, CI).
+    dmt=""
+    if [[ -n ${DMT:-} ]]; then
+      [[ -x $DMT ]] || { echo "DMT=$DMT is not an executable" >&2; exit 1; }
+      dmt=$DMT
+    elif command -v dmt >/dev/null; then
+      dmt=$(command -v dmt)
+    elif [[ -x $root/../shared/tools/build-dmt.sh ]]; then
+      log "dmt from ../shared (first run builds it, ~5 minutes), cached in $cache/$DMT_CACHE"
+      dmt=$("$root/../shared/tools/build-dmt.sh" "$cache/$DMT_CACHE" | tail -n1)
+    fi
+    if [[ -n $dmt ]]; then
+      link "$dmt" "$out/dmt"
+    else
+      rm -f "$out/dmt"
+      log "dmt: not found (no DMT, no dmt on PATH, no ../shared/tools/build-dmt.sh); hack/lint.sh says how to install it"
     fi
     echo "$out" ;;
   peers)
@@ -58,5 +86,5 @@ case "${1:-}" in
     build peers "$out" crane github.com/google/go-containerregistry/cmd/crane
     build peers "$out" regctl github.com/regclient/regclient/cmd/regctl
     echo "$out" ;;
-  *) echo "usage: $0 controlplane|registry|lint|peers" >&2; exit 2 ;;
+  *) echo "usage: $0 controlplane|registry|chart|lint|peers" >&2; exit 2 ;;
 esac

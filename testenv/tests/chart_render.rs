@@ -4,7 +4,7 @@
 //! conventions `dmt lint` enforces (labels, security contexts, probes, VPA/PDB, RBAC placement,
 //! bilingual docs and schemas), so that they hold even where dmt itself cannot be built.
 //!
-//! helm comes from `hack/tools.sh lint` (built once from `tools/lint`). Everything here is
+//! helm and promtool come from `hack/tools.sh chart` (built once from `tools/`). Everything here is
 //! deterministic: fixed values files, no cluster, no clock.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -27,14 +27,20 @@ const API_VERSIONS: [&str; 2] = [
 // ---------------------------------------------------------------------------------------------
 // Rendering
 
-fn helm() -> &'static Path {
-    static HELM: OnceLock<PathBuf> = OnceLock::new();
-    HELM.get_or_init(|| {
-        let dir = tool_dir("lint").expect("hack/tools.sh lint (builds helm from tools/lint)");
-        let helm = dir.join("helm");
-        assert!(helm.is_file(), "no helm in {}", dir.display());
-        helm
+/// helm and promtool (`hack/tools.sh chart`, built once from tools/lint and tools/promtool).
+fn chart_tools() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = tool_dir("chart").expect("hack/tools.sh chart (helm, promtool)");
+        for tool in ["helm", "promtool"] {
+            assert!(dir.join(tool).is_file(), "no {tool} in {}", dir.display());
+        }
+        dir
     })
+}
+
+fn helm() -> PathBuf {
+    chart_tools().join("helm")
 }
 
 /// One rendered object and the template it came from (`templates/...`).
@@ -251,32 +257,130 @@ fn defaults_render_the_documented_flags_placement_and_resources() {
         at(pod, "tolerations"),
         Some(&yaml(
             "
+- {key: dedicated.deckhouse.io, operator: Equal, value: registry-operator}
 - {key: dedicated.deckhouse.io, operator: Equal, value: system}
-- {key: dedicated.deckhouse.io, operator: Equal, value: deckhouse}
-- {key: node.deckhouse.io/uninitialized, operator: Exists, effect: NoSchedule}
+- {key: drbd.linbit.com/lost-quorum}
+- {key: drbd.linbit.com/force-io-error}
+- {key: drbd.linbit.com/ignore-fail-over}
 "
         ))
     );
     assert_eq!(
         at(container(d, MODULE), "resources"),
         Some(&yaml(
-            "{requests: {cpu: 50m, memory: 64Mi, ephemeral-storage: 50Mi}, limits: {memory: 512Mi}}"
+            "{requests: {cpu: 50m, memory: 64Mi, ephemeral-storage: 82Mi}, limits: {memory: 512Mi}}"
         ))
     );
+    find(&objs, "VerticalPodAutoscaler", MODULE);
+    find(&objs, "ServiceMonitor", MODULE);
+}
+
+/// Deckhouse's value shapes for a module installed from a ModuleSource: the module's own image is
+/// `<registryOperator.registry.base>/<module name>@<digest>` (lib-helm's helm_lib_module_image),
+/// kube-rbac-proxy is Deckhouse's common image from the cluster's registry.
+#[test]
+fn images_come_from_the_module_source_and_the_cluster_registry() {
+    let objs = Render::defaults().objects();
+    let d = operator(&objs);
     assert_eq!(
         str_at(container(d, MODULE), "image"),
         Some(
-            "registry.example.com/deckhouse@sha256:2222222222222222222222222222222222222222222222222222222222222222"
+            "registry.example.com/modules/registry-operator@sha256:2222222222222222222222222222222222222222222222222222222222222222"
         )
     );
     assert_eq!(
         str_at(container(d, "kube-rbac-proxy"), "image"),
         Some(
-            "registry.example.com/deckhouse@sha256:1111111111111111111111111111111111111111111111111111111111111111"
+            "registry.deckhouse.ru/deckhouse/ce@sha256:1111111111111111111111111111111111111111111111111111111111111111"
         )
     );
-    find(&objs, "VerticalPodAutoscaler", MODULE);
-    find(&objs, "ServiceMonitor", MODULE);
+    // A mirror's repository (a trailing slash is tolerated, as Deckhouse passes it through).
+    let custom = Render::custom().objects();
+    assert_eq!(
+        str_at(container(operator(&custom), MODULE), "image"),
+        Some(
+            "mirror.example.org/deckhouse/modules/registry-operator@sha256:2222222222222222222222222222222222222222222222222222222222222222"
+        )
+    );
+    // Without a ModuleSource registry (the module shipped inside Deckhouse's own registry).
+    let embedded = Render::defaults()
+        .set("registryOperator.registry.base=")
+        .objects();
+    assert_eq!(
+        str_at(container(operator(&embedded), MODULE), "image"),
+        Some(
+            "registry.deckhouse.ru/deckhouse/ce@sha256:2222222222222222222222222222222222222222222222222222222222222222"
+        )
+    );
+}
+
+fn dockerconfig(secret: &Obj) -> serde_json::Value {
+    use base64::Engine as _;
+    let data = secret.value["data"]
+        .get(".dockerconfigjson")
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("{}: no .dockerconfigjson", secret.id()));
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(data)
+        .unwrap_or_else(|e| panic!("{}: not base64: {e}", secret.id()));
+    serde_json::from_slice(&raw).unwrap_or_else(|e| panic!("{}: not JSON: {e}", secret.id()))
+}
+
+/// The Pods pull the module's image with the ModuleSource's credentials and Deckhouse's common
+/// image with the cluster registry's: `deckhouse-registry` carries both (nodes need not have them).
+#[test]
+fn pull_secrets_cover_both_registries() {
+    for (render, objs) in all_renders() {
+        let d = operator(&objs);
+        let pulls: Vec<&str> = at(&d.value, "spec.template.spec.imagePullSecrets")
+            .and_then(Value::as_sequence)
+            .unwrap_or_else(|| panic!("[{render}] no imagePullSecrets"))
+            .iter()
+            .filter_map(|s| str_at(s, "name"))
+            .collect();
+        assert_eq!(
+            pulls,
+            ["registry-operator-module-registry", "deckhouse-registry"],
+            "[{render}]"
+        );
+        let sa = find(&objs, "ServiceAccount", MODULE);
+        assert_eq!(
+            at(&sa.value, "imagePullSecrets"),
+            Some(&yaml(
+                "[{name: registry-operator-module-registry}, {name: deckhouse-registry}]"
+            ))
+        );
+        for name in pulls {
+            let s = find(&objs, "Secret", name);
+            assert_eq!(
+                str_at(&s.value, "type"),
+                Some("kubernetes.io/dockerconfigjson")
+            );
+        }
+    }
+    let objs = Render::defaults().objects();
+    let module = dockerconfig(find(&objs, "Secret", "registry-operator-module-registry"));
+    let module_hosts: Vec<&String> = module["auths"].as_object().unwrap().keys().collect();
+    assert_eq!(module_hosts, ["registry.example.com"]);
+    let merged = dockerconfig(find(&objs, "Secret", "deckhouse-registry"));
+    let hosts: BTreeSet<&String> = merged["auths"].as_object().unwrap().keys().collect();
+    assert_eq!(
+        hosts.into_iter().map(String::as_str).collect::<Vec<_>>(),
+        ["registry.deckhouse.ru", "registry.example.com"],
+        "{merged}"
+    );
+    // A public ModuleSource and a cluster registry without credentials: still valid, empty auths.
+    let open = Render::defaults()
+        .set("registryOperator.registry.dockercfg=")
+        .set("global.modulesImages.registry.dockercfg=")
+        .objects();
+    for name in ["registry-operator-module-registry", "deckhouse-registry"] {
+        assert_eq!(
+            dockerconfig(find(&open, "Secret", name)),
+            serde_json::json!({"auths": {}}),
+            "{name}"
+        );
+    }
 }
 
 #[test]
@@ -310,6 +414,9 @@ fn every_setting_changed_lands_in_the_deployment() {
             "
 - {key: dedicated, operator: Equal, value: registry-scanner, effect: NoSchedule}
 - {key: node.kubernetes.io/not-ready, operator: Exists, effect: NoExecute, tolerationSeconds: 60}
+- {key: drbd.linbit.com/lost-quorum}
+- {key: drbd.linbit.com/force-io-error}
+- {key: drbd.linbit.com/ignore-fail-over}
 "
         ))
     );
@@ -320,22 +427,17 @@ fn every_setting_changed_lands_in_the_deployment() {
     assert_eq!(
         at(container(d, MODULE), "resources"),
         Some(&yaml(
-            r#"{requests: {cpu: 250m, memory: 256Mi, ephemeral-storage: 50Mi}, limits: {cpu: "2", memory: 1Gi}}"#
+            r#"{requests: {cpu: 250m, memory: 256Mi, ephemeral-storage: 82Mi}, limits: {cpu: "2", memory: 1Gi}}"#
         ))
-    );
-    // The module's own registry (ModuleSource) wins over the cluster's modules registry.
-    assert_eq!(
-        str_at(container(d, MODULE), "image"),
-        Some(
-            "registry.example.org/modules/registry-operator@sha256:2222222222222222222222222222222222222222222222222222222222222222"
-        )
     );
     let secret = find(&objs, "Secret", "registry-operator-module-registry");
     assert_eq!(
         secret.value["data"]
             .get(".dockerconfigjson")
             .and_then(Value::as_str),
-        Some("eyJhdXRocyI6eyJyZWdpc3RyeS5leGFtcGxlLm9yZyI6eyJhdXRoIjoiZFhObGNqcHdZWE56In19fQ==")
+        Some(
+            "eyJhdXRocyI6eyJtaXJyb3IuZXhhbXBsZS5vcmciOnsiYXV0aCI6ImJXbHljbTl5T20xcGNuSnZjaTF6WldOeVpYUT0ifX19"
+        )
     );
 }
 
@@ -409,9 +511,204 @@ fn optional_apis_are_guarded() {
         "ServiceMonitor without the prometheus module: {:?}",
         ids(&no_prometheus)
     );
+    // Rules and dashboards need the prometheus-operator and Deckhouse's dashboard CRDs.
+    for kind in ["PrometheusRule", "GrafanaDashboardDefinition"] {
+        assert!(
+            !bare.iter().any(|o| o.kind() == kind),
+            "{kind} rendered without its CRD module"
+        );
+    }
     // The VPA module alone (before its API shows up in discovery) is enough for the VPA.
     let vpa_module = Render::defaults().without_apis().objects();
     find(&vpa_module, "VerticalPodAutoscaler", MODULE);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Monitoring: monitoring/prometheus-rules and monitoring/grafana-dashboards through lib-helm
+
+const ALERTS: [&str; 5] = [
+    "D8RegistryOperatorTargetAbsent",
+    "D8RegistryOperatorTargetDown",
+    "RegistryOperatorRateLimited",
+    "RegistryScanFailing",
+    "RegistryScanStale",
+];
+
+fn alerts(rule: &Obj) -> Vec<&Value> {
+    at(&rule.value, "spec.groups")
+        .and_then(Value::as_sequence)
+        .unwrap_or_else(|| panic!("{}: no spec.groups", rule.id()))
+        .iter()
+        .flat_map(|g| at(g, "rules").and_then(Value::as_sequence).unwrap().iter())
+        .collect()
+}
+
+#[test]
+fn alerts_render_with_summaries_and_pass_promtool() {
+    let objs = Render::defaults().objects();
+    let rule = find(
+        &objs,
+        "PrometheusRule",
+        "registry-operator-registry-operator",
+    );
+    assert_eq!(
+        rule.namespace(),
+        Some(NAMESPACE),
+        "rules-watcher-enabled namespace"
+    );
+    assert_eq!(
+        str_at(&rule.value, "metadata.labels.prometheus"),
+        Some("main")
+    );
+    let mut names = BTreeSet::new();
+    for alert in alerts(rule) {
+        let name = str_at(alert, "alert").expect("only alerting rules");
+        names.insert(name);
+        for a in ["summary", "description"] {
+            let text = str_at(alert, &format!("annotations.{a}")).unwrap_or_default();
+            assert!(text.trim().len() > 20, "{name}: annotation {a} is {text:?}");
+            assert!(!has_cyrillic(text), "{name}: {a} must be English");
+        }
+        assert!(
+            str_at(alert, "labels.severity_level").is_some_and(|l| l.parse::<u8>().is_ok()),
+            "{name}: severity_level"
+        );
+        assert!(str_at(alert, "for").is_some(), "{name}: needs a `for`");
+    }
+    assert_eq!(names.into_iter().collect::<Vec<_>>(), ALERTS);
+
+    // Prometheus' own checker: PromQL parses, templates in annotations compile, no duplicates.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rules.yaml");
+    std::fs::write(&file, serde_yaml::to_string(&rule.value["spec"]).unwrap()).unwrap();
+    let out = Command::new(chart_tools().join("promtool"))
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .expect("running promtool");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool check rules:\n{text}");
+    assert!(
+        text.contains(&format!("SUCCESS: {} rules found", ALERTS.len())),
+        "{text}"
+    );
+}
+
+/// promtool itself must fail on a broken rule, or the check above proves nothing.
+#[test]
+fn promtool_rejects_a_broken_rule() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("broken.yaml");
+    std::fs::write(
+        &file,
+        "groups:\n- name: x\n  rules:\n  - alert: X\n    expr: sum by (job (up)\n",
+    )
+    .unwrap();
+    let out = Command::new(chart_tools().join("promtool"))
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .expect("running promtool");
+    assert!(
+        !out.status.success(),
+        "promtool accepted a broken expression"
+    );
+}
+
+/// Names the operator exports (images/registry-operator/src/controller/metrics.rs), with the
+/// suffixes the text format adds: `_total` for counters, `_bucket`/`_sum`/`_count` for histograms.
+fn exported_metrics() -> BTreeSet<String> {
+    let src = std::fs::read_to_string(
+        repo_root().join("images/registry-operator/src/controller/metrics.rs"),
+    )
+    .unwrap();
+    let mut out = BTreeSet::new();
+    for part in src.split(".register(").skip(1) {
+        let name = part
+            .split('"')
+            .nth(1)
+            .expect("register(\"name\", ...)")
+            .to_string();
+        for suffix in ["", "_total", "_bucket", "_sum", "_count"] {
+            out.insert(format!("registry_operator_{name}{suffix}"));
+        }
+    }
+    out
+}
+
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut rest = text;
+    while let Some(i) = rest.find("registry_operator_") {
+        let tail = &rest[i..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        out.insert(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    out
+}
+
+#[test]
+fn alerts_and_dashboard_read_metrics_the_operator_exports() {
+    let exported = exported_metrics();
+    assert!(exported.contains("registry_operator_last_success_timestamp_seconds"));
+    let root = repo_root();
+    let rules =
+        std::fs::read_to_string(root.join("monitoring/prometheus-rules/registry-operator.yaml"))
+            .unwrap();
+    let dashboard = std::fs::read_to_string(
+        root.join("monitoring/grafana-dashboards/main/registry-operator.json"),
+    )
+    .unwrap();
+    for (file, text) in [("rules", &rules), ("dashboard", &dashboard)] {
+        let used = metric_names(text);
+        assert!(!used.is_empty(), "{file} reads no operator metric");
+        for m in used {
+            assert!(
+                exported.contains(&m),
+                "{file} reads {m}, which the operator does not export"
+            );
+        }
+    }
+}
+
+#[test]
+fn dashboard_is_a_grafana_dashboard_definition() {
+    let objs = Render::defaults().objects();
+    let d = find(
+        &objs,
+        "GrafanaDashboardDefinition",
+        "d8-registry-operator-main-registry-operator",
+    );
+    assert_eq!(str_at(&d.value, "spec.folder"), Some("Main"));
+    let json: serde_json::Value =
+        serde_json::from_str(str_at(&d.value, "spec.definition").unwrap()).unwrap();
+    // What dmt's grafana-dashboards rule asks: a ds_prometheus variable every target uses, no
+    // deprecated panel types or intervals.
+    let vars = json["templating"]["list"].as_array().unwrap();
+    assert!(vars.iter().any(|v| v["name"] == "ds_prometheus"
+        && v["type"] == "datasource"
+        && v["query"] == "prometheus"));
+    let panels = json["panels"].as_array().unwrap();
+    assert!(panels.len() >= 5);
+    for p in panels {
+        let title = p["title"].as_str().unwrap();
+        assert_ne!(p["type"], "graph", "{title}: graph is deprecated");
+        for t in p["targets"].as_array().unwrap() {
+            assert_eq!(t["datasource"]["uid"], "${ds_prometheus}", "{title}");
+            let expr = t["expr"].as_str().unwrap();
+            assert!(
+                !expr.contains("interval_rv") && !expr.contains("interval_sx"),
+                "{title}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -519,7 +816,13 @@ fn every_object_carries_deckhouse_labels_and_lives_in_the_module_namespace() {
                 );
             }
             match (o.kind(), o.namespace()) {
-                ("Namespace" | "ClusterRole" | "ClusterRoleBinding", ns) => {
+                (
+                    "Namespace"
+                    | "ClusterRole"
+                    | "ClusterRoleBinding"
+                    | "GrafanaDashboardDefinition",
+                    ns,
+                ) => {
                     assert_eq!(ns, None, "[{render}] {} is cluster-scoped", o.id())
                 }
                 ("ServiceMonitor", ns) => assert_eq!(ns, Some("d8-monitoring"), "{}", o.id()),
@@ -745,8 +1048,10 @@ fn every_deployment_has_a_vpa_and_a_pdb() {
                 for res in ["cpu", "memory"] {
                     let min = at(p, &format!("minAllowed.{res}")).map(quantity);
                     let max = at(p, &format!("maxAllowed.{res}")).map(quantity);
+                    // As dmt's vpa rule: min must not exceed max (lib-helm's policy for
+                    // kube-rbac-proxy pins its memory at 25Mi).
                     assert!(
-                        matches!((min, max), (Some(a), Some(b)) if a > 0.0 && a < b),
+                        matches!((min, max), (Some(a), Some(b)) if a > 0.0 && a <= b),
                         "{id}: VPA {name} {res} min {min:?} max {max:?}"
                     );
                 }
@@ -826,6 +1131,64 @@ fn services_and_monitors_use_named_ports() {
 
 /// RBAC objects sit where dmt's `rbac` linter expects them and grant what the operator needs
 /// (issue 4) and nothing more.
+/// RBACv2 capabilities (`templates/rbacv2/<use|manage>/<view|edit>.yaml`), as Deckhouse's
+/// user-authz aggregates them: `use` for the namespace roles, `manage` for the module's
+/// ModuleConfig in its subsystem. People never get Secrets or the status the operator owns.
+fn check_rbacv2(o: &Obj, path: &str) {
+    let (kind, file) = path.split_once('/').unwrap_or_else(|| panic!("{}", o.id()));
+    let action = file.strip_suffix(".yaml").unwrap();
+    assert_eq!(o.kind(), "ClusterRole", "{}", o.id());
+    let name = match kind {
+        "use" => format!("d8:use:capability:module:{MODULE}:{action}"),
+        "manage" => format!("d8:manage:permission:module:{MODULE}:{action}"),
+        other => panic!("{}: unknown rbacv2 kind {other}", o.id()),
+    };
+    assert_eq!(o.name(), name);
+    let label = |k: &str| {
+        at(&o.value, "metadata.labels")
+            .and_then(|l| l.get(k))
+            .and_then(Value::as_str)
+    };
+    assert_eq!(label("rbac.deckhouse.io/kind"), Some(kind), "{}", o.id());
+    let level = match action {
+        "view" => "viewer",
+        "edit" => "manager",
+        other => panic!("{}: unknown action {other}", o.id()),
+    };
+    assert_eq!(
+        label("rbac.deckhouse.io/aggregate-to-kubernetes-as"),
+        Some(level),
+        "{}",
+        o.id()
+    );
+    if kind == "manage" {
+        assert_eq!(label("rbac.deckhouse.io/level"), Some("module"));
+        assert_eq!(label("rbac.deckhouse.io/namespace"), Some(NAMESPACE));
+    }
+    for rule in at(&o.value, "rules").and_then(Value::as_sequence).unwrap() {
+        let resources = at(rule, "resources").and_then(Value::as_sequence).unwrap();
+        for r in resources.iter().filter_map(Value::as_str) {
+            let writes = at(rule, "verbs")
+                .and_then(Value::as_sequence)
+                .unwrap()
+                .iter()
+                .any(|v| !matches!(v.as_str(), Some("get" | "list" | "watch")));
+            assert!(
+                !(r == "secrets" || (r == "registries/status" && writes)),
+                "{}: grants {r}",
+                o.id()
+            );
+            if kind == "manage" {
+                assert_eq!(r, "moduleconfigs", "{}", o.id());
+                assert_eq!(
+                    at(rule, "resourceNames"),
+                    Some(&yaml(&format!("[{MODULE}]")))
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn rbac_is_placed_and_least_privilege() {
     let objs = Render::defaults().objects();
@@ -852,6 +1215,10 @@ fn rbac_is_placed_and_least_privilege() {
                 "{}",
                 o.id()
             );
+            continue;
+        }
+        if let Some(rest) = o.source.strip_prefix("templates/rbacv2/") {
+            check_rbacv2(o, rest);
             continue;
         }
         let (component, file) = o
@@ -992,16 +1359,17 @@ fn module_yaml_and_chart_describe_the_module() {
     let m = load_yaml(&root.join("module.yaml"));
     assert_eq!(str_at(&m, "name"), Some(MODULE));
     assert_eq!(str_at(&m, "namespace"), Some(NAMESPACE));
+    // Deckhouse refuses `Experimental` modules unless `allowExperimentalModules` is on.
     let stage = str_at(&m, "stage").unwrap_or_default();
     assert!(
-        [
-            "Experimental",
-            "Preview",
-            "General Availability",
-            "Deprecated"
-        ]
-        .contains(&stage),
-        "stage {stage:?}"
+        ["Preview", "General Availability"].contains(&stage),
+        "stage {stage:?} must install without allowExperimentalModules"
+    );
+    assert!(
+        at(&m, "subsystems")
+            .and_then(Value::as_sequence)
+            .is_some_and(|s| !s.is_empty()),
+        "subsystems"
     );
     for lang in ["en", "ru"] {
         assert!(
@@ -1013,21 +1381,48 @@ fn module_yaml_and_chart_describe_the_module() {
         at(&m, "description").is_none(),
         "`description` is deprecated"
     );
-    // `stage` needs Deckhouse >= 1.68; a `weight` is only for critical modules from 1.72 on.
-    assert_eq!(str_at(&m, "requirements.deckhouse"), Some(">= 1.68"));
+    // 1.72 as current modules (and VPA's InPlaceOrRecreate); an external module supporting
+    // older Deckhouse would need a `weight` of 900-999 instead.
+    assert_eq!(str_at(&m, "requirements.deckhouse"), Some(">= 1.72"));
     assert!(str_at(&m, "requirements.kubernetes").is_some());
     assert!(at(&m, "weight").is_none());
 
+    // deckhouse_lib_helm is a dependency committed packaged under charts/, as modules ship it.
     let chart = load_yaml(&root.join("Chart.yaml"));
     assert_eq!(str_at(&chart, "name"), Some(MODULE));
-    assert!(
-        at(&chart, "dependencies").is_none(),
-        "no library chart: helpers are in templates/_helpers.tpl"
+    let deps = at(&chart, "dependencies")
+        .and_then(Value::as_sequence)
+        .expect("Chart.yaml dependencies");
+    assert_eq!(deps.len(), 1, "{deps:?}");
+    assert_eq!(str_at(&deps[0], "name"), Some("deckhouse_lib_helm"));
+    let version = str_at(&deps[0], "version").unwrap();
+    assert_eq!(
+        str_at(&deps[0], "repository"),
+        Some("https://deckhouse.github.io/lib-helm")
     );
+    assert!(
+        root.join(format!("charts/deckhouse_lib_helm-{version}.tgz"))
+            .is_file(),
+        "charts/deckhouse_lib_helm-{version}.tgz is committed"
+    );
+    // The module's own helpers duplicate none of the library's.
+    let helpers = std::fs::read_to_string(root.join("templates/_helpers.tpl")).unwrap();
+    for dup in [
+        "image",
+        "labels",
+        "security_context",
+        "tolerations",
+        "node_selector",
+    ] {
+        assert!(
+            !helpers.contains(&format!("registry_operator.{dup}")),
+            "templates/_helpers.tpl defines registry_operator.{dup}: lib-helm has it"
+        );
+    }
 }
 
-/// `.helmignore` keeps Helm to Chart.yaml and templates/: module metadata, sources and build
-/// output stay out of the chart (Helm would otherwise load target/ into memory).
+/// `.helmignore` keeps Helm to Chart.yaml, templates/, charts/ and monitoring/: module metadata,
+/// sources and build output stay out of the chart (Helm would otherwise load target/ into memory).
 #[test]
 fn helmignore_covers_everything_but_the_chart() {
     let root = repo_root();
@@ -1039,7 +1434,10 @@ fn helmignore_covers_everything_but_the_chart() {
         .collect();
     for p in &patterns {
         assert!(
-            !p.contains("templates") && !p.contains("Chart.yaml"),
+            !p.contains("templates")
+                && !p.contains("Chart.yaml")
+                && !p.contains("charts")
+                && !p.contains("monitoring"),
             "{p} would hide the chart"
         );
         assert!(!matches!(*p, "*" | "**"), "{p} hides everything");
@@ -1060,6 +1458,8 @@ fn helmignore_covers_everything_but_the_chart() {
         "hack",
         "README.md",
         ".dmtlint.yaml",
+        "bench",
+        "examples",
     ] {
         assert!(ignored(must), ".helmignore must list {must}");
     }
@@ -1073,12 +1473,28 @@ fn helmignore_covers_everything_but_the_chart() {
         ".helmignore",
         ".git",
     ];
-    for entry in std::fs::read_dir(&root).unwrap() {
-        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
-        if !chart.contains(&name.as_str()) && !ignored(&name) {
-            eprintln!("warning: {name} is not in .helmignore: helm template would pack it");
-        }
-    }
+    // Every root entry of the repository (tracked, or new and not git-ignored: a developer's
+    // stray local files are their own business).
+    let out = Command::new("git")
+        .current_dir(&root)
+        .args(["ls-files", "--cached", "--others", "--exclude-standard"])
+        .output()
+        .expect("git ls-files");
+    assert!(out.status.success(), "git ls-files failed");
+    let roots: BTreeSet<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split('/').next())
+        .map(str::to_string)
+        .collect();
+    assert!(roots.contains("Chart.yaml"), "{roots:?}");
+    let unlisted: Vec<&String> = roots
+        .iter()
+        .filter(|name| !chart.contains(&name.as_str()) && !ignored(name))
+        .collect();
+    assert!(
+        unlisted.is_empty(),
+        "not in .helmignore (helm would pack them; dmt warns): {unlisted:?}"
+    );
 }
 
 /// Shell-style glob with `*` only (what .helmignore patterns here use).

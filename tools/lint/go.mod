@@ -1,12 +1,6 @@
-// Builds the Deckhouse module lint tools for `make lint` and the chart render test
-// (hack/tools.sh lint): helm, and dmt once it can be had.
-//
-// github.com/deckhouse/dmt is not pinned: the Go module proxy reachable here answers
-// "403 This module version is not available" for every version of it (its @v/list, @latest,
-// v0.1.43 ... v0.1.110 and commit pseudo-versions alike). Where the proxy serves it, add
-//   require github.com/deckhouse/dmt vX.Y.Z
-// plus `_ "github.com/deckhouse/dmt/cmd/dmt"` in tools.go and run `go mod tidy`: hack/tools.sh
-// then builds it and hack/lint.sh runs `dmt lint .`.
+// Builds helm for `make lint` and the chart render test (hack/tools.sh chart / lint).
+// dmt is not here: the Go module proxy refuses github.com/deckhouse/dmt, so hack/tools.sh lint takes
+// it from DMT, PATH, or ../shared/tools/build-dmt.sh (see the README, "Module checks").
 module registry-operator/tools/lint
 
 go 1.26.0

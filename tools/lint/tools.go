@@ -1,7 +1,7 @@
 //go:build tools
 
-// Package tools pins the Deckhouse module lint tools `make lint` runs: helm renders the chart
-// (hack/lint.sh, testenv/tests/chart_render.rs).
+// Package tools pins helm, which renders the chart for `make lint` (hack/lint.sh) and
+// testenv/tests/chart_render.rs.
 package tools
 
 import _ "helm.sh/helm/v3/cmd/helm"

@@ -1,7 +1,9 @@
-//! Prometheus metrics: scans by result, scan duration, registry requests, tags per Registry.
+//! Prometheus metrics: scans by result, scan duration, registry requests, and per Registry its
+//! tags and the latest scan's outcome (what the module's alerts in monitoring/ read).
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -38,6 +40,9 @@ pub struct Metrics {
     pub scan_duration: Histogram,
     pub requests: Family<RequestLabels, Counter>,
     pub tags: Family<ObjectLabels, Gauge<i64, AtomicI64>>,
+    pub last_scan_success: Family<ObjectLabels, Gauge<i64, AtomicI64>>,
+    pub last_success_timestamp: Family<ObjectLabels, Gauge<i64, AtomicI64>>,
+    pub scan_interval: Family<ObjectLabels, Gauge<i64, AtomicI64>>,
     pub leader: Gauge<i64, AtomicI64>,
 }
 
@@ -64,6 +69,24 @@ impl Default for Metrics {
             "Tags found by the latest successful scan, per Registry",
             tags.clone(),
         );
+        let last_scan_success = Family::<ObjectLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "last_scan_success",
+            "1 when the latest scan of the Registry succeeded, 0 when it failed",
+            last_scan_success.clone(),
+        );
+        let last_success_timestamp = Family::<ObjectLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "last_success_timestamp_seconds",
+            "Unix time of the latest successful scan of the Registry",
+            last_success_timestamp.clone(),
+        );
+        let scan_interval = Family::<ObjectLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "scan_interval_seconds",
+            "The Registry's scan interval (spec.scanInterval, at least the minimum)",
+            scan_interval.clone(),
+        );
         let leader = Gauge::<i64, AtomicI64>::default();
         registry.register(
             "leader",
@@ -76,6 +99,9 @@ impl Default for Metrics {
             scan_duration,
             requests,
             tags,
+            last_scan_success,
+            last_success_timestamp,
+            scan_interval,
             leader,
         }
     }
@@ -87,6 +113,32 @@ impl Metrics {
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("encoding metrics to a String");
         out
+    }
+
+    /// Records how the latest scan of one Registry ended.
+    pub fn scan_finished(&self, registry: &ObjectLabels, success: bool, interval: Duration) {
+        self.last_scan_success
+            .get_or_create(registry)
+            .set(i64::from(success));
+        self.scan_interval
+            .get_or_create(registry)
+            .set(i64::try_from(interval.as_secs()).unwrap_or(i64::MAX));
+        if success {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            self.last_success_timestamp
+                .get_or_create(registry)
+                .set(i64::try_from(now).unwrap_or(i64::MAX));
+        }
+    }
+
+    /// Drops a Registry's series (deleted, or suspended: nothing to alert on).
+    pub fn forget(&self, registry: &ObjectLabels) {
+        self.tags.remove(registry);
+        self.last_scan_success.remove(registry);
+        self.last_success_timestamp.remove(registry);
+        self.scan_interval.remove(registry);
     }
 }
 

@@ -218,7 +218,7 @@ fn referencing(store: &Store<Registry>, secret: &Secret) -> Vec<ObjectRef<Regist
         .collect()
 }
 
-/// Forgets deleted Registries: their remembered facts and their `tags` series.
+/// Forgets deleted Registries: their remembered facts and their metric series.
 async fn prune(
     store: Store<Registry>,
     ctx: Arc<reconcile::Context>,
@@ -234,7 +234,7 @@ async fn prune(
             .collect();
         for gone in ctx.retain(&live) {
             if let Some((namespace, name)) = gone.split_once('/') {
-                metrics.tags.remove(&metrics::ObjectLabels {
+                metrics.forget(&metrics::ObjectLabels {
                     namespace: namespace.into(),
                     name: name.into(),
                 });

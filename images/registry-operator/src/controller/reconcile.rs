@@ -155,6 +155,10 @@ pub async fn reconcile(obj: Arc<Registry>, ctx: Arc<Context>) -> Result<Action, 
             let ctx_status = status_context(&obj, &ctx, None);
             write_status(&ctx, &obj, status::suspended(previous, &ctx_status)).await?;
         }
+        ctx.metrics.forget(&ObjectLabels {
+            namespace: ns.clone(),
+            name: name.clone(),
+        });
         return Ok(Action::await_change());
     }
 
@@ -172,6 +176,10 @@ pub async fn reconcile(obj: Arc<Registry>, ctx: Arc<Context>) -> Result<Action, 
     let next = Time(k8s_openapi::jiff::Timestamp::now() + interval);
     let sctx = status_context(&obj, &ctx, Some(next));
     let uid = obj.uid().unwrap_or_default();
+    let metric_labels = ObjectLabels {
+        namespace: ns.clone(),
+        name: name.clone(),
+    };
     let remember = |facts, tags| {
         ctx.memory.lock().expect("memory poisoned").insert(
             key.clone(),
@@ -192,6 +200,7 @@ pub async fn reconcile(obj: Arc<Registry>, ctx: Arc<Context>) -> Result<Action, 
         Ok(ready) => ready,
         Err((reason, message)) => {
             fail(&ctx, &obj, &sctx, reason, &message).await?;
+            ctx.metrics.scan_finished(&metric_labels, false, interval);
             remember(HashMap::new(), Vec::new());
             return Ok(Action::requeue(jitter(interval)));
         }
@@ -253,11 +262,9 @@ pub async fn reconcile(obj: Arc<Registry>, ctx: Arc<Context>) -> Result<Action, 
                 .observe(report.duration.as_secs_f64());
             ctx.metrics
                 .tags
-                .get_or_create(&ObjectLabels {
-                    namespace: ns.clone(),
-                    name: name.clone(),
-                })
+                .get_or_create(&metric_labels)
                 .set(report.images.len() as i64);
+            ctx.metrics.scan_finished(&metric_labels, true, interval);
             let was_ready =
                 previous.is_some_and(|s| s.last_scan_status == Some(ScanStatus::Success));
             let new_status = status::succeeded(previous, &report, &sctx);
@@ -299,6 +306,7 @@ pub async fn reconcile(obj: Arc<Registry>, ctx: Arc<Context>) -> Result<Action, 
         }
         Err(e) => {
             fail(&ctx, &obj, &sctx, e.reason().as_str(), &e.to_string()).await?;
+            ctx.metrics.scan_finished(&metric_labels, false, interval);
             let memory = ctx.memory.lock().expect("memory poisoned").remove(&key);
             let (facts, tags) = memory
                 .filter(|m| m.uid == uid)

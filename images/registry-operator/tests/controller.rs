@@ -1,5 +1,7 @@
 //! The operator on a real kube-apiserver + etcd, scanning a real registry: status, conditions,
-//! Secrets, validation, events, leader election, deletion mid-scan.
+//! Secrets, validation, events, leader election, deletion mid-scan. The operator runs as the
+//! module chart's ServiceAccount (common::operator::chart_kubeconfig), so every scenario here also
+//! proves that the chart grants what it needs.
 
 mod common;
 
@@ -375,30 +377,25 @@ async fn two_replicas_one_leader_and_failover() {
         .await
         .unwrap();
     common::seed_small(&reg, None, "ha/app").await;
+    // The lease lives where the chart's Role allows it: the module's namespace (POD_NAMESPACE),
+    // under a name of this test's own.
+    let lease = format!("registry-operator-{ns}");
     let args = |id: &'static str| {
         [
             "--leader-elect",
-            "--leader-election-namespace",
-            "NS",
+            "--leader-election-lease-name",
+            lease.as_str(),
             "--identity",
             id,
         ]
     };
-    let a_args: Vec<&str> = args("replica-a")
-        .iter()
-        .map(|s| if *s == "NS" { ns.as_str() } else { s })
-        .collect();
-    let b_args: Vec<&str> = args("replica-b")
-        .iter()
-        .map(|s| if *s == "NS" { ns.as_str() } else { s })
-        .collect();
-    let mut a = Operator::start(cp, &ns, &a_args).await;
-    let mut b = Operator::start(cp, &ns, &b_args).await;
+    let mut a = Operator::start(cp, &ns, &args("replica-a")).await;
+    let mut b = Operator::start(cp, &ns, &args("replica-b")).await;
 
-    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let leases: Api<Lease> = Api::namespaced(client.clone(), operator::MODULE_NAMESPACE);
     let holder = || async {
         leases
-            .get_opt("registry-operator")
+            .get_opt(&lease)
             .await
             .ok()
             .flatten()

@@ -1,6 +1,7 @@
-//! Runs the real `registry-operator run` binary against the shared test control plane.
+//! Runs the real `registry-operator run` binary against the shared test control plane, as the
+//! module chart's own ServiceAccount: with exactly the permissions the chart grants.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
@@ -10,17 +11,145 @@ use kube::api::{Api, PostParams};
 use registry_operator::api::{Registry, RegistryStatus};
 use testenv::controlplane::ControlPlane;
 
+/// The module's namespace, where the chart puts the operator's ServiceAccount and lease Role.
+pub const MODULE_NAMESPACE: &str = "d8-registry-operator";
+/// The operator's ServiceAccount (templates/registry-operator/rbac-for-us.yaml).
+pub const SERVICE_ACCOUNT: &str = "registry-operator";
+
+/// Kinds of the chart's objects that make up the operator's identity and permissions.
+const IDENTITY_KINDS: [&str; 6] = [
+    "Namespace",
+    "ServiceAccount",
+    "ClusterRole",
+    "ClusterRoleBinding",
+    "Role",
+    "RoleBinding",
+];
+
+/// A kubeconfig that authenticates as the chart's ServiceAccount. Once per test binary (one shared
+/// control plane): `helm template` renders the chart with Deckhouse's default values, its
+/// Namespace, ServiceAccount and RBAC objects are applied, and a token is issued for the
+/// ServiceAccount with `kubectl create token` (the TokenRequest API).
+pub async fn chart_kubeconfig(cp: &ControlPlane) -> &'static Path {
+    static KUBECONFIG: tokio::sync::OnceCell<(String, PathBuf)> =
+        tokio::sync::OnceCell::const_new();
+    let (server, path) = KUBECONFIG
+        .get_or_init(|| async {
+            let path = chart_identity(cp)
+                .await
+                .unwrap_or_else(|e| panic!("running as the chart's ServiceAccount: {e:#}"));
+            (cp.server_url().to_string(), path)
+        })
+        .await;
+    assert_eq!(server, cp.server_url(), "one control plane per test binary");
+    path
+}
+
+/// Returns the kubeconfig's path, in the control plane's state directory (removed with it).
+async fn chart_identity(cp: &ControlPlane) -> anyhow::Result<PathBuf> {
+    use anyhow::Context as _;
+    let root = testenv::tools::repo_root();
+    let helm = testenv::tools::tool_dir("chart")?.join("helm");
+    let out = std::process::Command::new(&helm)
+        .current_dir(&root)
+        .args(["template", "registry-operator", "."])
+        .args(["-f", "hack/testdata/values-default.yaml"])
+        .output()
+        .context("running helm template")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "helm template: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut identity = Vec::new();
+    for doc in String::from_utf8(out.stdout)?.split("\n---\n") {
+        let value: serde_yaml::Value = serde_yaml::from_str(doc)?;
+        let kind = value
+            .get("kind")
+            .and_then(|k| k.as_str())
+            .unwrap_or_default();
+        if IDENTITY_KINDS.contains(&kind) {
+            identity.push(serde_yaml::to_string(&value)?);
+        }
+    }
+    anyhow::ensure!(
+        identity.len() >= 6,
+        "the chart rendered too few RBAC objects"
+    );
+    // The Namespace first, so that the objects inside it can be created.
+    identity.sort_by_key(|doc| !doc.contains("kind: Namespace"));
+    cp.apply_yaml(&identity.join("---\n")).await?;
+
+    let token = std::process::Command::new(cp.kubectl())
+        .arg("--kubeconfig")
+        .arg(cp.kubeconfig_path())
+        .args(["create", "token", SERVICE_ACCOUNT, "-n", MODULE_NAMESPACE])
+        .args(["--duration", "24h"])
+        .output()
+        .context("running kubectl create token")?;
+    anyhow::ensure!(
+        token.status.success(),
+        "kubectl create token: {}",
+        String::from_utf8_lossy(&token.stderr)
+    );
+    let token = String::from_utf8(token.stdout)?.trim().to_string();
+
+    // The admin kubeconfig with the ServiceAccount's token in place of the admin's.
+    let mut config: serde_yaml::Value = serde_yaml::from_str(cp.kubeconfig_yaml())?;
+    let users = config
+        .get_mut("users")
+        .and_then(|u| u.as_sequence_mut())
+        .context("kubeconfig has no users")?;
+    anyhow::ensure!(users.len() == 1, "one user in the test kubeconfig");
+    users[0]["user"] = serde_yaml::to_value(std::collections::BTreeMap::from([("token", token)]))?;
+    let path = cp.dir().join("chart-serviceaccount.kubeconfig");
+    std::fs::write(&path, serde_yaml::to_string(&config)?)?;
+
+    // RBAC reaches the authorizer through its informers: wait until the grants show.
+    let client = kube_client(&path).await?;
+    let registries: Api<Registry> = Api::all(client);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match registries
+            .list(&kube::api::ListParams::default().limit(1))
+            .await
+        {
+            Ok(_) => break,
+            Err(e) if Instant::now() > deadline => {
+                anyhow::bail!("the chart's ServiceAccount cannot list Registries: {e}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+    Ok(path)
+}
+
+/// A client for a kubeconfig file (the chart's ServiceAccount, in tests that check its limits).
+pub async fn kube_client(kubeconfig: &Path) -> anyhow::Result<kube::Client> {
+    let text = std::fs::read_to_string(kubeconfig)?;
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::from_yaml(&text)?,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await?;
+    Ok(kube::Client::try_from(config)?)
+}
+
 /// One operator process; killed on drop. Its logs go to a file the test can search.
 pub struct Operator {
     pub child: tokio::process::Child,
     pub log: PathBuf,
     pub health: String,
+    pub metrics: String,
     _dir: tempfile::TempDir,
 }
 
 impl Operator {
-    /// Watches only `namespace`, so that tests sharing the control plane stay apart.
+    /// Watches only `namespace`, so that tests sharing the control plane stay apart. Runs as the
+    /// chart's ServiceAccount ([`chart_kubeconfig`]), its lease (with `--leader-elect`) in the
+    /// module's namespace as in the chart's Deployment.
     pub async fn start(cp: &ControlPlane, namespace: &str, extra: &[&str]) -> Self {
+        let kubeconfig = chart_kubeconfig(cp).await;
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("operator.log");
         let health_port = testenv::tools::free_port();
@@ -30,7 +159,8 @@ impl Operator {
             .args(["--health-addr", &format!("127.0.0.1:{health_port}")])
             .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
             .args(extra)
-            .env("KUBECONFIG", cp.kubeconfig_path())
+            .env("KUBECONFIG", kubeconfig)
+            .env("POD_NAMESPACE", MODULE_NAMESPACE)
             .env_remove("RUST_LOG")
             .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
             .stderr(Stdio::from(
@@ -43,6 +173,7 @@ impl Operator {
             child,
             log,
             health: format!("http://127.0.0.1:{health_port}"),
+            metrics: format!("http://127.0.0.1:{metrics_port}/metrics"),
             _dir: dir,
         }
     }

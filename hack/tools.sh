@@ -58,10 +58,6 @@ case "${1:-}" in
     echo "$out" ;;
   lint)
     chart=$("$0" chart)
-    out=$cache/lint-$(basename "$chart")
-    mkdir -p "$out"
-    link "$chart/helm" "$out/helm"
-    link "$chart/promtool" "$out/promtool"
     # dmt, Deckhouse's module linter: the Go module proxy serves no version of it, so it comes
     # from DMT (a path), else `dmt` on PATH, else ../shared's source snapshot (these machines, CI).
     dmt=""
@@ -71,15 +67,18 @@ case "${1:-}" in
     elif command -v dmt >/dev/null; then
       dmt=$(command -v dmt)
     elif [[ -x $root/../shared/tools/build-dmt.sh ]]; then
-      log "dmt from ../shared (first run builds it, ~5 minutes), cached in $cache/$DMT_CACHE"
+      [[ -x $cache/$DMT_CACHE/dmt ]] || log "building dmt from ../shared (~5 minutes, first run only), cached in $cache/$DMT_CACHE"
       dmt=$("$root/../shared/tools/build-dmt.sh" "$cache/$DMT_CACHE" | tail -n1)
-    fi
-    if [[ -n $dmt ]]; then
-      link "$dmt" "$out/dmt"
     else
-      rm -f "$out/dmt"
       log "dmt: not found (no DMT, no dmt on PATH, no ../shared/tools/build-dmt.sh); hack/lint.sh says how to install it"
     fi
+    # One directory per helm/promtool build and dmt binary, so that runs with another dmt (or
+    # none) never change what a concurrent run sees.
+    out=$cache/lint-$(basename "$chart")-$(printf '%s' "${dmt:-none}" | sha256sum | cut -c1-8)
+    mkdir -p "$out"
+    link "$chart/helm" "$out/helm"
+    link "$chart/promtool" "$out/promtool"
+    [[ -z $dmt ]] || link "$(realpath "$dmt")" "$out/dmt"
     echo "$out" ;;
   peers)
     out=$cache/peers-$(sha256sum "$root/tools/peers/go.mod" | cut -c1-12)

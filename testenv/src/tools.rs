@@ -14,8 +14,8 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Directory holding the binaries of one `hack/tools.sh` set (`controlplane`, `registry`, `lint`,
-/// `peers`), building them on first use. `KUBEBUILDER_ASSETS` wins for `controlplane`.
+/// Directory holding the binaries of one `hack/tools.sh` set (`controlplane`, `registry`, `chart`,
+/// `lint`, `peers`), building them on first use. `KUBEBUILDER_ASSETS` wins for `controlplane`.
 pub fn tool_dir(set: &str) -> anyhow::Result<PathBuf> {
     let script = repo_root().join("hack/tools.sh");
     let out = Command::new("bash")

@@ -3,7 +3,9 @@
 
 mod auth;
 mod client;
+mod egress;
 mod error;
+mod limits;
 pub mod manifest;
 mod model;
 pub mod order;
@@ -17,7 +19,9 @@ pub use auth::{Challenge, Credentials, parse_challenge};
 pub use client::{
     ClientOptions, RegistryClient, RequestKind, RequestObserver, install_crypto_provider,
 };
+pub use egress::{EgressDenied, EgressPolicy};
 pub use error::{FailureReason, ScanError};
+pub use limits::{DEFAULT_MAX_PAGE_BYTES, DEFAULT_MAX_PAGES, DEFAULT_MAX_TAGS, ScanLimits};
 pub use model::{Image, ManifestFacts, Platform, RequestCounts};
 pub use retry::{RetryPolicy, parse_retry_after};
 pub use scanner::{ScanOptions, ScanReport, scan};

@@ -11,6 +11,7 @@ use url::Url;
 
 use super::auth::{Challenge, Credentials, TokenKey, TokenResponse, parse_challenge};
 use super::client::{RegistryClient, RequestKind};
+use super::egress::{EgressDenied, denial_in, same_origin};
 use super::error::body_excerpt;
 use super::{ScanError, Target};
 
@@ -235,10 +236,25 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// Also false for an https→http downgrade of the registry's own host.
     fn on_same_host(&self, url: &Url) -> bool {
-        let base = self.target.base_url();
-        url.host_str() == base.host_str()
-            && url.port_or_known_default() == base.port_or_known_default()
+        same_origin(self.target.base_url(), url)
+    }
+
+    /// The same words whatever the policy refused, so that nothing about the network leaks.
+    fn refused(&self, kind: RequestKind, url: &Url, denied: EgressDenied) -> ScanError {
+        let via = if kind == RequestKind::Token {
+            format!(" (token realm announced by {})", self.registry())
+        } else if url.host_str() != self.target.base_url().host_str() {
+            format!(" (redirect from {})", self.registry())
+        } else {
+            String::new()
+        };
+        ScanError::EgressDenied {
+            registry: self.registry(),
+            host: denied.host,
+            via,
+        }
     }
 
     fn denied(&self, reply: &Reply) -> ScanError {
@@ -343,6 +359,15 @@ impl<'a> Session<'a> {
                 detail: format!("token realm {:?} is not http(s)", key.realm),
             });
         }
+        if self.credentials.is_some()
+            && self.target.base_url().scheme() == "https"
+            && url.scheme() == "http"
+        {
+            return Err(ScanError::InsecureTokenRealm {
+                registry: self.registry(),
+                realm_host: url.host_str().unwrap_or_default().to_string(),
+            });
+        }
         {
             let mut q = url.query_pairs_mut();
             if !key.service.is_empty() {
@@ -423,6 +448,11 @@ impl<'a> Session<'a> {
         authorization: Option<&str>,
         limit: usize,
     ) -> Result<Reply, Failure> {
+        if let Some(policy) = &self.client.options.egress {
+            policy
+                .check_url(url)
+                .map_err(|d| Failure::Fatal(self.refused(kind, url, d)))?;
+        }
         let per_request = self
             .client
             .options
@@ -450,7 +480,7 @@ impl<'a> Session<'a> {
             Ok(r) => r,
             Err(e) => {
                 self.observe(kind, method, None);
-                return Err(self.classify(e, started, url));
+                return Err(self.classify(e, started, kind, url));
             }
         };
         let status = response.status();
@@ -460,12 +490,12 @@ impl<'a> Session<'a> {
             bytes::Bytes::new()
         } else {
             read_limited(response, limit).await.map_err(|e| match e {
-                ReadError::TooLarge => Failure::Fatal(self.invalid(
-                    method,
-                    url,
-                    format!("response body exceeds {limit} bytes"),
-                )),
-                ReadError::Http(e) => self.classify(e, started, url),
+                ReadError::TooLarge => Failure::Fatal(ScanError::ResponseTooLarge {
+                    registry: self.registry(),
+                    what: format!("{method} {}", url.path()),
+                    limit,
+                }),
+                ReadError::Http(e) => self.classify(e, started, kind, url),
             })?
         };
         Ok(Reply {
@@ -475,7 +505,16 @@ impl<'a> Session<'a> {
         })
     }
 
-    fn classify(&self, e: reqwest::Error, started: Instant, url: &Url) -> Failure {
+    fn classify(
+        &self,
+        e: reqwest::Error,
+        started: Instant,
+        kind: RequestKind,
+        url: &Url,
+    ) -> Failure {
+        if let Some(denied) = denial_in(&e) {
+            return Failure::Fatal(self.refused(kind, url, denied.clone()));
+        }
         let detail = self.scrub(error_chain(&e));
         if e.is_timeout() {
             return Failure::Transient(ScanError::Timeout {

@@ -1,7 +1,11 @@
 //! Per-tenant bounds of the operator: what one scan may hold, and how many scan slots one
 //! namespace may take.
 
-use crate::registry::{DEFAULT_MAX_PAGE_BYTES, DEFAULT_MAX_PAGES, DEFAULT_MAX_TAGS, ScanLimits};
+use std::sync::Arc;
+
+use crate::registry::{
+    BodyBudget, DEFAULT_MAX_PAGE_BYTES, DEFAULT_MAX_PAGES, DEFAULT_MAX_TAGS, ScanLimits,
+};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct LimitArgs {
@@ -22,6 +26,11 @@ pub struct LimitArgs {
     #[arg(long, env = "MAX_SCANS_PER_NAMESPACE",
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_scans_per_namespace: Option<usize>,
+    /// Bytes of registry response bodies all scans may hold at once; a body reserves its size
+    /// (or its limit, when the length is unknown) and waits for room.
+    #[arg(long, env = "MAX_BODY_BYTES_IN_FLIGHT", default_value_t = 128 << 20,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1 << 20..))]
+    pub max_body_bytes_in_flight: usize,
 }
 
 impl LimitArgs {
@@ -31,5 +40,9 @@ impl LimitArgs {
             max_page_bytes: self.max_tag_page_bytes,
             max_pages: self.max_tag_pages,
         }
+    }
+
+    pub fn body_budget(&self) -> Arc<BodyBudget> {
+        Arc::new(BodyBudget::new(self.max_body_bytes_in_flight))
     }
 }

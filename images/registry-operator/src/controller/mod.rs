@@ -160,6 +160,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             admission::default_per_namespace(args.max_concurrent_scans.max(1).into())
         }),
         limits: args.limits.scan_limits(),
+        body_budget: args.limits.body_budget(),
         egress,
     };
     let ctx = Arc::new(reconcile::Context::new(

@@ -19,8 +19,8 @@ use super::credentials::{self, SecretProblem};
 use super::metrics::{Metrics, ObjectLabels, RequestCounter, ResultLabels};
 use crate::api::{MIN_SCAN_INTERVAL, Registry, RegistryStatus, ScanStatus};
 use crate::registry::{
-    ClientOptions, Credentials, EgressPolicy, ManifestFacts, RegistryClient, ScanLimits,
-    ScanOptions, TagFilter, Target, scan,
+    BodyBudget, ClientOptions, Credentials, EgressPolicy, ManifestFacts, RegistryClient,
+    ScanLimits, ScanOptions, TagFilter, Target, scan,
 };
 use crate::status::{self, REASON_SUSPENDED};
 
@@ -37,6 +37,8 @@ pub struct Settings {
     pub max_scans_per_namespace: usize,
     pub limits: ScanLimits,
     pub egress: Arc<EgressPolicy>,
+    /// Shared by every registry client.
+    pub body_budget: Arc<BodyBudget>,
 }
 
 /// What the operator remembers about one Registry between scans (lost on restart; status
@@ -117,6 +119,7 @@ impl Context {
             insecure_skip_verify: insecure,
             ca_pem: ca,
             egress: Some(self.settings.egress.clone()),
+            body_budget: Some(self.settings.body_budget.clone()),
             ..ClientOptions::default()
         })?
         .with_observer(Arc::new(RequestCounter(self.metrics.clone())));

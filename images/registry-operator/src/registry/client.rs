@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::ScanError;
 use super::auth::TokenCache;
+use super::budget::BodyBudget;
 use super::egress::{EgressPolicy, PolicyResolver};
 use super::retry::RetryPolicy;
 
@@ -46,6 +47,8 @@ pub struct ClientOptions {
     pub user_agent: String,
     /// Where requests may go; `None` (the one-shot CLI) allows anything.
     pub egress: Option<Arc<EgressPolicy>>,
+    /// Memory for response bodies shared with other clients; `None` reserves nothing.
+    pub body_budget: Option<Arc<BodyBudget>>,
 }
 
 impl Default for ClientOptions {
@@ -58,6 +61,7 @@ impl Default for ClientOptions {
             retry: RetryPolicy::default(),
             user_agent: format!("registry-operator/{}", env!("CARGO_PKG_VERSION")),
             egress: None,
+            body_budget: None,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! Nothing here knows about Kubernetes; the controller and the `scan` CLI both call it.
 
 mod auth;
+mod budget;
 mod client;
 mod egress;
 mod error;
@@ -16,6 +17,7 @@ mod tags;
 mod target;
 
 pub use auth::{Challenge, Credentials, parse_challenge};
+pub use budget::BodyBudget;
 pub use client::{
     ClientOptions, RegistryClient, RequestKind, RequestObserver, install_crypto_provider,
 };

@@ -10,6 +10,7 @@ use reqwest::{Method, StatusCode};
 use url::Url;
 
 use super::auth::{Challenge, Credentials, TokenKey, TokenResponse, parse_challenge};
+use super::budget::Reservation;
 use super::client::{RegistryClient, RequestKind};
 use super::egress::{EgressDenied, denial_in, same_origin};
 use super::error::body_excerpt;
@@ -20,6 +21,8 @@ pub(crate) struct Reply {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: bytes::Bytes,
+    /// The body's share of the memory budget, held as long as the body.
+    _budget: Option<Reservation>,
 }
 
 impl Reply {
@@ -486,9 +489,14 @@ impl<'a> Session<'a> {
         let status = response.status();
         self.observe(kind, method, Some(status.as_u16()));
         let headers = response.headers().clone();
+        let mut reservation = None;
         let body = if *method == Method::HEAD {
             bytes::Bytes::new()
         } else {
+            if let Some(budget) = &self.client.options.body_budget {
+                let expected = response.content_length().map_or(limit, |n| n as usize);
+                reservation = Some(budget.reserve(expected.min(limit)).await);
+            }
             read_limited(response, limit).await.map_err(|e| match e {
                 ReadError::TooLarge => Failure::Fatal(ScanError::ResponseTooLarge {
                     registry: self.registry(),
@@ -502,6 +510,7 @@ impl<'a> Session<'a> {
             status,
             headers,
             body,
+            _budget: reservation,
         })
     }
 

@@ -248,7 +248,7 @@ impl<'a> Session<'a> {
     fn refused(&self, kind: RequestKind, url: &Url, denied: EgressDenied) -> ScanError {
         let via = if kind == RequestKind::Token {
             format!(" (token realm announced by {})", self.registry())
-        } else if url.host_str() != self.target.base_url().host_str() {
+        } else if !same_origin(self.target.base_url(), url) {
             format!(" (redirect from {})", self.registry())
         } else {
             String::new()
@@ -495,7 +495,13 @@ impl<'a> Session<'a> {
         } else {
             if let Some(budget) = &self.client.options.body_budget {
                 let expected = response.content_length().map_or(limit, |n| n as usize);
-                reservation = Some(budget.reserve(expected.min(limit)).await);
+                let room = budget.reserve(expected.min(limit));
+                let wait = self.remaining().map_err(Failure::Fatal)?;
+                reservation = Some(
+                    tokio::time::timeout(wait, room)
+                        .await
+                        .map_err(|_| Failure::Fatal(self.scan_timed_out()))?,
+                );
             }
             read_limited(response, limit).await.map_err(|e| match e {
                 ReadError::TooLarge => Failure::Fatal(ScanError::ResponseTooLarge {

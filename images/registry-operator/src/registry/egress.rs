@@ -152,6 +152,17 @@ impl EgressPolicy {
     /// decides; no matching rule means allowed.
     pub fn permits(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
+        // Behind DNS64/NAT64, 64:ff9b::a9fe:a9fe is 169.254.169.254: judge what it carries too.
+        if let IpAddr::V6(v6) = ip
+            && let [0x64, 0xff9b, 0, 0, 0, 0, hi, lo] = v6.segments()
+            && !self.permits_one(IpAddr::V4(((u32::from(hi) << 16) | u32::from(lo)).into()))
+        {
+            return false;
+        }
+        self.permits_one(ip)
+    }
+
+    fn permits_one(&self, ip: IpAddr) -> bool {
         self.cidrs
             .iter()
             .filter(|r| r.net.contains(&ip))
@@ -301,6 +312,8 @@ mod tests {
             "100.100.100.200",
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b::127.0.0.1",
         ] {
             assert!(!p.permits(ip(closed)), "{closed} should be closed");
         }
@@ -310,6 +323,7 @@ mod tests {
             "8.8.8.8",
             "2001:db8::1",
             "100.100.100.201",
+            "64:ff9b::808:808",
         ] {
             assert!(p.permits(ip(open)), "{open} should be open");
         }

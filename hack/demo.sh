@@ -48,7 +48,8 @@ bin/registry-operator crd | kubectl apply --server-side -f -
 kubectl wait --for condition=Established crd/registries.registry.kubecontroller.io --timeout=60s
 
 step "Running the operator (log: .demo/operator.log)"
-bin/registry-operator run --health-addr 127.0.0.1:0 --metrics-addr 127.0.0.1:0 >"$state/operator.log" 2>&1 &
+# The demo registries listen on loopback, which the egress policy closes by default.
+bin/registry-operator run --health-addr 127.0.0.1:0 --metrics-addr 127.0.0.1:0 --egress-allow 127.0.0.1/32 >"$state/operator.log" 2>&1 &
 pids+=($!)
 
 step "Applying examples/demo/registries.yaml"

@@ -303,6 +303,13 @@ pub async fn run(opts: &ScaleOptions) -> anyhow::Result<ScaleResult> {
             "--max-concurrent-scans",
             &opts.max_concurrent_scans.to_string(),
         ])
+        // One namespace stands for every tenant here, so it may use every slot; the registries
+        // are on loopback, which the egress policy closes by default.
+        .args([
+            "--max-scans-per-namespace",
+            &opts.max_concurrent_scans.to_string(),
+        ])
+        .args(["--egress-allow", "127.0.0.1/32"])
         .env("KUBECONFIG", cp.kubeconfig_path())
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())

@@ -211,6 +211,16 @@ fn flag(args: &[String], name: &str) -> Option<String> {
     found
 }
 
+/// The value of an environment variable of the operator container.
+fn env(deploy: &Obj, name: &str) -> Option<String> {
+    at(container(deploy, MODULE), "env")?
+        .as_sequence()?
+        .iter()
+        .find(|e| str_at(e, "name") == Some(name))
+        .and_then(|e| str_at(e, "value"))
+        .map(str::to_string)
+}
+
 fn operator(objs: &[Obj]) -> &Obj {
     find(objs, "Deployment", MODULE)
 }
@@ -237,9 +247,14 @@ fn defaults_render_the_documented_flags_placement_and_resources() {
         ("scan-concurrency", "8"),
         ("scan-timeout", "300"),
         ("max-images", "1000"),
+        ("max-tags", "20000"),
+        ("max-tag-page-bytes", "4194304"),
     ] {
         assert_eq!(flag(&a, name).as_deref(), Some(value), "--{name} in {a:?}");
     }
+    assert_eq!(flag(&a, "max-scans-per-namespace"), None, "{a:?}");
+    assert_eq!(env(d, "EGRESS_ALLOW").as_deref(), Some(""));
+    assert_eq!(env(d, "EGRESS_DENY").as_deref(), Some(""));
     assert_eq!(
         flag(&a, "leader-elect"),
         None,
@@ -394,12 +409,20 @@ fn every_setting_changed_lands_in_the_deployment() {
         ("scan-concurrency", "3"),
         ("scan-timeout", "120"),
         ("max-images", "250"),
+        ("max-tags", "5000"),
+        ("max-tag-page-bytes", "8388608"),
+        ("max-scans-per-namespace", "2"),
         ("leader-elect", ""),
         ("leader-election-lease-name", "registry-operator"),
     ] {
         assert_eq!(flag(&a, name).as_deref(), Some(value), "--{name} in {a:?}");
     }
     assert_eq!(at(&d.value, "spec.replicas"), Some(&yaml("3")));
+    assert_eq!(
+        env(d, "EGRESS_ALLOW").as_deref(),
+        Some("10.20.0.0/16,registry.internal")
+    );
+    assert_eq!(env(d, "EGRESS_DENY").as_deref(), Some("10.96.0.0/12"));
 
     let pod = at(&d.value, "spec.template.spec").unwrap();
     assert_eq!(
@@ -751,6 +774,8 @@ fn template_fallbacks_equal_openapi_defaults() {
         ("scanConcurrency", "8"),
         ("scanTimeout", "300"),
         ("maxImages", "1000"),
+        ("maxTags", "20000"),
+        ("maxTagPageMiB", "4"),
         ("resources.requests.cpu", "50m"),
         ("resources.requests.memory", "64Mi"),
         ("resources.limits.memory", "512Mi"),

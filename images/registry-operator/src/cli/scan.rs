@@ -13,7 +13,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::{DEFAULT_MAX_IMAGES, RegistryStatus};
 use crate::registry::{
-    ClientOptions, Credentials, RegistryClient, ScanOptions, TagFilter, Target, scan,
+    ClientOptions, Credentials, DEFAULT_MAX_TAGS, RegistryClient, ScanLimits, ScanOptions,
+    TagFilter, Target, scan,
 };
 use crate::status;
 
@@ -53,6 +54,10 @@ pub struct ScanArgs {
     /// byte budget the operator keeps; 0 lists every tag, with no byte budget.
     #[arg(long, default_value_t = DEFAULT_MAX_IMAGES as usize)]
     max_images: usize,
+    /// Fail when the repository lists more tags than this (after --include/--exclude), as the
+    /// operator does; 0 lifts every limit (tags, tag-list pages and page size).
+    #[arg(long, default_value_t = DEFAULT_MAX_TAGS)]
+    max_tags: usize,
     /// An earlier `--output json` result: digests it knows need no manifest GET.
     #[arg(long)]
     previous: Option<PathBuf>,
@@ -102,6 +107,13 @@ async fn scan_once(args: &ScanArgs) -> anyhow::Result<()> {
             .as_ref()
             .map(status::known_facts)
             .unwrap_or_default(),
+        limits: match args.max_tags {
+            0 => ScanLimits::unlimited(),
+            n => ScanLimits {
+                max_tags: n,
+                ..ScanLimits::default()
+            },
+        },
         ..ScanOptions::default()
     };
     let report = scan(&client, &target, credentials.as_ref(), &options).await?;

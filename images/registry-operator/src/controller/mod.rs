@@ -1,10 +1,13 @@
 //! The Kubernetes shell around the scan core: watch Registries (and the Secrets they name),
 //! reconcile, serve metrics and health, and hold the leader lease.
 
+mod admission;
 mod changes;
 mod credentials;
+mod egress;
 mod http;
 mod leader;
+mod limits;
 pub mod metrics;
 mod reconcile;
 
@@ -61,9 +64,14 @@ pub struct RunArgs {
     /// This replica's identity in the Lease (default: POD_NAME, else host name + pid).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    #[command(flatten)]
+    pub limits: limits::LimitArgs,
+    #[command(flatten)]
+    pub egress: egress::EgressArgs,
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let egress = args.egress.policy()?;
     let client = kube::Client::try_default().await.context(
         "connecting to Kubernetes (in-cluster service account, or KUBECONFIG / ~/.kube/config)",
     )?;
@@ -148,6 +156,12 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         scan_timeout: Duration::from_secs(args.scan_timeout.max(1)),
         max_images: args.max_images.max(1),
         max_concurrent_scans: args.max_concurrent_scans.max(1).into(),
+        max_scans_per_namespace: args.limits.max_scans_per_namespace.unwrap_or_else(|| {
+            admission::default_per_namespace(args.max_concurrent_scans.max(1).into())
+        }),
+        limits: args.limits.scan_limits(),
+        body_budget: args.limits.body_budget(),
+        egress,
     };
     let ctx = Arc::new(reconcile::Context::new(
         client.clone(),

@@ -13,12 +13,14 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Api, Resource, ResourceExt};
 use rand::Rng;
 
+use super::admission::Admission;
 use super::changes;
 use super::credentials::{self, SecretProblem};
 use super::metrics::{Metrics, ObjectLabels, RequestCounter, ResultLabels};
 use crate::api::{MIN_SCAN_INTERVAL, Registry, RegistryStatus, ScanStatus};
 use crate::registry::{
-    ClientOptions, Credentials, ManifestFacts, RegistryClient, ScanOptions, TagFilter, Target, scan,
+    BodyBudget, ClientOptions, Credentials, EgressPolicy, ManifestFacts, RegistryClient,
+    ScanLimits, ScanOptions, TagFilter, Target, scan,
 };
 use crate::status::{self, REASON_SUSPENDED};
 
@@ -31,6 +33,12 @@ pub struct Settings {
     pub scan_concurrency: usize,
     pub scan_timeout: Duration,
     pub max_images: usize,
+    /// Scans of one namespace running at once.
+    pub max_scans_per_namespace: usize,
+    pub limits: ScanLimits,
+    pub egress: Arc<EgressPolicy>,
+    /// Shared by every registry client.
+    pub body_budget: Arc<BodyBudget>,
 }
 
 /// What the operator remembers about one Registry between scans (lost on restart; status
@@ -54,9 +62,10 @@ pub struct Context {
     pub settings: Settings,
     memory: Mutex<HashMap<String, Memory>>,
     clients: Mutex<HashMap<ClientKey, RegistryClient>>,
-    /// Fair (first come, first served) admission of scans. kube-runtime's own concurrency limit
-    /// picks due objects from a set, which starves some objects when more are due than can run.
-    scans: tokio::sync::Semaphore,
+    /// Fair admission of scans, across namespaces and in order within one. kube-runtime's own
+    /// concurrency limit picks due objects from a set, which starves some objects when more are
+    /// due than can run.
+    admission: Admission,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,7 +87,10 @@ impl Context {
             metrics,
             memory: Mutex::default(),
             clients: Mutex::default(),
-            scans: tokio::sync::Semaphore::new(settings.max_concurrent_scans.max(1)),
+            admission: Admission::new(
+                settings.max_concurrent_scans,
+                settings.max_scans_per_namespace,
+            ),
             settings,
         }
     }
@@ -86,7 +98,7 @@ impl Context {
     /// Lets reconciles that wait for a scan slot return at once, so shutdown does not wait for
     /// every queued scan.
     pub fn stop_admitting_scans(&self) {
-        self.scans.close();
+        self.admission.close();
     }
 
     /// One pooled client per TLS setting: connections are shared, trust is not mixed.
@@ -106,6 +118,8 @@ impl Context {
         let client = RegistryClient::new(ClientOptions {
             insecure_skip_verify: insecure,
             ca_pem: ca,
+            egress: Some(self.settings.egress.clone()),
+            body_budget: Some(self.settings.body_budget.clone()),
             ..ClientOptions::default()
         })?
         .with_observer(Arc::new(RequestCounter(self.metrics.clone())));
@@ -223,7 +237,7 @@ pub async fn reconcile(obj: Arc<Registry>, ctx: Arc<Context>) -> Result<Action, 
             .and_then(|s| s.images.clone())
     });
 
-    let Ok(_slot) = ctx.scans.acquire().await else {
+    let Ok(_slot) = ctx.admission.acquire(&ns).await else {
         return Ok(Action::await_change()); // shutting down
     };
     let filter = obj.spec.tag_filter.clone().unwrap_or_default();
@@ -240,6 +254,7 @@ pub async fn reconcile(obj: Arc<Registry>, ctx: Arc<Context>) -> Result<Action, 
             timeout: ctx.settings.scan_timeout,
             filter: TagFilter::new(filter.include.as_deref(), filter.exclude.as_deref())?,
             known,
+            limits: ctx.settings.limits,
             ..ScanOptions::default()
         };
         scan(&client, &target, inputs.credentials.as_ref(), &options).await

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use super::ScanError;
 use super::auth::TokenCache;
+use super::budget::BodyBudget;
+use super::egress::{EgressPolicy, PolicyResolver};
 use super::retry::RetryPolicy;
 
 /// What a request was for; tests and metrics count requests by kind.
@@ -43,6 +45,10 @@ pub struct ClientOptions {
     pub connect_timeout: Duration,
     pub retry: RetryPolicy,
     pub user_agent: String,
+    /// Where requests may go; `None` (the one-shot CLI) allows anything.
+    pub egress: Option<Arc<EgressPolicy>>,
+    /// Memory for response bodies shared with other clients; `None` reserves nothing.
+    pub body_budget: Option<Arc<BodyBudget>>,
 }
 
 impl Default for ClientOptions {
@@ -54,6 +60,8 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(10),
             retry: RetryPolicy::default(),
             user_agent: format!("registry-operator/{}", env!("CARGO_PKG_VERSION")),
+            egress: None,
+            body_budget: None,
         }
     }
 }
@@ -83,6 +91,9 @@ impl RegistryClient {
             // travel to another host.
             .redirect(reqwest::redirect::Policy::none())
             .tls_danger_accept_invalid_certs(options.insecure_skip_verify);
+        if let Some(policy) = &options.egress {
+            builder = builder.dns_resolver(PolicyResolver::new(policy.clone()));
+        }
         if let Some(pem) = &options.ca_pem {
             let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {
                 ScanError::InvalidConfig(format!("CA bundle is not valid PEM: {e}"))

@@ -50,6 +50,52 @@ pub enum ScanError {
         what: String,
         detail: String,
     },
+
+    #[error(
+        "repository {repository} on {registry} has more than {limit} tags, the operator's limit per scan; narrow spec.tagFilter, or ask the platform team to raise maxTags"
+    )]
+    TooManyTags {
+        registry: String,
+        repository: String,
+        limit: usize,
+    },
+
+    #[error(
+        "the tag list of {repository} on {registry} runs to more than {limit} pages, the operator's limit per scan"
+    )]
+    TooManyTagPages {
+        registry: String,
+        repository: String,
+        limit: usize,
+    },
+
+    #[error(
+        "{registry} answered {what} with more than {limit} bytes, the operator's limit for one response"
+    )]
+    ResponseTooLarge {
+        registry: String,
+        what: String,
+        limit: usize,
+    },
+
+    /// No request went to `host`: the message is the same whatever lies behind it.
+    #[error(
+        "refused by the operator's egress policy: {host} is not an allowed destination{via}; ask the platform team if it should be"
+    )]
+    EgressDenied {
+        registry: String,
+        host: String,
+        /// Empty, or how the scan got there (" (token realm announced by …)").
+        via: String,
+    },
+
+    #[error(
+        "{registry} announced a token realm on plain http ({realm_host}) although it is served over https; credentials are not sent over http"
+    )]
+    InsecureTokenRealm {
+        registry: String,
+        realm_host: String,
+    },
 }
 
 fn excerpt_suffix(excerpt: &str) -> String {
@@ -71,6 +117,10 @@ pub enum FailureReason {
     Timeout,
     RateLimited,
     RegistryError,
+    TooManyTags,
+    ResponseTooLarge,
+    EgressDenied,
+    InsecureTokenRealm,
 }
 
 impl FailureReason {
@@ -84,6 +134,10 @@ impl FailureReason {
             Self::Timeout => "Timeout",
             Self::RateLimited => "RateLimited",
             Self::RegistryError => "RegistryError",
+            Self::TooManyTags => "TooManyTags",
+            Self::ResponseTooLarge => "ResponseTooLarge",
+            Self::EgressDenied => "EgressDenied",
+            Self::InsecureTokenRealm => "InsecureTokenRealm",
         }
     }
 }
@@ -99,6 +153,10 @@ impl ScanError {
             Self::Timeout { .. } => FailureReason::Timeout,
             Self::RateLimited { .. } => FailureReason::RateLimited,
             Self::Status { .. } | Self::InvalidResponse { .. } => FailureReason::RegistryError,
+            Self::TooManyTags { .. } | Self::TooManyTagPages { .. } => FailureReason::TooManyTags,
+            Self::ResponseTooLarge { .. } => FailureReason::ResponseTooLarge,
+            Self::EgressDenied { .. } => FailureReason::EgressDenied,
+            Self::InsecureTokenRealm { .. } => FailureReason::InsecureTokenRealm,
         }
     }
 }

@@ -2,8 +2,11 @@
 //! Nothing here knows about Kubernetes; the controller and the `scan` CLI both call it.
 
 mod auth;
+mod budget;
 mod client;
+mod egress;
 mod error;
+mod limits;
 pub mod manifest;
 mod model;
 pub mod order;
@@ -14,10 +17,13 @@ mod tags;
 mod target;
 
 pub use auth::{Challenge, Credentials, parse_challenge};
+pub use budget::BodyBudget;
 pub use client::{
     ClientOptions, RegistryClient, RequestKind, RequestObserver, install_crypto_provider,
 };
+pub use egress::{EgressDenied, EgressPolicy};
 pub use error::{FailureReason, ScanError};
+pub use limits::{DEFAULT_MAX_PAGE_BYTES, DEFAULT_MAX_PAGES, DEFAULT_MAX_TAGS, ScanLimits};
 pub use model::{Image, ManifestFacts, Platform, RequestCounts};
 pub use retry::{RetryPolicy, parse_retry_after};
 pub use scanner::{ScanOptions, ScanReport, scan};

@@ -16,7 +16,7 @@ use super::manifest::{self, ACCEPT_MANIFESTS, Kind, MANIFEST_BODY_LIMIT};
 use super::order::compare_tags;
 use super::session::{Reply, Session};
 use super::tags::{TagFilter, list_tags};
-use super::{Credentials, Image, ManifestFacts, RequestCounts, ScanError, Target};
+use super::{Credentials, Image, ManifestFacts, RequestCounts, ScanError, ScanLimits, Target};
 
 #[derive(Debug, Clone)]
 pub struct ScanOptions {
@@ -29,6 +29,7 @@ pub struct ScanOptions {
     pub filter: TagFilter,
     /// Facts an earlier scan learned, by manifest digest.
     pub known: HashMap<String, ManifestFacts>,
+    pub limits: ScanLimits,
 }
 
 impl Default for ScanOptions {
@@ -39,6 +40,7 @@ impl Default for ScanOptions {
             timeout: Duration::from_secs(300),
             filter: TagFilter::default(),
             known: HashMap::new(),
+            limits: ScanLimits::default(),
         }
     }
 }
@@ -99,7 +101,7 @@ type Found = (Vec<Image>, HashMap<String, ManifestFacts>, Vec<String>);
 
 async fn run(session: &Session<'_>, options: &ScanOptions) -> Result<Found, ScanError> {
     let concurrency = options.concurrency.max(1);
-    let tags = list_tags(session, options.page_size, &options.filter).await?;
+    let tags = list_tags(session, options.page_size, &options.filter, &options.limits).await?;
     tracing::debug!(registry = %session.target.registry(), repository = session.target.repository(), tags = tags.len(), "listed tags");
 
     let mut facts: HashMap<String, ManifestFacts> = HashMap::new();

@@ -10,7 +10,9 @@ use reqwest::{Method, StatusCode};
 use url::Url;
 
 use super::auth::{Challenge, Credentials, TokenKey, TokenResponse, parse_challenge};
+use super::budget::Reservation;
 use super::client::{RegistryClient, RequestKind};
+use super::egress::{EgressDenied, denial_in, same_origin};
 use super::error::body_excerpt;
 use super::{ScanError, Target};
 
@@ -19,6 +21,8 @@ pub(crate) struct Reply {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: bytes::Bytes,
+    /// The body's share of the memory budget, held as long as the body.
+    _budget: Option<Reservation>,
 }
 
 impl Reply {
@@ -235,10 +239,25 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// Also false for an https→http downgrade of the registry's own host.
     fn on_same_host(&self, url: &Url) -> bool {
-        let base = self.target.base_url();
-        url.host_str() == base.host_str()
-            && url.port_or_known_default() == base.port_or_known_default()
+        same_origin(self.target.base_url(), url)
+    }
+
+    /// The same words whatever the policy refused, so that nothing about the network leaks.
+    fn refused(&self, kind: RequestKind, url: &Url, denied: EgressDenied) -> ScanError {
+        let via = if kind == RequestKind::Token {
+            format!(" (token realm announced by {})", self.registry())
+        } else if !same_origin(self.target.base_url(), url) {
+            format!(" (redirect from {})", self.registry())
+        } else {
+            String::new()
+        };
+        ScanError::EgressDenied {
+            registry: self.registry(),
+            host: denied.host,
+            via,
+        }
     }
 
     fn denied(&self, reply: &Reply) -> ScanError {
@@ -343,6 +362,15 @@ impl<'a> Session<'a> {
                 detail: format!("token realm {:?} is not http(s)", key.realm),
             });
         }
+        if self.credentials.is_some()
+            && self.target.base_url().scheme() == "https"
+            && url.scheme() == "http"
+        {
+            return Err(ScanError::InsecureTokenRealm {
+                registry: self.registry(),
+                realm_host: url.host_str().unwrap_or_default().to_string(),
+            });
+        }
         {
             let mut q = url.query_pairs_mut();
             if !key.service.is_empty() {
@@ -423,6 +451,11 @@ impl<'a> Session<'a> {
         authorization: Option<&str>,
         limit: usize,
     ) -> Result<Reply, Failure> {
+        if let Some(policy) = &self.client.options.egress {
+            policy
+                .check_url(url)
+                .map_err(|d| Failure::Fatal(self.refused(kind, url, d)))?;
+        }
         let per_request = self
             .client
             .options
@@ -450,32 +483,53 @@ impl<'a> Session<'a> {
             Ok(r) => r,
             Err(e) => {
                 self.observe(kind, method, None);
-                return Err(self.classify(e, started, url));
+                return Err(self.classify(e, started, kind, url));
             }
         };
         let status = response.status();
         self.observe(kind, method, Some(status.as_u16()));
         let headers = response.headers().clone();
+        let mut reservation = None;
         let body = if *method == Method::HEAD {
             bytes::Bytes::new()
         } else {
+            if let Some(budget) = &self.client.options.body_budget {
+                let expected = response.content_length().map_or(limit, |n| n as usize);
+                let room = budget.reserve(expected.min(limit));
+                let wait = self.remaining().map_err(Failure::Fatal)?;
+                reservation = Some(
+                    tokio::time::timeout(wait, room)
+                        .await
+                        .map_err(|_| Failure::Fatal(self.scan_timed_out()))?,
+                );
+            }
             read_limited(response, limit).await.map_err(|e| match e {
-                ReadError::TooLarge => Failure::Fatal(self.invalid(
-                    method,
-                    url,
-                    format!("response body exceeds {limit} bytes"),
-                )),
-                ReadError::Http(e) => self.classify(e, started, url),
+                ReadError::TooLarge => Failure::Fatal(ScanError::ResponseTooLarge {
+                    registry: self.registry(),
+                    what: format!("{method} {}", url.path()),
+                    limit,
+                }),
+                ReadError::Http(e) => self.classify(e, started, kind, url),
             })?
         };
         Ok(Reply {
             status,
             headers,
             body,
+            _budget: reservation,
         })
     }
 
-    fn classify(&self, e: reqwest::Error, started: Instant, url: &Url) -> Failure {
+    fn classify(
+        &self,
+        e: reqwest::Error,
+        started: Instant,
+        kind: RequestKind,
+        url: &Url,
+    ) -> Failure {
+        if let Some(denied) = denial_in(&e) {
+            return Failure::Fatal(self.refused(kind, url, denied.clone()));
+        }
         let detail = self.scrub(error_chain(&e));
         if e.is_timeout() {
             return Failure::Transient(ScanError::Timeout {

@@ -5,14 +5,9 @@ use std::collections::HashSet;
 use regex::Regex;
 use reqwest::{Method, StatusCode};
 
-use super::ScanError;
 use super::client::RequestKind;
 use super::session::Session;
-
-/// Tag lists of very large repositories run to megabytes; anything beyond this is refused.
-const TAGS_BODY_LIMIT: usize = 32 << 20;
-/// A registry that keeps sending `next` links forever must not keep a scan busy forever.
-const MAX_PAGES: usize = 100_000;
+use super::{ScanError, ScanLimits};
 
 /// Include/exclude patterns over tag names.
 #[derive(Debug, Clone, Default)]
@@ -61,6 +56,7 @@ pub(crate) async fn list_tags(
     session: &Session<'_>,
     page_size: u32,
     filter: &TagFilter,
+    limits: &ScanLimits,
 ) -> Result<Vec<String>, ScanError> {
     let target = session.target;
     let mut url = target.tags_url(Some(page_size));
@@ -69,7 +65,7 @@ pub(crate) async fn list_tags(
     let mut visited = HashSet::new();
     let mut first = true;
     let mut may_drop_page_size = true;
-    for _ in 0..MAX_PAGES {
+    for _ in 0..limits.max_pages {
         visited.insert(url.to_string());
         let reply = session
             .send(
@@ -77,7 +73,7 @@ pub(crate) async fn list_tags(
                 Method::GET,
                 url.clone(),
                 Some("application/json"),
-                TAGS_BODY_LIMIT,
+                limits.max_page_bytes,
             )
             .await?;
         match reply.status {
@@ -106,6 +102,13 @@ pub(crate) async fn list_tags(
         })?;
         for tag in page.tags.unwrap_or_default() {
             if filter.admits(&tag) && seen.insert(tag.clone()) {
+                if tags.len() >= limits.max_tags {
+                    return Err(ScanError::TooManyTags {
+                        registry: target.registry(),
+                        repository: target.repository().to_string(),
+                        limit: limits.max_tags,
+                    });
+                }
                 tags.push(tag);
             }
         }
@@ -127,11 +130,11 @@ pub(crate) async fn list_tags(
             ));
         }
     }
-    Err(session.invalid(
-        &Method::GET,
-        &url,
-        format!("tag list has more than {MAX_PAGES} pages"),
-    ))
+    Err(ScanError::TooManyTagPages {
+        registry: target.registry(),
+        repository: target.repository().to_string(),
+        limit: limits.max_pages,
+    })
 }
 
 /// The target of the `rel="next"` link in a `Link` header value (which may hold several links).

@@ -90,4 +90,5 @@ pub fn assert_images(images: &[Image], pushed: &Pushed) {
     assert_eq!(found, expected);
 }
 
+pub mod hostile;
 pub mod operator;

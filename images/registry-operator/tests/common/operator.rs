@@ -158,6 +158,9 @@ impl Operator {
             .args(["--log-level", "debug", "run", "--namespace", namespace])
             .args(["--health-addr", &format!("127.0.0.1:{health_port}")])
             .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+            // The test registries listen on 127.0.0.1, which the egress policy closes by
+            // default; `extra` can close it again (`--egress-deny 127.0.0.1/32` wins a tie).
+            .args(["--egress-allow", "127.0.0.1/32"])
             .args(extra)
             .env("KUBECONFIG", kubeconfig)
             .env("POD_NAMESPACE", MODULE_NAMESPACE)

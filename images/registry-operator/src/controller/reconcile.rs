@@ -18,7 +18,8 @@ use super::credentials::{self, SecretProblem};
 use super::metrics::{Metrics, ObjectLabels, RequestCounter, ResultLabels};
 use crate::api::{MIN_SCAN_INTERVAL, Registry, RegistryStatus, ScanStatus};
 use crate::registry::{
-    ClientOptions, Credentials, ManifestFacts, RegistryClient, ScanOptions, TagFilter, Target, scan,
+    ClientOptions, Credentials, ManifestFacts, RegistryClient, RegistryState, ScanOptions,
+    TagFilter, Target, scan,
 };
 use crate::status::{self, REASON_SUSPENDED};
 
@@ -31,6 +32,8 @@ pub struct Settings {
     pub scan_concurrency: usize,
     pub scan_timeout: Duration,
     pub max_images: usize,
+    /// Ceiling on requests per second to one registry host, across all scans.
+    pub requests_per_second: Option<f64>,
 }
 
 /// What the operator remembers about one Registry between scans (lost on restart; status
@@ -54,6 +57,9 @@ pub struct Context {
     pub settings: Settings,
     memory: Mutex<HashMap<String, Memory>>,
     clients: Mutex<HashMap<ClientKey, RegistryClient>>,
+    /// Auth modes, tokens and per-host rate-limit gates, shared by every client and kept
+    /// across scans (bounded inside): a rescan sends its cached token up front.
+    registry_state: Arc<RegistryState>,
     /// Fair (first come, first served) admission of scans. kube-runtime's own concurrency limit
     /// picks due objects from a set, which starves some objects when more are due than can run.
     scans: tokio::sync::Semaphore,
@@ -78,6 +84,7 @@ impl Context {
             metrics,
             memory: Mutex::default(),
             clients: Mutex::default(),
+            registry_state: Arc::new(RegistryState::new(settings.requests_per_second)),
             scans: tokio::sync::Semaphore::new(settings.max_concurrent_scans.max(1)),
             settings,
         }
@@ -108,6 +115,7 @@ impl Context {
             ca_pem: ca,
             ..ClientOptions::default()
         })?
+        .with_state(self.registry_state.clone())
         .with_observer(Arc::new(RequestCounter(self.metrics.clone())));
         clients.insert(key, client.clone());
         Ok(client)
@@ -208,6 +216,11 @@ pub async fn reconcile(obj: Arc<Registry>, ctx: Arc<Context>) -> Result<Action, 
     for (digest, facts) in previous.map(status::known_facts).unwrap_or_default() {
         known.entry(digest).or_insert(facts);
     }
+    // A tag that cannot be read this time keeps the digest it had.
+    let mut known_tags = previous.map(status::known_tags).unwrap_or_default();
+    for image in before.iter().flatten() {
+        known_tags.insert(image.tag.clone(), image.digest.clone());
+    }
     let before = before.or_else(|| {
         previous
             .filter(|s| s.omitted_tags.unwrap_or(0) == 0 && s.last_scan_status.is_some())
@@ -231,6 +244,7 @@ pub async fn reconcile(obj: Arc<Registry>, ctx: Arc<Context>) -> Result<Action, 
             timeout: ctx.settings.scan_timeout,
             filter: TagFilter::new(filter.include.as_deref(), filter.exclude.as_deref())?,
             known,
+            known_tags,
             ..ScanOptions::default()
         };
         scan(&client, &target, inputs.credentials.as_ref(), &options).await

@@ -2,14 +2,19 @@
 //! Nothing here knows about Kubernetes; the controller and the `scan` CLI both call it.
 
 mod auth;
+mod classify;
 mod client;
 mod error;
+mod facts;
 pub mod manifest;
 mod model;
 pub mod order;
+mod ratelimit;
 mod retry;
 mod scanner;
+pub mod schema1;
 mod session;
+mod state;
 mod tags;
 mod target;
 
@@ -18,8 +23,10 @@ pub use client::{
     ClientOptions, RegistryClient, RequestKind, RequestObserver, install_crypto_provider,
 };
 pub use error::{FailureReason, ScanError};
-pub use model::{Image, ManifestFacts, Platform, RequestCounts};
+pub use facts::RepositoryFacts;
+pub use model::{Image, ManifestFacts, Platform, RequestCounts, TagFailure};
 pub use retry::{RetryPolicy, parse_retry_after};
-pub use scanner::{ScanOptions, ScanReport, scan};
+pub use scanner::{FAILED_TAGS_LIMIT_PERCENT, ScanOptions, ScanReport, scan};
+pub use state::RegistryState;
 pub use tags::{TagFilter, next_link};
-pub use target::Target;
+pub use target::{Target, valid_tag};

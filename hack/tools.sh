@@ -3,7 +3,8 @@
 #   hack/tools.sh controlplane   -> dir with kube-apiserver, etcd, kubectl (KUBEBUILDER_ASSETS wins)
 #   hack/tools.sh registry       -> dir with registry (CNCF distribution v3)
 #   hack/tools.sh lint           -> dir with helm, dmt
-#   hack/tools.sh peers          -> dir with crane, regctl
+#   hack/tools.sh peers          -> dir with crane, regctl (crane also serves the conformance suite's registry)
+#   hack/tools.sh docker-registry -> installs distribution 2.8 (Debian's docker-registry) when missing
 # Binaries are cached by version under $REGISTRY_OPERATOR_TOOLS (default ~/.cache/registry-operator-tools),
 # so only the first run pays for the build (kube-apiserver: 10-20 minutes on 2 cores).
 set -euo pipefail
@@ -58,5 +59,14 @@ case "${1:-}" in
     build peers "$out" crane github.com/google/go-containerregistry/cmd/crane
     build peers "$out" regctl github.com/regclient/regclient/cmd/regctl
     echo "$out" ;;
-  *) echo "usage: $0 controlplane|registry|lint|peers" >&2; exit 2 ;;
+  docker-registry)
+    # distribution 2.8 for the conformance suite: Debian packages it; nothing to build.
+    if ! command -v docker-registry >/dev/null; then
+      log "installing docker-registry (distribution 2.8) with apt"
+      sudo=""; [[ $(id -u) -eq 0 ]] || sudo="sudo"
+      $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y docker-registry >&2 \
+        || { $sudo apt-get update >&2 && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y docker-registry >&2; }
+    fi
+    dirname "$(command -v docker-registry)" ;;
+  *) echo "usage: $0 controlplane|registry|lint|peers|docker-registry" >&2; exit 2 ;;
 esac

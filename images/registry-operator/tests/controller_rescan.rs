@@ -1,5 +1,6 @@
 //! In the controller, a rescan of an unchanged repository within the cached token's lifetime
-//! costs the tag pages and one HEAD per tag: no 401, no token request, no manifest GET.
+//! costs the tag pages and one HEAD per tag: no 401, no token request, no manifest GET. And a
+//! tag that cannot be read degrades the object without failing it.
 
 mod common;
 
@@ -7,10 +8,11 @@ use std::time::Duration;
 
 use common::operator::{self, Operator, status, wait_for};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use registry_operator::api::{Registry, ScanStatus};
 use testenv::controlplane;
-use testenv::fault::FaultProxy;
+use testenv::fault::{Fault, FaultAction, FaultProxy};
 use testenv::registry::{RegistryOptions, RegistryServer};
 
 const USER: &str = "rescanner";
@@ -105,4 +107,68 @@ async fn a_rescan_within_the_token_lifetime_costs_tag_pages_and_one_head_per_tag
         ),
         (0, 0, tags as i64)
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tag_that_cannot_be_read_degrades_the_object_but_keeps_it_ready() {
+    let cp = controlplane::shared().await;
+    operator::install_crd(cp).await;
+    let ns = cp.create_namespace("degraded").await;
+    let client = cp.client().await;
+    let reg = RegistryServer::start(RegistryOptions::plain())
+        .await
+        .unwrap();
+    common::seed_small(&reg, None, "team/app").await;
+    let proxy = FaultProxy::start(&reg.url).await.unwrap();
+    proxy.inject(Fault::new("/manifests/2.0", 100_000, FaultAction::status(500)).method("HEAD"));
+    let op = Operator::start(cp, &ns, &[]).await;
+    let api: Api<Registry> = Api::namespaced(client.clone(), &ns);
+    api.create(
+        &PostParams::default(),
+        &operator::registry("app", &proxy.url, "team/app", serde_json::json!({})),
+    )
+    .await
+    .unwrap();
+    let r = wait_for(&api, "app", &op, "a degraded success", |r| {
+        status(r).last_scan_status == Some(ScanStatus::Success)
+    })
+    .await;
+    let s = status(&r);
+    assert_eq!(s.failed_tags, Some(1));
+    assert!(
+        s.message
+            .as_deref()
+            .unwrap()
+            .contains("1 tag could not be read (first: 2.0"),
+        "{:?}",
+        s.message
+    );
+    let ready = s.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(ready.status, "True");
+    let degraded = s.conditions.iter().find(|c| c.type_ == "Degraded").unwrap();
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("True", "TagsUnreadable")
+    );
+    let tags: Vec<&str> = s.images.iter().flatten().map(|i| i.tag.as_str()).collect();
+    assert_eq!(tags, ["1.0", "latest"]);
+
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let list = events.list(&ListParams::default()).await.unwrap();
+        if list.items.iter().any(|e| {
+            e.reason.as_deref() == Some("TagsUnreadable")
+                && e.type_.as_deref() == Some("Warning")
+                && e.note.as_deref().is_some_and(|n| n.contains("2.0"))
+        }) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no TagsUnreadable event: {:#?}",
+            list.items
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -218,11 +218,15 @@ fn print_table(status: &RegistryStatus) {
             })
             .collect();
         println!(
-            "{:<tag_width$}  {:<71}  {:>10}  {}",
+            "{:<tag_width$}  {:<71}  {:>10}  {}{}",
             i.tag,
             i.digest,
             i.size.map(human_size).unwrap_or_else(|| "-".into()),
-            platforms.join(",")
+            platforms.join(","),
+            i.note
+                .as_deref()
+                .map(|n| format!("  ({n})"))
+                .unwrap_or_default()
         );
     }
     if let Some(m) = &status.message {

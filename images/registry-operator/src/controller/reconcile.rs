@@ -276,7 +276,22 @@ pub async fn reconcile(obj: Arc<Registry>, ctx: Arc<Context>) -> Result<Action, 
                 previous.is_some_and(|s| s.last_scan_status == Some(ScanStatus::Success));
             let new_status = status::succeeded(previous, &report, &sctx);
             let message = new_status.message.clone().unwrap_or_default();
+            let degraded = degraded_message(&new_status);
             write_status(&ctx, &obj, new_status).await?;
+            // Said once when tags start failing, not on every scan while they do.
+            if let Some(note) = degraded
+                && previous.and_then(|s| s.failed_tags).unwrap_or(0) == 0
+            {
+                publish(
+                    &ctx,
+                    &obj,
+                    EventType::Warning,
+                    status::REASON_TAGS_UNREADABLE,
+                    "Scan",
+                    note,
+                )
+                .await;
+            }
             tracing::info!(registry = %key, tags = report.images.len(), gets = report.requests.manifest_gets, ms = report.duration.as_millis() as u64, "scan succeeded");
             if !was_ready {
                 publish(
@@ -322,6 +337,14 @@ pub async fn reconcile(obj: Arc<Registry>, ctx: Arc<Context>) -> Result<Action, 
         }
     }
     Ok(Action::requeue(jitter(interval)))
+}
+
+/// The `Degraded` condition's message when it is `True`.
+fn degraded_message(s: &RegistryStatus) -> Option<String> {
+    s.conditions
+        .iter()
+        .find(|c| c.type_ == status::DEGRADED && c.status == "True")
+        .map(|c| c.message.clone())
 }
 
 /// `Some(wait)` when nothing asks for a scan yet: the spec and Secrets are as last scanned

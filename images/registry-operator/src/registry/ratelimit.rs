@@ -136,12 +136,25 @@ mod tests {
     #[test]
     fn the_rate_ceiling_spaces_requests() {
         let gates = HostGates::new(Some(10.0));
-        let a = url("http://127.0.0.1:5000/v2/");
-        let waits: Vec<Duration> = (0..5).map(|_| gates.admit(&a).wait).collect();
-        assert_eq!(waits[0], Duration::ZERO);
-        assert!(waits[4] >= Duration::from_millis(390), "{waits:?}");
-        assert!(waits.iter().all(|w| *w <= Duration::from_millis(400)));
-        assert_eq!(gates.admit(&a).closed_for, Duration::ZERO);
+        let spacing = gates.spacing.expect("a ceiling");
+        assert_eq!(spacing, Duration::from_millis(100));
+        let gate = Gate::default();
+        let now = Instant::now();
+        let waits: Vec<Duration> = (0..5)
+            .map(|_| gate.admit(now, Some(spacing)).wait)
+            .collect();
+        assert_eq!(
+            waits,
+            [0, 100, 200, 300, 400].map(Duration::from_millis),
+            "one slot every 100 ms"
+        );
+        let later = gate.admit(now + Duration::from_secs(10), Some(spacing));
+        assert_eq!(later.wait, Duration::ZERO, "idle time is not saved up");
+        assert_eq!(later.closed_for, Duration::ZERO);
+        gate.close(now, Duration::from_secs(1));
+        let both = gate.admit(now, Some(spacing));
+        assert_eq!(both.closed_for, Duration::from_secs(1));
+        assert!(both.wait >= both.closed_for);
         assert!(HostGates::new(Some(f64::NAN)).spacing.is_none());
         assert!(HostGates::new(Some(0.0)).spacing.is_none());
     }

@@ -262,14 +262,15 @@ impl<'a> Session<'a> {
         self.client.state.gates.close(url, wait.min(MAX_GATE_CLOSE));
         let left = self.remaining()?;
         if wait >= left {
-            return Err(match (limited, asked) {
-                (false, _) => self.status_error(method, url, reply),
-                (true, _) => ScanError::RateLimited {
+            return Err(if limited {
+                ScanError::RateLimited {
                     registry: self.registry(),
                     attempts: attempt,
                     retry_after: Some(wait),
                     time_left: Some(left),
-                },
+                }
+            } else {
+                self.status_error(method, url, reply)
             });
         }
         tracing::debug!(registry = %self.registry(), ?wait, status = reply.status.as_u16(), "registry asked to wait; its gate is closed");

@@ -30,6 +30,7 @@ test: ## Whole suite: unit + integration tests against a real registry and kube-
 	hack/tools.sh controlplane >/dev/null
 	hack/tools.sh registry >/dev/null
 	hack/tools.sh chart >/dev/null
+	hack/tools.sh peers >/dev/null
 	$(CARGO) test --workspace
 
 fmt: ## Format the code

@@ -4,7 +4,8 @@
 #   hack/tools.sh registry       -> dir with registry (CNCF distribution v3)
 #   hack/tools.sh chart          -> dir with helm, promtool (the chart render test)
 #   hack/tools.sh lint           -> dir with helm, promtool and, when it can be had, dmt
-#   hack/tools.sh peers          -> dir with crane, regctl
+#   hack/tools.sh peers          -> dir with crane, regctl (crane also serves the conformance suite's registry)
+#   hack/tools.sh docker-registry -> installs distribution 2.8 (Debian's docker-registry) when missing
 # Binaries are cached by version under $REGISTRY_OPERATOR_TOOLS (default ~/.cache/registry-operator-tools),
 # so only the first run pays for the build (kube-apiserver: 10-20 minutes on 2 cores).
 set -euo pipefail
@@ -85,5 +86,14 @@ case "${1:-}" in
     build peers "$out" crane github.com/google/go-containerregistry/cmd/crane
     build peers "$out" regctl github.com/regclient/regclient/cmd/regctl
     echo "$out" ;;
-  *) echo "usage: $0 controlplane|registry|chart|lint|peers" >&2; exit 2 ;;
+  docker-registry)
+    # distribution 2.8 for the conformance suite: Debian packages it; nothing to build.
+    if ! command -v docker-registry >/dev/null; then
+      log "installing docker-registry (distribution 2.8) with apt"
+      sudo=""; [[ $(id -u) -eq 0 ]] || sudo="sudo"
+      $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y docker-registry >&2 \
+        || { $sudo apt-get update >&2 && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y docker-registry >&2; }
+    fi
+    dirname "$(command -v docker-registry)" ;;
+  *) echo "usage: $0 controlplane|registry|chart|lint|peers|docker-registry" >&2; exit 2 ;;
 esac

@@ -109,8 +109,20 @@ pub struct Recorded {
     pub authorization: Option<String>,
 }
 
+/// Says whether a bearer token is valid (see [`crate::token::TokenServer::validator`]).
+pub type TokenCheck = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// Token auth the proxy enforces on `/v2/<name>/…` for an upstream without auth of its own.
+#[derive(Clone)]
+struct BearerGate {
+    realm: String,
+    service: String,
+    check: TokenCheck,
+}
+
 struct Shared {
     upstream: url::Url,
+    gate: Mutex<Option<BearerGate>>,
     client: reqwest::Client,
     faults: Mutex<Vec<Fault>>,
     records: Mutex<Vec<Recorded>>,
@@ -167,6 +179,7 @@ impl FaultProxy {
         let (tx, rx) = watch::channel(false);
         let shared = Arc::new(Shared {
             upstream,
+            gate: Mutex::new(None),
             client,
             faults: Mutex::new(Vec::new()),
             records: Mutex::new(Vec::new()),
@@ -219,6 +232,18 @@ impl FaultProxy {
             .filter(|r| method.is_empty() || r.method.eq_ignore_ascii_case(method))
             .filter(|r| r.path.contains(path_contains))
             .count()
+    }
+
+    /// From now on, requests to a repository (`/v2/<name>/…`) need a bearer token that
+    /// `token` minted and that has not expired; others get 401 with a `Bearer` challenge for
+    /// `token`'s realm (and `error="invalid_token"` when a token was sent). Faults still come
+    /// first.
+    pub fn require_bearer(&self, token: &crate::token::TokenServer) {
+        *self.shared.gate.lock().unwrap() = Some(BearerGate {
+            realm: token.realm.clone(),
+            service: token.service.clone(),
+            check: token.validator(),
+        });
     }
 
     /// Forget recorded requests and remove all faults.
@@ -294,6 +319,21 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         Some(FaultAction::Delay(d)) => tokio::time::sleep(d).await,
         None => {}
     }
+    let gate = shared.gate.lock().unwrap().clone();
+    if let Some(gate) = gate
+        && let Some(challenge) = challenge_for(&gate, &path, authorization.as_deref())
+    {
+        record(401, false);
+        return (
+            StatusCode::UNAUTHORIZED,
+            [
+                ("www-authenticate", challenge.as_str()),
+                ("content-type", "application/json"),
+            ],
+            r#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}"#,
+        )
+            .into_response();
+    }
     match forward(&shared, req, &path).await {
         Ok(resp) => {
             record(resp.status().as_u16(), injected);
@@ -308,6 +348,30 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
                 .into_response()
         }
     }
+}
+
+/// The `WWW-Authenticate` to answer, or `None` when the request may pass.
+fn challenge_for(gate: &BearerGate, path: &str, authorization: Option<&str>) -> Option<String> {
+    let rest = path.split('?').next()?.strip_prefix("/v2/")?;
+    let name = ["/tags/", "/manifests/", "/blobs/"]
+        .iter()
+        .find_map(|m| rest.find(m).map(|i| &rest[..i]))?;
+    let sent = authorization
+        .and_then(|a| a.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim());
+    if sent.is_some_and(|t| (gate.check)(t)) {
+        return None;
+    }
+    let error = if sent.is_some() {
+        r#","error="invalid_token""#
+    } else {
+        ""
+    };
+    Some(format!(
+        r#"Bearer realm="{}",service="{}",scope="repository:{name}:pull"{error}"#,
+        gate.realm, gate.service
+    ))
 }
 
 async fn forward(shared: &Shared, req: Request, path: &str) -> anyhow::Result<Response> {

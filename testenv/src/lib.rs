@@ -13,4 +13,5 @@ pub mod demo;
 pub mod fault;
 pub mod push;
 pub mod registry;
+pub mod schema1;
 pub mod token;

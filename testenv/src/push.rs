@@ -510,6 +510,42 @@ impl Pusher {
             .await
     }
 
+    /// Push a signed schema 1 manifest (its layer blobs first) under `tag`; returns the digest
+    /// the registry reports: the payload's (distribution) or the bytes' (simpler registries).
+    pub async fn push_schema1(
+        &self,
+        repo: &str,
+        tag: &str,
+        manifest: &crate::schema1::SignedManifest,
+    ) -> anyhow::Result<String> {
+        for layer in &manifest.layers {
+            self.push_blob(repo, layer.clone()).await?;
+        }
+        let url = self.url(&format!("/v2/{repo}/manifests/{tag}"))?;
+        let mut headers = HeaderMap::new();
+        headers.insert(CONTENT_TYPE, crate::schema1::MEDIA_TYPE.parse()?);
+        let body = Bytes::from(manifest.body.clone());
+        let resp = self
+            .send(repo, "pull,push", Method::PUT, url, headers, Some(body))
+            .await?;
+        let resp =
+            expect_status(resp, &[StatusCode::CREATED], "putting a schema 1 manifest").await?;
+        let got = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .unwrap_or_else(|| manifest.raw_digest.clone());
+        if got != manifest.digest && got != manifest.raw_digest {
+            bail!(
+                "registry says the schema 1 digest is {got}, expected {} or {}",
+                manifest.digest,
+                manifest.raw_digest
+            );
+        }
+        Ok(got)
+    }
+
     /// Upload a blob unless the registry already has it.
     pub async fn push_blob(&self, repo: &str, data: impl Into<Bytes>) -> anyhow::Result<String> {
         let blob = Blob::new(data);

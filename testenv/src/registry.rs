@@ -1,4 +1,5 @@
-//! A real CNCF distribution registry (v3) process on a free loopback port.
+//! A real registry process on a free loopback port: CNCF distribution v3 (the default),
+//! distribution 2.8 (Debian's `docker-registry`) or go-containerregistry's `crane registry serve`.
 //!
 //! Each [`RegistryServer`] owns a temporary directory holding its config, filesystem storage,
 //! TLS material, htpasswd file and log (`registry.log`). The process is killed when the server is
@@ -32,12 +33,65 @@ pub enum RegistryAuth {
     },
 }
 
+/// Which registry implementation runs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Implementation {
+    /// CNCF distribution v3 (`hack/tools.sh registry`).
+    #[default]
+    DistributionV3,
+    /// distribution 2.8, as Debian packages it (`docker-registry`, `apt-get install
+    /// docker-registry`); accepts schema 1 pushes (`compatibility.schema1.enabled`).
+    Distribution28,
+    /// go-containerregistry's in-memory registry (`crane registry serve`, `hack/tools.sh
+    /// peers`): no auth, no TLS.
+    Crane,
+}
+
+impl Implementation {
+    pub const ALL: [Implementation; 3] = [
+        Implementation::DistributionV3,
+        Implementation::Distribution28,
+        Implementation::Crane,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Implementation::DistributionV3 => "distribution-v3",
+            Implementation::Distribution28 => "distribution-2.8",
+            Implementation::Crane => "crane-registry",
+        }
+    }
+
+    /// The binary, or an error that says how to get it.
+    pub fn binary(self) -> anyhow::Result<PathBuf> {
+        match self {
+            Implementation::DistributionV3 => registry_binary(),
+            Implementation::Distribution28 => {
+                let path = std::env::var_os("PATH").unwrap_or_default();
+                std::env::split_paths(&path)
+                    .chain([PathBuf::from("/usr/bin")])
+                    .map(|d| d.join("docker-registry"))
+                    .find(|p| p.is_file())
+                    .context("no docker-registry binary (distribution 2.8): apt-get install -y docker-registry")
+            }
+            Implementation::Crane => {
+                let bin = tools::tool_dir("peers")?.join("crane");
+                if !bin.is_file() {
+                    bail!("no crane binary at {} (hack/tools.sh peers)", bin.display());
+                }
+                Ok(bin)
+            }
+        }
+    }
+}
+
 /// What [`RegistryServer::start`] starts.
 #[derive(Clone, Debug, Default)]
 pub struct RegistryOptions {
     pub auth: RegistryAuth,
     /// Serve HTTPS with a certificate from a fresh [`TestCa`] (SANs 127.0.0.1, localhost).
     pub tls: bool,
+    pub implementation: Implementation,
 }
 
 impl RegistryOptions {
@@ -52,7 +106,7 @@ impl RegistryOptions {
             auth: RegistryAuth::Htpasswd {
                 users: vec![(user.into(), password.into())],
             },
-            tls: false,
+            ..Self::default()
         }
     }
 
@@ -63,8 +117,14 @@ impl RegistryOptions {
                 users: vec![(user.into(), password.into())],
                 options: TokenOptions::default(),
             },
-            tls: false,
+            ..Self::default()
         }
+    }
+
+    /// The same options served by another implementation.
+    pub fn on(mut self, implementation: Implementation) -> Self {
+        self.implementation = implementation;
+        self
     }
 
     /// The same options served over HTTPS.
@@ -111,7 +171,15 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 impl RegistryServer {
     /// Start a registry with these options and wait until `GET /v2/` answers (200 or 401).
     pub async fn start(opts: RegistryOptions) -> anyhow::Result<Self> {
-        let bin = registry_binary()?;
+        let implementation = opts.implementation;
+        let bin = implementation.binary()?;
+        if implementation == Implementation::Crane
+            && (opts.tls || !matches!(opts.auth, RegistryAuth::None))
+        {
+            bail!(
+                "crane registry serve has no TLS or auth; put a FaultProxy with require_bearer in front"
+            );
+        }
         let parent = storage_parent();
         let dir = tempfile::Builder::new()
             .prefix("testenv-registry-")
@@ -165,15 +233,26 @@ impl RegistryServer {
         let mut last_err = None;
         for _attempt in 0..3 {
             let port = tools::free_port();
-            let config = config_yaml(root, port, tls, auth.as_ref());
+            let mut config = config_yaml(root, port, tls, auth.as_ref());
+            if implementation == Implementation::Distribution28 {
+                // Old repositories still hold schema 1; 2.8 refuses new ones unless asked.
+                config.push_str("compatibility:\n  schema1:\n    enabled: true\n");
+            }
             let config_path = root.join("config.yml");
             std::fs::write(&config_path, config)?;
             let log_path = root.join("registry.log");
             let log = std::fs::File::create(&log_path)?;
             let mut cmd = Command::new(&bin);
-            cmd.arg("serve")
-                .arg(&config_path)
-                .current_dir(root)
+            match implementation {
+                Implementation::Crane => {
+                    cmd.args(["registry", "serve", "--address"])
+                        .arg(format!("127.0.0.1:{port}"));
+                }
+                _ => {
+                    cmd.arg("serve").arg(&config_path);
+                }
+            }
+            cmd.current_dir(root)
                 .stdin(Stdio::null())
                 .stdout(log.try_clone()?)
                 .stderr(log)

@@ -94,6 +94,8 @@ struct Shared {
     count: AtomicUsize,
     log: Mutex<Vec<TokenRequest>>,
     strict_expiry: AtomicBool,
+    /// Every token minted, with the instant it stops being valid (for [`TokenServer::validator`]).
+    issued: Mutex<HashMap<String, std::time::Instant>>,
 }
 
 /// A running token server on a loopback port; stops when dropped.
@@ -165,6 +167,7 @@ impl TokenServer {
             count: AtomicUsize::new(0),
             log: Mutex::new(Vec::new()),
             strict_expiry: AtomicBool::new(false),
+            issued: Mutex::new(HashMap::new()),
         });
         let app = Router::new()
             .route("/token", get(handle_token))
@@ -224,6 +227,21 @@ impl TokenServer {
     /// later). Clients that read `exp` from the JWT would then see it in the past.
     pub fn set_strict_expiry(&self, on: bool) {
         self.shared.strict_expiry.store(on, Ordering::SeqCst);
+    }
+
+    /// A check that a bearer token was minted here and has not expired (`expires_in` to the
+    /// second, no leeway): what a [`crate::fault::FaultProxy`] enforces in front of a registry
+    /// without token auth of its own.
+    pub fn validator(&self) -> crate::fault::TokenCheck {
+        let shared = self.shared.clone();
+        Arc::new(move |token: &str| {
+            shared
+                .issued
+                .lock()
+                .unwrap()
+                .get(token)
+                .is_some_and(|until| std::time::Instant::now() < *until)
+        })
     }
 
     /// Mint a token directly (not counted): `access` lists `(type, name, actions)`.
@@ -294,7 +312,10 @@ fn mint(shared: &Shared, subject: &str, access: Vec<Access>, ttl: u64) -> anyhow
     let mut header = Header::new(Algorithm::ES256);
     header.typ = Some("JWT".into());
     header.x5c = Some(vec![STANDARD.encode(&shared.signer.cert_der)]);
-    Ok(jsonwebtoken::encode(&header, &claims, &shared.key)?)
+    let token = jsonwebtoken::encode(&header, &claims, &shared.key)?;
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(ttl);
+    shared.issued.lock().unwrap().insert(token.clone(), until);
+    Ok(token)
 }
 
 /// Split `type:name:actions` (the name may itself contain colons, e.g. a port).

@@ -477,6 +477,7 @@ async fn token_registry_anonymous_pull_and_access_token() {
             },
         },
         tls: false,
+        ..RegistryOptions::default()
     };
     let reg = RegistryServer::start(opts).await.unwrap();
     let pusher = Pusher::new(&reg, Some((USER, PASS))).unwrap();
@@ -807,6 +808,7 @@ async fn strict_expiry_makes_the_registry_refuse_old_tokens() {
             },
         },
         tls: false,
+        ..RegistryOptions::default()
     };
     let reg = RegistryServer::start(opts).await.unwrap();
     let token_server = reg.token.as_ref().unwrap();

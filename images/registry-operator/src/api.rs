@@ -199,7 +199,12 @@ pub struct RegistryStatus {
     /// Registry requests the latest scan made, by kind.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_scan_requests: Option<RequestCounts>,
-    /// Standard conditions; `Ready` says whether `images` is current.
+    /// Tags whose manifest the latest successful scan could not read (they keep their last
+    /// known digest and carry a `note`; the `Degraded` condition names the first).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_tags: Option<i64>,
+    /// Standard conditions; `Ready` says whether `images` is current, `Degraded` whether some
+    /// tags could not be read.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

@@ -9,7 +9,11 @@ use std::collections::HashMap;
 use crate::registry::{Image, ManifestFacts, ScanReport};
 
 pub const READY: &str = "Ready";
+/// True while the latest successful scan could not read some tags' manifests.
+pub const DEGRADED: &str = "Degraded";
 pub const REASON_SUCCEEDED: &str = "ScanSucceeded";
+pub const REASON_TAGS_UNREADABLE: &str = "TagsUnreadable";
+pub const REASON_ALL_TAGS_READ: &str = "AllTagsRead";
 pub const REASON_SECRET_NOT_FOUND: &str = "SecretNotFound";
 pub const REASON_SECRET_INVALID: &str = "SecretInvalid";
 pub const REASON_SUSPENDED: &str = "Suspended";
@@ -59,6 +63,27 @@ pub fn succeeded(
             plural(report.vanished_tags.len())
         ));
     }
+    let failed = report.failed_tags.len();
+    let degraded = match report.failed_tags.first() {
+        Some(first) => {
+            let text = format!(
+                "{failed} tag{} could not be read (first: {}: {}); they keep their last known digest",
+                plural(failed),
+                first.tag,
+                first.message
+            );
+            message.push_str(&format!("; {text}"));
+            condition(previous, DEGRADED, true, REASON_TAGS_UNREADABLE, &text, ctx)
+        }
+        None => condition(
+            previous,
+            DEGRADED,
+            false,
+            REASON_ALL_TAGS_READ,
+            "Every tag's manifest was read",
+            ctx,
+        ),
+    };
     RegistryStatus {
         last_scan_status: Some(ScanStatus::Success),
         last_scan_time: Some(ctx.now.clone()),
@@ -71,7 +96,11 @@ pub fn succeeded(
         next_scan_time: ctx.next_scan.clone(),
         last_scan_duration_ms: Some(report.duration.as_millis().min(i64::MAX as u128) as i64),
         last_scan_requests: Some(report.requests.clone()),
-        conditions: vec![ready(previous, true, REASON_SUCCEEDED, &message, ctx)],
+        failed_tags: Some(failed as i64),
+        conditions: vec![
+            condition(previous, READY, true, REASON_SUCCEEDED, &message, ctx),
+            degraded,
+        ],
     }
 }
 
@@ -91,7 +120,7 @@ pub fn failed(
         next_scan_time: ctx.next_scan.clone(),
         last_scan_duration_ms: None,
         last_scan_requests: None,
-        conditions: vec![ready(previous, false, reason, message, ctx)],
+        conditions: vec![condition(previous, READY, false, reason, message, ctx)],
         ..prev
     }
 }
@@ -103,19 +132,38 @@ pub fn suspended(previous: Option<&RegistryStatus>, ctx: &Context) -> RegistrySt
     RegistryStatus {
         observed_generation: ctx.generation,
         next_scan_time: None,
-        conditions: vec![ready(previous, false, REASON_SUSPENDED, message, ctx)],
+        conditions: vec![condition(
+            previous,
+            READY,
+            false,
+            REASON_SUSPENDED,
+            message,
+            ctx,
+        )],
         ..prev
     }
 }
 
 /// What an earlier status teaches the next scan: each listed digest's size and platforms, so
-/// that those digests need no manifest GET.
+/// that those digests need no manifest GET. Images with a note (facts incomplete) are left
+/// out, so the next scan reads them again.
 pub fn known_facts(status: &RegistryStatus) -> HashMap<String, ManifestFacts> {
     status
         .images
         .iter()
         .flatten()
+        .filter(|i| i.note.is_none())
         .map(|i| (i.digest.clone(), ManifestFacts::of(i)))
+        .collect()
+}
+
+/// Tag → digest as an earlier status lists them: a tag that cannot be read keeps its digest.
+pub fn known_tags(status: &RegistryStatus) -> HashMap<String, String> {
+    status
+        .images
+        .iter()
+        .flatten()
+        .map(|i| (i.tag.clone(), i.digest.clone()))
         .collect()
 }
 
@@ -136,8 +184,9 @@ fn encoded_len(image: &Image) -> usize {
     serde_json::to_vec(image).map_or(0, |v| v.len() + 1)
 }
 
-fn ready(
+fn condition(
     previous: Option<&RegistryStatus>,
+    type_: &str,
     ok: bool,
     reason: &str,
     message: &str,
@@ -146,12 +195,12 @@ fn ready(
     let status = if ok { "True" } else { "False" };
     // The transition time moves only when the condition's status does.
     let last_transition_time = previous
-        .and_then(|p| p.conditions.iter().find(|c| c.type_ == READY))
+        .and_then(|p| p.conditions.iter().find(|c| c.type_ == type_))
         .filter(|c| c.status == status)
         .map(|c| c.last_transition_time.clone())
         .unwrap_or_else(|| ctx.now.clone());
     Condition {
-        type_: READY.to_string(),
+        type_: type_.to_string(),
         status: status.to_string(),
         reason: reason.to_string(),
         message: truncate(message, 32 * 1024),
@@ -188,6 +237,7 @@ mod tests {
             size: Some(10),
             media_type: None,
             platforms: vec![],
+            note: None,
         }
     }
 
@@ -197,6 +247,7 @@ mod tests {
             facts: Default::default(),
             requests: RequestCounts::default(),
             vanished_tags: vec![],
+            failed_tags: vec![],
             duration: Duration::from_millis(5),
         }
     }
@@ -243,6 +294,43 @@ mod tests {
             worse.conditions[0].last_transition_time, later.now,
             "status unchanged: time stays"
         );
+    }
+
+    #[test]
+    fn unreadable_tags_degrade_but_do_not_fail() {
+        let mut r = report(&["1.0", "2.0"]);
+        r.images[1].note = Some("manifest could not be read: HTTP 500".into());
+        r.failed_tags.push(crate::registry::TagFailure {
+            tag: "2.0".into(),
+            message: "HTTP 500".into(),
+            reason: "RegistryError",
+        });
+        let s = succeeded(None, &r, &ctx(10));
+        assert_eq!(s.last_scan_status, Some(ScanStatus::Success));
+        assert_eq!(s.failed_tags, Some(1));
+        let msg = s.message.as_deref().unwrap();
+        assert!(
+            msg.contains("1 tag could not be read (first: 2.0: HTTP 500)"),
+            "{msg}"
+        );
+        let degraded = s.conditions.iter().find(|c| c.type_ == DEGRADED).unwrap();
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", REASON_TAGS_UNREADABLE)
+        );
+        assert_eq!(
+            known_facts(&s).len(),
+            1,
+            "the noted image is not remembered as complete"
+        );
+        assert_eq!(known_tags(&s).len(), 2);
+        let healed = succeeded(Some(&s), &report(&["1.0", "2.0"]), &ctx(10));
+        let degraded = healed
+            .conditions
+            .iter()
+            .find(|c| c.type_ == DEGRADED)
+            .unwrap();
+        assert_eq!(degraded.status, "False");
     }
 
     #[test]

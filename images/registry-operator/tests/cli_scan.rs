@@ -186,3 +186,77 @@ async fn table_output_lists_tags_for_people() {
         "{stdout}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn previous_holds_full_facts_beyond_the_status_cap() {
+    const TAGS: usize = 5000;
+    const DIGESTS: usize = 20;
+    let reg = RegistryServer::start(RegistryOptions::plain())
+        .await
+        .unwrap();
+    let pusher = testenv::push::Pusher::new(&reg, None).unwrap();
+    for d in 0..DIGESTS {
+        let spec = testenv::push::ImageSpec::new(testenv::push::Format::Oci, 100 + d as u64, &[64]);
+        let image = pusher.push_image("big/app", None, &spec).await.unwrap();
+        let tags: Vec<String> = (0..TAGS / DIGESTS)
+            .map(|i| format!("{d:02}.{i:03}"))
+            .collect();
+        pusher
+            .tag_many("big/app", &tags, &image.digest)
+            .await
+            .unwrap();
+    }
+    let proxy = FaultProxy::start(&reg.url).await.unwrap();
+    let args = |previous: Option<&str>| {
+        let mut a = vec![
+            "--url".to_string(),
+            proxy.url.clone(),
+            "--repository".into(),
+            "big/app".into(),
+            "--max-images".into(),
+            "100".into(),
+            "--output".into(),
+            "json".into(),
+            // A huge deadline means no deadline, not a panic.
+            "--timeout".into(),
+            u64::MAX.to_string(),
+        ];
+        if let Some(p) = previous {
+            a.extend(["--previous".to_string(), p.to_string()]);
+        }
+        a
+    };
+    let first_args = args(None);
+    let out = run_scan(
+        &first_args.iter().map(String::as_str).collect::<Vec<_>>(),
+        None,
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let first: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(first["tagCount"], TAGS);
+    assert_eq!(first["images"].as_array().unwrap().len(), 100);
+    assert_eq!(first["facts"]["tags"].as_object().unwrap().len(), TAGS);
+    assert_eq!(
+        first["facts"]["manifests"].as_object().unwrap().len(),
+        DIGESTS
+    );
+
+    let previous = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(previous.path(), &out.stdout).unwrap();
+    proxy.reset();
+    let again_args = args(Some(previous.path().to_str().unwrap()));
+    let again = run_scan(
+        &again_args.iter().map(String::as_str).collect::<Vec<_>>(),
+        None,
+    );
+    assert!(again.status.success(), "{}", text(&again));
+    let second: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(
+        proxy.count("GET", "/manifests/"),
+        0,
+        "every digest, listed in images or not, is known"
+    );
+    assert_eq!(second["lastScanRequests"]["manifestGets"], 0);
+    assert_eq!(proxy.count("HEAD", "/manifests/"), TAGS);
+    assert_eq!(second["images"], first["images"]);
+}

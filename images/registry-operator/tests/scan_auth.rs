@@ -122,7 +122,7 @@ async fn access_token_field_and_anonymous_pull_tokens() {
             users: vec![(USER.into(), PASSWORD.into())],
             options,
         },
-        tls: false,
+        ..RegistryOptions::default()
     })
     .await
     .unwrap();

@@ -1,5 +1,6 @@
 //! Registry faults through a fault-injecting proxy in front of a real registry: 429 with
-//! Retry-After, 5xx then success, garbage, a registry that hangs, a tag deleted mid-scan.
+//! Retry-After, 5xx then success, garbage, a registry that hangs, a tag deleted mid-scan, one
+//! tag that never answers (the scan goes on), a rate limit shared by every stream.
 
 mod common;
 
@@ -73,7 +74,7 @@ async fn server_errors_are_retried_then_succeed() {
 
 #[tokio::test]
 async fn garbage_answers_are_invalid_responses_not_crashes() {
-    let (_reg, proxy, _) = setup().await;
+    let (_reg, proxy, pushed) = setup().await;
     proxy.inject(Fault::new("/tags/list", 1, FaultAction::Garbage));
     let err = common::scan_plain(&proxy.url, "faulty/app")
         .await
@@ -81,14 +82,34 @@ async fn garbage_answers_are_invalid_responses_not_crashes() {
     assert_eq!(err.reason().as_str(), "RegistryError", "{err}");
     assert!(err.to_string().contains("not valid JSON"), "{err}");
 
-    proxy.inject(Fault::new("/manifests/sha256:", 1, FaultAction::Garbage).method("GET"));
-    let err = common::scan_plain(&proxy.url, "faulty/app")
-        .await
-        .unwrap_err();
-    assert!(
-        err.to_string().contains("does not match its digest"),
-        "{err}"
+    // A garbage manifest for one digest fails only the tag that points at it.
+    let oci = &pushed.tags[1];
+    proxy.inject(
+        Fault::new(
+            &format!("/manifests/{}", oci.1.digest),
+            1000,
+            FaultAction::Garbage,
+        )
+        .method("GET"),
     );
+    let report = common::scan_plain(&proxy.url, "faulty/app").await.unwrap();
+    let failed: Vec<&str> = report.failed_tags.iter().map(|f| f.tag.as_str()).collect();
+    assert_eq!(failed, [oci.0.as_str()]);
+    assert!(
+        report.failed_tags[0]
+            .message
+            .contains("does not match its digest"),
+        "{:?}",
+        report.failed_tags
+    );
+    let image = report.images.iter().find(|i| i.tag == oci.0).unwrap();
+    assert_eq!(
+        (image.digest.as_str(), image.size),
+        (oci.1.digest.as_str(), None),
+        "the digest from HEAD stays, without facts"
+    );
+    assert!(image.note.is_some());
+    assert!(!report.facts.contains_key(&oci.1.digest));
 }
 
 #[tokio::test]
@@ -167,10 +188,10 @@ async fn unreachable_registry_says_so() {
 #[tokio::test]
 async fn unknown_manifest_types_keep_their_digest_without_a_size() {
     let (_reg, proxy, pushed) = setup().await;
-    // A registry that serves a manifest type we do not know (here: a legacy schema 1 body).
-    let body = r#"{"schemaVersion":1,"name":"faulty/app","tag":"latest","fsLayers":[]}"#;
+    // A registry that serves a manifest type we do not know.
+    let body = r#"{"schemaVersion":2,"artifact":"something new"}"#;
     let digest = testenv::push::sha256_digest(body.as_bytes());
-    let media_type = "application/vnd.docker.distribution.manifest.v1+prettyjws";
+    let media_type = "application/vnd.example.unknown.v1+json";
     let headers = |len: usize| {
         vec![
             ("Content-Type".to_string(), media_type.to_string()),
@@ -213,4 +234,128 @@ async fn unknown_manifest_types_keep_their_digest_without_a_size() {
         Some(pushed.tags[0].1.size),
         "the rest of the scan is unaffected"
     );
+}
+
+#[tokio::test]
+async fn one_tag_failing_forever_does_not_fail_the_scan_but_most_tags_failing_does() {
+    let (_reg, proxy, pushed) = setup().await;
+    proxy.inject(Fault::new("/manifests/2.0", 1000, FaultAction::status(500)).method("HEAD"));
+    let report = common::scan_plain(&proxy.url, "faulty/app").await.unwrap();
+    let failed: Vec<&str> = report.failed_tags.iter().map(|f| f.tag.as_str()).collect();
+    assert_eq!(failed, ["2.0"]);
+    assert_eq!(report.failed_tags[0].reason, "RegistryError");
+    let tags: Vec<&str> = report.images.iter().map(|i| i.tag.as_str()).collect();
+    assert_eq!(tags, ["1.0", "latest"], "no digest known for 2.0: left out");
+
+    proxy.clear_faults();
+    proxy.inject(Fault::new("/manifests/", 1000, FaultAction::status(403)).method("HEAD"));
+    let err = common::scan_plain(&proxy.url, "faulty/app")
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().starts_with("3 of 3 tags could not be read"),
+        "{err}"
+    );
+    assert_eq!(err.reason().as_str(), "AuthenticationFailed", "{err}");
+    let _ = pushed;
+}
+
+#[tokio::test]
+async fn a_rate_limit_closes_the_host_for_every_scan_and_fails_fast_past_the_deadline() {
+    let (_reg, proxy, _) = setup().await;
+    let state = std::sync::Arc::new(registry_operator::registry::RegistryState::default());
+    let client = RegistryClient::new(ClientOptions::default())
+        .unwrap()
+        .with_state(state);
+    let options = ScanOptions {
+        timeout: Duration::from_secs(60),
+        ..ScanOptions::default()
+    };
+    proxy.inject(Fault::new(
+        "/tags/list",
+        1,
+        FaultAction::too_many_requests(3600),
+    ));
+    let started = Instant::now();
+    let target = Target::new(&proxy.url, "faulty/app").unwrap();
+    let err = scan(&client, &target, None, &options).await.unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5), "no waiting");
+    assert_eq!(err.reason().as_str(), "RateLimited", "{err}");
+    assert!(err.to_string().contains("3600s"), "{err}");
+
+    // Another repository on the same host, same client state: refused without a request.
+    let other = Target::new(&proxy.url, "faulty/other").unwrap();
+    let err = scan(&client, &other, None, &options).await.unwrap_err();
+    assert_eq!(err.reason().as_str(), "RateLimited", "{err}");
+    assert_eq!(proxy.count("", "faulty/other"), 0, "the gate held it back");
+}
+
+#[tokio::test]
+async fn retry_after_on_503_is_honoured() {
+    let (_reg, proxy, pushed) = setup().await;
+    proxy.inject(Fault::new(
+        "/tags/list",
+        1,
+        FaultAction::Status {
+            code: 503,
+            headers: vec![("Retry-After".into(), "2".into())],
+            body: String::new(),
+        },
+    ));
+    let started = Instant::now();
+    let report = common::scan_plain(&proxy.url, "faulty/app").await.unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "waited as asked"
+    );
+    common::assert_matches(&report, &pushed);
+    assert_eq!(report.requests.retries, 1);
+}
+
+#[tokio::test]
+async fn an_index_reached_without_a_head_digest_is_fetched_once() {
+    let reg = RegistryServer::start(RegistryOptions::plain())
+        .await
+        .unwrap();
+    let pusher = testenv::push::Pusher::new(&reg, None).unwrap();
+    let spec = testenv::push::ImageSpec::new(testenv::push::Format::Oci, 5, &[100]);
+    let image = pusher.push_image("idx/app", None, &spec).await.unwrap();
+    let index = pusher
+        .push_index(
+            "idx/app",
+            Some("multi"),
+            testenv::push::Format::Oci,
+            &[(&spec, &image)],
+            false,
+        )
+        .await
+        .unwrap();
+    let proxy = FaultProxy::start(&reg.url).await.unwrap();
+    // A registry without HEAD support.
+    proxy.inject(Fault::new("/manifests/multi", 1, FaultAction::status(405)).method("HEAD"));
+    let report = common::scan_plain(&proxy.url, "idx/app").await.unwrap();
+    assert_eq!(report.images[0].digest, index.digest);
+    assert_eq!(report.images[0].size, Some(image.size));
+    assert_eq!(
+        proxy.count("GET", &format!("/manifests/{}", index.digest)),
+        0,
+        "the GET by tag already described the index"
+    );
+    assert_eq!(
+        report.requests.manifest_gets, 2,
+        "by tag, then its one child"
+    );
+}
+
+#[tokio::test]
+async fn a_huge_timeout_does_not_overflow() {
+    let (_reg, proxy, pushed) = setup().await;
+    let client = RegistryClient::new(ClientOptions::default()).unwrap();
+    let target = Target::new(&proxy.url, "faulty/app").unwrap();
+    let options = ScanOptions {
+        timeout: Duration::from_secs(u64::MAX),
+        ..ScanOptions::default()
+    };
+    let report = scan(&client, &target, None, &options).await.unwrap();
+    common::assert_matches(&report, &pushed);
 }

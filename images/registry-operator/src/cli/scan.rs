@@ -1,10 +1,12 @@
-//! `registry-operator scan`: one scan, no cluster. `--output json` prints exactly the status
-//! object the operator writes; `--previous` makes a rescan of an unchanged repository cost only
-//! the tag list and one HEAD per tag.
+//! `registry-operator scan`: one scan, no cluster. `--output json` prints the status object the
+//! operator writes, plus (when `images` had to leave tags out) a `facts` field with every tag's
+//! digest and facts; `--previous` reads both, so a rescan of an unchanged repository, however
+//! large, costs only the tag list and one HEAD per tag.
 
 use std::io::Read;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -13,8 +15,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::{DEFAULT_MAX_IMAGES, RegistryStatus};
 use crate::registry::{
-    ClientOptions, Credentials, DEFAULT_MAX_TAGS, RegistryClient, ScanLimits, ScanOptions,
-    TagFilter, Target, scan,
+    ClientOptions, Credentials, DEFAULT_MAX_TAGS, RegistryClient, RegistryState, RepositoryFacts,
+    ScanLimits, ScanOptions, TagFilter, Target, scan,
 };
 use crate::status;
 
@@ -61,9 +63,28 @@ pub struct ScanArgs {
     /// An earlier `--output json` result: digests it knows need no manifest GET.
     #[arg(long)]
     previous: Option<PathBuf>,
+    /// At most this many requests per second to the registry host (default: no ceiling).
+    #[arg(long, value_parser = positive_rate)]
+    requests_per_second: Option<f64>,
     /// Output format.
     #[arg(long, short, value_enum, default_value = "table")]
     output: Output,
+}
+
+fn positive_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if r.is_finite() && r > 0.0 => Ok(r),
+        _ => Err(format!("{s:?} is not a positive number")),
+    }
+}
+
+/// What `--output json` prints: the status, and the full facts when `images` is capped.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct JsonResult {
+    #[serde(flatten)]
+    status: RegistryStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    facts: Option<RepositoryFacts>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -98,15 +119,12 @@ async fn scan_once(args: &ScanArgs) -> anyhow::Result<()> {
         insecure_skip_verify: args.insecure_skip_verify,
         ca_pem,
         ..ClientOptions::default()
-    })?;
-    let options = ScanOptions {
+    })?
+    .with_state(Arc::new(RegistryState::new(args.requests_per_second)));
+    let mut options = ScanOptions {
         concurrency: args.concurrency.into(),
         timeout: Duration::from_secs(args.timeout),
         filter: TagFilter::new(args.include.as_deref(), args.exclude.as_deref())?,
-        known: previous
-            .as_ref()
-            .map(status::known_facts)
-            .unwrap_or_default(),
         limits: match args.max_tags {
             0 => ScanLimits::unlimited(),
             n => ScanLimits {
@@ -116,13 +134,26 @@ async fn scan_once(args: &ScanArgs) -> anyhow::Result<()> {
         },
         ..ScanOptions::default()
     };
+    if let Some(p) = &previous {
+        if let Some(facts) = &p.facts {
+            facts.merge_into(&mut options.known, &mut options.known_tags);
+        }
+        for (d, f) in status::known_facts(&p.status) {
+            options.known.entry(d).or_insert(f);
+        }
+        for (t, d) in status::known_tags(&p.status) {
+            options.known_tags.entry(t).or_insert(d);
+        }
+    }
     let report = scan(&client, &target, credentials.as_ref(), &options).await?;
     tracing::info!(
         tags = report.images.len(),
         tag_pages = report.requests.tag_pages,
         heads = report.requests.manifest_heads,
         gets = report.requests.manifest_gets,
+        blob_heads = report.requests.blob_heads,
         tokens = report.requests.token_requests,
+        failed_tags = report.failed_tags.len(),
         retries = report.requests.retries,
         ms = report.duration.as_millis() as u64,
         "scan finished"
@@ -142,9 +173,16 @@ async fn scan_once(args: &ScanArgs) -> anyhow::Result<()> {
             status::IMAGES_BYTE_BUDGET
         },
     };
-    let status = status::succeeded(previous.as_ref(), &report, &ctx);
+    let status = status::succeeded(previous.as_ref().map(|p| &p.status), &report, &ctx);
     match args.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&status)?),
+        Output::Json => {
+            let facts = (status.omitted_tags.unwrap_or(0) > 0)
+                .then(|| RepositoryFacts::new(&report.images, &report.facts));
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&JsonResult { status, facts })?
+            )
+        }
         Output::Table => print_table(&status),
     }
     Ok(())
@@ -163,7 +201,7 @@ fn read_password() -> anyhow::Result<String> {
     Ok(password)
 }
 
-fn read_previous(path: &PathBuf) -> anyhow::Result<RegistryStatus> {
+fn read_previous(path: &PathBuf) -> anyhow::Result<JsonResult> {
     let text =
         std::fs::read(path).with_context(|| format!("reading --previous {}", path.display()))?;
     serde_json::from_slice(&text).with_context(|| {
@@ -191,11 +229,15 @@ fn print_table(status: &RegistryStatus) {
             })
             .collect();
         println!(
-            "{:<tag_width$}  {:<71}  {:>10}  {}",
+            "{:<tag_width$}  {:<71}  {:>10}  {}{}",
             i.tag,
             i.digest,
             i.size.map(human_size).unwrap_or_else(|| "-".into()),
-            platforms.join(",")
+            platforms.join(","),
+            i.note
+                .as_deref()
+                .map(|n| format!("  ({n})"))
+                .unwrap_or_default()
         );
     }
     if let Some(m) = &status.message {

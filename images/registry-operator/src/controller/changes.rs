@@ -73,6 +73,7 @@ mod tests {
             size: None,
             media_type: None,
             platforms: vec![],
+            note: None,
         }
     }
 

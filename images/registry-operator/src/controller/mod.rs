@@ -50,6 +50,10 @@ pub struct RunArgs {
     /// Images kept in a Registry's status unless its spec.maxImages says otherwise.
     #[arg(long, env = "MAX_IMAGES", default_value_t = 1000)]
     pub max_images: usize,
+    /// At most this many requests per second to any one registry host, across all scans
+    /// (default: no ceiling; a registry's 429 and Retry-After are always honoured).
+    #[arg(long, env = "REGISTRY_REQUESTS_PER_SECOND")]
+    pub registry_requests_per_second: Option<f64>,
     /// Only watch Registries in this namespace (default: all namespaces).
     #[arg(long, env = "WATCH_NAMESPACE")]
     pub namespace: Option<String>,
@@ -162,6 +166,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         limits: args.limits.scan_limits(),
         body_budget: args.limits.body_budget(),
         egress,
+        requests_per_second: args
+            .registry_requests_per_second
+            .filter(|r| r.is_finite() && *r > 0.0),
     };
     let ctx = Arc::new(reconcile::Context::new(
         client.clone(),

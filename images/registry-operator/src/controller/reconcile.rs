@@ -20,7 +20,7 @@ use super::metrics::{Metrics, ObjectLabels, RequestCounter, ResultLabels};
 use crate::api::{MIN_SCAN_INTERVAL, Registry, RegistryStatus, ScanStatus};
 use crate::registry::{
     BodyBudget, ClientOptions, Credentials, EgressPolicy, ManifestFacts, RegistryClient,
-    ScanLimits, ScanOptions, TagFilter, Target, scan,
+    RegistryState, ScanLimits, ScanOptions, TagFilter, Target, scan,
 };
 use crate::status::{self, REASON_SUSPENDED};
 
@@ -39,6 +39,8 @@ pub struct Settings {
     pub egress: Arc<EgressPolicy>,
     /// Shared by every registry client.
     pub body_budget: Arc<BodyBudget>,
+    /// Ceiling on requests per second to one registry host, across all scans.
+    pub requests_per_second: Option<f64>,
 }
 
 /// What the operator remembers about one Registry between scans (lost on restart; status
@@ -66,6 +68,9 @@ pub struct Context {
     /// concurrency limit picks due objects from a set, which starves some objects when more are
     /// due than can run.
     admission: Admission,
+    /// Auth modes, tokens and per-host rate-limit gates, shared by every client and kept
+    /// across scans (bounded inside): a rescan sends its cached token up front.
+    registry_state: Arc<RegistryState>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +96,7 @@ impl Context {
                 settings.max_concurrent_scans,
                 settings.max_scans_per_namespace,
             ),
+            registry_state: Arc::new(RegistryState::new(settings.requests_per_second)),
             settings,
         }
     }
@@ -122,6 +128,7 @@ impl Context {
             body_budget: Some(self.settings.body_budget.clone()),
             ..ClientOptions::default()
         })?
+        .with_state(self.registry_state.clone())
         .with_observer(Arc::new(RequestCounter(self.metrics.clone())));
         clients.insert(key, client.clone());
         Ok(client)
@@ -231,6 +238,11 @@ pub async fn reconcile(obj: Arc<Registry>, ctx: Arc<Context>) -> Result<Action, 
     for (digest, facts) in previous.map(status::known_facts).unwrap_or_default() {
         known.entry(digest).or_insert(facts);
     }
+    // A tag that cannot be read this time keeps the digest it had.
+    let mut known_tags = previous.map(status::known_tags).unwrap_or_default();
+    for image in before.iter().flatten() {
+        known_tags.insert(image.tag.clone(), image.digest.clone());
+    }
     let before = before.or_else(|| {
         previous
             .filter(|s| s.omitted_tags.unwrap_or(0) == 0 && s.last_scan_status.is_some())
@@ -255,6 +267,7 @@ pub async fn reconcile(obj: Arc<Registry>, ctx: Arc<Context>) -> Result<Action, 
             filter: TagFilter::new(filter.include.as_deref(), filter.exclude.as_deref())?,
             known,
             limits: ctx.settings.limits,
+            known_tags,
             ..ScanOptions::default()
         };
         scan(&client, &target, inputs.credentials.as_ref(), &options).await
@@ -284,7 +297,22 @@ pub async fn reconcile(obj: Arc<Registry>, ctx: Arc<Context>) -> Result<Action, 
                 previous.is_some_and(|s| s.last_scan_status == Some(ScanStatus::Success));
             let new_status = status::succeeded(previous, &report, &sctx);
             let message = new_status.message.clone().unwrap_or_default();
+            let degraded = degraded_message(&new_status);
             write_status(&ctx, &obj, new_status).await?;
+            // Said once when tags start failing, not on every scan while they do.
+            if let Some(note) = degraded
+                && previous.and_then(|s| s.failed_tags).unwrap_or(0) == 0
+            {
+                publish(
+                    &ctx,
+                    &obj,
+                    EventType::Warning,
+                    status::REASON_TAGS_UNREADABLE,
+                    "Scan",
+                    note,
+                )
+                .await;
+            }
             tracing::info!(registry = %key, tags = report.images.len(), gets = report.requests.manifest_gets, ms = report.duration.as_millis() as u64, "scan succeeded");
             if !was_ready {
                 publish(
@@ -331,6 +359,14 @@ pub async fn reconcile(obj: Arc<Registry>, ctx: Arc<Context>) -> Result<Action, 
         }
     }
     Ok(Action::requeue(jitter(interval)))
+}
+
+/// The `Degraded` condition's message when it is `True`.
+fn degraded_message(s: &RegistryStatus) -> Option<String> {
+    s.conditions
+        .iter()
+        .find(|c| c.type_ == status::DEGRADED && c.status == "True")
+        .map(|c| c.message.clone())
 }
 
 /// `Some(wait)` when nothing asks for a scan yet: the spec and Secrets are as last scanned

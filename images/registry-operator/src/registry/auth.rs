@@ -44,9 +44,17 @@ impl Credentials {
         hex::encode(&h.finalize()[..16])
     }
 
-    /// True when `text` contains the password, so callers can scrub anything shown to users.
+    /// True when `text` contains the password in any form a registry might echo (plain, the
+    /// base64 of a Basic header, percent-encoded), so callers can scrub anything shown to users.
     pub(crate) fn leaks_into(&self, text: &str) -> bool {
-        !self.password.is_empty() && text.contains(&self.password)
+        if self.password.is_empty() {
+            return false;
+        }
+        let basic = self.basic_header();
+        let encoded = basic.trim_start_matches("Basic ");
+        let escaped: String =
+            url::form_urlencoded::byte_serialize(self.password.as_bytes()).collect();
+        text.contains(&self.password) || text.contains(encoded) || text.contains(&escaped)
     }
 }
 
@@ -67,7 +75,19 @@ pub enum Challenge {
         realm: String,
         service: Option<String>,
         scope: Option<String>,
+        /// RFC 6750 `error=`: `invalid_token` (expired or revoked) or `insufficient_scope`.
+        error: Option<String>,
     },
+}
+
+impl Challenge {
+    /// The `error=` a bearer challenge carries, if any.
+    pub fn error(&self) -> Option<&str> {
+        match self {
+            Challenge::Bearer { error, .. } => error.as_deref(),
+            Challenge::Basic => None,
+        }
+    }
 }
 
 /// Parses `Bearer realm="…",service="…",scope="…"` or `Basic realm="…"`. Quoted values may
@@ -84,15 +104,20 @@ pub fn parse_challenge(header: &str) -> Option<Challenge> {
             realm: params.get("realm")?.clone(),
             service: params.get("service").cloned(),
             scope: params.get("scope").cloned(),
+            error: params.get("error").cloned(),
         }),
         _ => None,
     }
 }
 
+/// A header is at most a few KiB (reqwest caps header sizes); parameters past this many are
+/// ignored so no input makes the map grow without bound.
+const MAX_PARAMS: usize = 32;
+
 fn parse_params(s: &str) -> HashMap<String, String> {
     let mut out = HashMap::new();
     let mut chars = s.chars().peekable();
-    loop {
+    while out.len() < MAX_PARAMS {
         while chars.peek().is_some_and(|c| *c == ',' || c.is_whitespace()) {
             chars.next();
         }
@@ -121,6 +146,7 @@ fn parse_params(s: &str) -> HashMap<String, String> {
         }
         out.insert(key, value);
     }
+    out
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -139,33 +165,47 @@ pub(crate) struct TokenCache {
     tokens: Mutex<HashMap<TokenKey, (String, Instant)>>,
 }
 
-/// Tokens are refreshed this long before they expire, so a request never carries a stale one.
+/// Tokens are refreshed this long before they expire (or after half their life, for short-lived
+/// ones), so a request never carries a stale one.
 const EXPIRY_MARGIN: Duration = Duration::from_secs(10);
 const MAX_CACHED_TOKENS: usize = 10_000;
+
+/// When a token obtained now with `lifetime` should no longer be sent.
+fn usable_until(now: Instant, lifetime: Duration) -> Option<Instant> {
+    now.checked_add(lifetime.saturating_sub(EXPIRY_MARGIN.min(lifetime / 2)))
+}
 
 impl TokenCache {
     pub fn get(&self, key: &TokenKey) -> Option<String> {
         let tokens = self.tokens.lock().expect("token cache poisoned");
         tokens
             .get(key)
-            .filter(|(_, expires)| Instant::now() + EXPIRY_MARGIN < *expires)
+            .filter(|(_, until)| Instant::now() < *until)
             .map(|(t, _)| t.clone())
     }
 
     pub fn put(&self, key: TokenKey, token: String, lifetime: Duration) {
+        let now = Instant::now();
+        let Some(until) = usable_until(now, lifetime) else {
+            return;
+        };
         let mut tokens = self.tokens.lock().expect("token cache poisoned");
         if tokens.len() >= MAX_CACHED_TOKENS {
-            let now = Instant::now();
-            tokens.retain(|_, (_, expires)| *expires > now);
+            tokens.retain(|_, (_, until)| *until > now);
+            if tokens.len() >= MAX_CACHED_TOKENS {
+                tokens.clear();
+            }
         }
-        tokens.insert(key, (token, Instant::now() + lifetime));
+        tokens.insert(key, (token, until));
     }
 
-    pub fn forget(&self, key: &TokenKey) {
-        self.tokens
-            .lock()
-            .expect("token cache poisoned")
-            .remove(key);
+    /// Forgets `token` for `key`, and only that token: a concurrent request may already have
+    /// replaced a rejected token with a fresh one.
+    pub fn forget(&self, key: &TokenKey, token: &str) {
+        let mut tokens = self.tokens.lock().expect("token cache poisoned");
+        if tokens.get(key).is_some_and(|(t, _)| t == token) {
+            tokens.remove(key);
+        }
     }
 }
 
@@ -207,6 +247,7 @@ mod tests {
                 realm: "https://auth.docker.io/token".into(),
                 service: Some("registry.docker.io".into()),
                 scope: Some("repository:library/nginx:pull,push".into()),
+                error: None,
             })
         );
     }
@@ -234,9 +275,63 @@ mod tests {
             Challenge::Bearer {
                 realm: "http://127.0.0.1:1/token".into(),
                 service: Some("reg".into()),
-                scope: None
+                scope: None,
+                error: None,
             }
         );
+    }
+
+    #[test]
+    fn challenge_errors_are_parsed() {
+        let c = parse_challenge(
+            r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:x/y:pull",error="insufficient_scope""#,
+        )
+        .unwrap();
+        assert_eq!(c.error(), Some("insufficient_scope"));
+    }
+
+    #[test]
+    fn short_lived_tokens_are_used_for_half_their_life() {
+        let now = Instant::now();
+        assert_eq!(
+            usable_until(now, Duration::from_secs(4)),
+            Some(now + Duration::from_secs(2))
+        );
+        assert_eq!(
+            usable_until(now, Duration::from_secs(300)),
+            Some(now + Duration::from_secs(290))
+        );
+        let cache = TokenCache::default();
+        let key = TokenKey {
+            realm: "r".into(),
+            service: "s".into(),
+            scope: "repository:a:pull".into(),
+            credential: String::new(),
+        };
+        cache.put(key.clone(), "t1".into(), Duration::from_secs(6));
+        assert_eq!(
+            cache.get(&key).as_deref(),
+            Some("t1"),
+            "a 6 s token is reused"
+        );
+        cache.forget(&key, "other");
+        assert_eq!(
+            cache.get(&key).as_deref(),
+            Some("t1"),
+            "only the rejected token goes"
+        );
+        cache.forget(&key, "t1");
+        assert_eq!(cache.get(&key), None);
+    }
+
+    #[test]
+    fn leaks_cover_basic_and_escaped_forms() {
+        let c = Credentials::new("alice", "p@ss word");
+        let basic = c.basic_header();
+        assert!(c.leaks_into(&format!("echo: {}", basic.trim_start_matches("Basic "))));
+        assert!(c.leaks_into("password=p%40ss+word"));
+        assert!(c.leaks_into("p@ss word"));
+        assert!(!c.leaks_into("nothing here"));
     }
 
     #[test]

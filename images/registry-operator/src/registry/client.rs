@@ -1,14 +1,15 @@
-//! The shared HTTP side of the scan core: one connection pool per TLS setting, the token cache,
-//! and a hook that lets the controller count requests for its metrics.
+//! The shared HTTP side of the scan core: one connection pool per TLS setting, the state that
+//! outlives a scan (auth, tokens, rate-limit gates), and a hook that lets the controller count
+//! requests for its metrics.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::ScanError;
-use super::auth::TokenCache;
 use super::budget::BodyBudget;
 use super::egress::{EgressPolicy, PolicyResolver};
 use super::retry::RetryPolicy;
+use super::state::RegistryState;
 
 /// What a request was for; tests and metrics count requests by kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -17,6 +18,7 @@ pub enum RequestKind {
     ManifestHead,
     ManifestGet,
     Token,
+    BlobHead,
 }
 
 impl RequestKind {
@@ -26,6 +28,7 @@ impl RequestKind {
             Self::ManifestHead => "manifest_head",
             Self::ManifestGet => "manifest_get",
             Self::Token => "token",
+            Self::BlobHead => "blob_head",
         }
     }
 }
@@ -66,11 +69,11 @@ impl Default for ClientOptions {
     }
 }
 
-/// Cheap to clone; clones share the pool and the token cache.
+/// Cheap to clone; clones share the pool and the state.
 #[derive(Clone)]
 pub struct RegistryClient {
     pub(crate) http: reqwest::Client,
-    pub(crate) tokens: Arc<TokenCache>,
+    pub(crate) state: Arc<RegistryState>,
     pub(crate) options: Arc<ClientOptions>,
     pub(crate) observer: Option<Arc<dyn RequestObserver>>,
 }
@@ -110,10 +113,17 @@ impl RegistryClient {
             .map_err(|e| ScanError::InvalidConfig(format!("building the HTTP client: {e}")))?;
         Ok(Self {
             http,
-            tokens: Arc::new(TokenCache::default()),
+            state: Arc::new(RegistryState::default()),
             options: Arc::new(options),
             observer: None,
         })
+    }
+
+    /// Shares auth state, tokens and rate-limit gates with other clients (the controller keeps
+    /// one for all its clients, so state survives across scans and TLS settings).
+    pub fn with_state(mut self, state: Arc<RegistryState>) -> Self {
+        self.state = state;
+        self
     }
 
     pub fn with_observer(mut self, observer: Arc<dyn RequestObserver>) -> Self {

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ScanError {
     #[error("invalid registry settings: {0}")]
     InvalidConfig(String),
@@ -31,9 +31,29 @@ pub enum ScanError {
     Timeout { what: String, after: Duration },
 
     #[error(
-        "rate limited by {registry} (HTTP 429) after {attempts} attempts; the next scan retries (add credentials to raise the limit)"
+        "repository {repository} on {registry}: repository not found or not accessible with these credentials"
     )]
-    RateLimited { registry: String, attempts: u32 },
+    NotAccessible {
+        registry: String,
+        repository: String,
+    },
+
+    #[error("rate limited by {registry} (HTTP 429){}; the next scan retries (add credentials to raise the limit)", rate_limit_detail(*.attempts, *.retry_after, *.time_left))]
+    RateLimited {
+        registry: String,
+        attempts: u32,
+        /// The wait the registry asked for, when it was longer than the scan had left.
+        retry_after: Option<Duration>,
+        time_left: Option<Duration>,
+    },
+
+    #[error("{failed} of {total} tags could not be read (first: tag {tag}: {first})")]
+    TooManyTagFailures {
+        failed: usize,
+        total: usize,
+        tag: String,
+        first: Box<ScanError>,
+    },
 
     #[error("{registry} answered {method} {path} with HTTP {status}{}", excerpt_suffix(.excerpt))]
     Status {
@@ -98,6 +118,22 @@ pub enum ScanError {
     },
 }
 
+fn rate_limit_detail(
+    attempts: u32,
+    retry_after: Option<Duration>,
+    time_left: Option<Duration>,
+) -> String {
+    match (retry_after, time_left) {
+        (Some(wait), Some(left)) => format!(
+            ": it asked to wait {}s (Retry-After), longer than the {}s left of the scan",
+            wait.as_secs(),
+            left.as_secs()
+        ),
+        (Some(wait), None) => format!(": it asked to wait {}s (Retry-After)", wait.as_secs()),
+        _ => format!(" after {attempts} attempts"),
+    }
+}
+
 fn excerpt_suffix(excerpt: &str) -> String {
     if excerpt.is_empty() {
         String::new()
@@ -147,7 +183,10 @@ impl ScanError {
         match self {
             Self::InvalidConfig(_) => FailureReason::InvalidSpec,
             Self::Unauthorized { .. } => FailureReason::AuthenticationFailed,
-            Self::RepositoryNotFound { .. } => FailureReason::RepositoryNotFound,
+            Self::RepositoryNotFound { .. } | Self::NotAccessible { .. } => {
+                FailureReason::RepositoryNotFound
+            }
+            Self::TooManyTagFailures { first, .. } => first.reason(),
             Self::Tls { .. } => FailureReason::TlsError,
             Self::Unreachable { .. } => FailureReason::RegistryUnreachable,
             Self::Timeout { .. } => FailureReason::Timeout,
@@ -158,6 +197,17 @@ impl ScanError {
             Self::EgressDenied { .. } => FailureReason::EgressDenied,
             Self::InsecureTokenRealm { .. } => FailureReason::InsecureTokenRealm,
         }
+    }
+}
+
+impl ScanError {
+    /// True for failures that concern the registry as a whole (its TLS, its rate limit, the
+    /// settings): one tag failing this way means the others will too, so the scan stops.
+    pub fn is_scan_wide(&self) -> bool {
+        matches!(
+            self,
+            Self::InvalidConfig(_) | Self::Tls { .. } | Self::RateLimited { .. }
+        )
     }
 }
 
@@ -212,6 +262,23 @@ mod tests {
     fn excerpt_prefers_registry_error_messages() {
         let body = br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required","detail":null}]}"#;
         assert_eq!(body_excerpt(body), "UNAUTHORIZED authentication required");
+    }
+
+    #[test]
+    fn rate_limits_say_how_long_the_registry_asked_for() {
+        let e = ScanError::RateLimited {
+            registry: "r".into(),
+            attempts: 1,
+            retry_after: Some(Duration::from_secs(3600)),
+            time_left: Some(Duration::from_secs(299)),
+        };
+        let text = e.to_string();
+        assert!(
+            text.contains("HTTP 429") && text.contains("3600s"),
+            "{text}"
+        );
+        assert_eq!(e.reason(), FailureReason::RateLimited);
+        assert!(e.is_scan_wide());
     }
 
     #[test]

@@ -4,17 +4,21 @@ use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 use sha2::{Digest as _, Sha256, Sha512};
 
 use super::Platform;
+use super::schema1::{self, SCHEMA1_MANIFEST, SCHEMA1_SIGNED};
 
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
 
-/// Every manifest type we understand; sent as `Accept` so registries neither convert nor refuse.
+/// Every manifest type we understand; sent as `Accept` so registries neither convert nor refuse
+/// (without the schema 1 types some registries answer 404 for a schema 1 tag).
 pub const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.index.v1+json, \
 application/vnd.docker.distribution.manifest.list.v2+json, \
 application/vnd.oci.image.manifest.v1+json, \
-application/vnd.docker.distribution.manifest.v2+json";
+application/vnd.docker.distribution.manifest.v2+json, \
+application/vnd.docker.distribution.manifest.v1+prettyjws, \
+application/vnd.docker.distribution.manifest.v1+json";
 
 /// Manifests are small; distribution itself refuses ones over 4 MiB.
 pub const MANIFEST_BODY_LIMIT: usize = 4 << 20;
@@ -24,6 +28,8 @@ pub const MANIFEST_BODY_LIMIT: usize = 4 << 20;
 pub enum Kind {
     Image,
     Index,
+    /// Legacy schema 1: no sizes in the manifest, digest over the unsigned payload.
+    Schema1,
     Unknown,
 }
 
@@ -31,6 +37,7 @@ pub fn kind_of(media_type: &str) -> Kind {
     match media_type {
         DOCKER_MANIFEST | OCI_MANIFEST => Kind::Image,
         DOCKER_MANIFEST_LIST | OCI_INDEX => Kind::Index,
+        SCHEMA1_MANIFEST | SCHEMA1_SIGNED => Kind::Schema1,
         _ => Kind::Unknown,
     }
 }
@@ -44,6 +51,9 @@ pub fn media_type_of(body: &[u8], content_type: Option<&str>) -> String {
         media_type: Option<String>,
         manifests: Option<serde::de::IgnoredAny>,
         layers: Option<serde::de::IgnoredAny>,
+        #[serde(rename = "fsLayers")]
+        fs_layers: Option<serde::de::IgnoredAny>,
+        signatures: Option<serde::de::IgnoredAny>,
     }
     let probe: Option<Probe> = serde_json::from_slice(body).ok();
     if let Some(mt) = probe.as_ref().and_then(|p| p.media_type.clone()) {
@@ -58,6 +68,8 @@ pub fn media_type_of(body: &[u8], content_type: Option<&str>) -> String {
     match probe {
         Some(p) if p.manifests.is_some() => OCI_INDEX.into(),
         Some(p) if p.layers.is_some() => OCI_MANIFEST.into(),
+        Some(p) if p.fs_layers.is_some() && p.signatures.is_some() => SCHEMA1_SIGNED.into(),
+        Some(p) if p.fs_layers.is_some() => SCHEMA1_MANIFEST.into(),
         _ => content_type
             .unwrap_or("")
             .split(';')
@@ -77,12 +89,27 @@ pub fn digest_of(body: &[u8], algorithm: &str) -> Option<String> {
     }
 }
 
-/// True when `body` hashes to `digest`. Unknown algorithms cannot be checked and fail.
+/// True when `body` hashes to `digest`. Unknown algorithms cannot be checked and fail. A signed
+/// schema 1 manifest also matches the digest of its payload without signatures (what
+/// distribution reports), besides that of its bytes (what simpler registries report).
 pub fn verify(body: &[u8], digest: &str) -> bool {
-    digest
-        .split_once(':')
-        .and_then(|(alg, _)| digest_of(body, alg))
+    let Some(alg) = digest.split_once(':').map(|(alg, _)| alg) else {
+        return false;
+    };
+    if digest_of(body, alg).is_some_and(|actual| actual == digest) {
+        return true;
+    }
+    schema1::signed_payload(body)
+        .and_then(|p| digest_of(&p, alg))
         .is_some_and(|actual| actual == digest)
+}
+
+/// The digest a registry reports for `body` (schema 1: of the payload without signatures).
+pub fn registry_digest(body: &[u8]) -> String {
+    format!(
+        "sha256:{}",
+        hex::encode(Sha256::digest(schema1::digested_bytes(body)))
+    )
 }
 
 /// Config plus layers: the compressed bytes a pull downloads.
@@ -197,6 +224,18 @@ mod tests {
                 Some("application/vnd.docker.distribution.manifest.v1+prettyjws")
             ),
             "application/vnd.docker.distribution.manifest.v1+prettyjws"
+        );
+        assert_eq!(
+            media_type_of(
+                br#"{"schemaVersion":1,"fsLayers":[]}"#,
+                Some("application/json")
+            ),
+            SCHEMA1_MANIFEST
+        );
+        assert_eq!(kind_of(SCHEMA1_SIGNED), Kind::Schema1);
+        assert!(
+            ACCEPT_MANIFESTS.contains(SCHEMA1_SIGNED)
+                && ACCEPT_MANIFESTS.contains(SCHEMA1_MANIFEST)
         );
     }
 

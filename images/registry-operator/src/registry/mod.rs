@@ -3,16 +3,21 @@
 
 mod auth;
 mod budget;
+mod classify;
 mod client;
 mod egress;
 mod error;
+mod facts;
 mod limits;
 pub mod manifest;
 mod model;
 pub mod order;
+mod ratelimit;
 mod retry;
 mod scanner;
+pub mod schema1;
 mod session;
+mod state;
 mod tags;
 mod target;
 
@@ -23,9 +28,11 @@ pub use client::{
 };
 pub use egress::{EgressDenied, EgressPolicy};
 pub use error::{FailureReason, ScanError};
+pub use facts::RepositoryFacts;
 pub use limits::{DEFAULT_MAX_PAGE_BYTES, DEFAULT_MAX_PAGES, DEFAULT_MAX_TAGS, ScanLimits};
-pub use model::{Image, ManifestFacts, Platform, RequestCounts};
+pub use model::{Image, ManifestFacts, Platform, RequestCounts, TagFailure};
 pub use retry::{RetryPolicy, parse_retry_after};
-pub use scanner::{ScanOptions, ScanReport, scan};
+pub use scanner::{FAILED_TAGS_LIMIT_PERCENT, ScanOptions, ScanReport, scan};
+pub use state::RegistryState;
 pub use tags::{TagFilter, next_link};
-pub use target::Target;
+pub use target::{Target, valid_tag};

@@ -21,6 +21,10 @@ pub struct Image {
     /// The platforms of a multi-arch image (attestation manifests are left out).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub platforms: Vec<Platform>,
+    /// Why this tag's facts are incomplete: its manifest could not be read in the latest scan
+    /// (the digest is then the last one known), or its size could not be worked out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// One platform-specific image of a multi-arch index.
@@ -40,10 +44,14 @@ pub struct Platform {
 
 /// What a manifest digest resolves to; the same for every tag that points at it, so an earlier
 /// scan's facts let a rescan skip the manifest GET.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct ManifestFacts {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub platforms: Vec<Platform>,
 }
 
@@ -69,6 +77,19 @@ pub struct RequestCounts {
     pub manifest_gets: i64,
     /// Token endpoint requests.
     pub token_requests: i64,
+    /// Blob HEAD requests (sizes of schema 1 manifests, which list none).
+    #[serde(default)]
+    pub blob_heads: i64,
     /// Requests repeated after a 429, a 5xx or a connection error.
     pub retries: i64,
+}
+
+/// A tag whose manifest could not be read; the scan goes on without it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TagFailure {
+    pub tag: String,
+    /// What went wrong, in the words of [`super::ScanError`].
+    pub message: String,
+    /// The failure's reason (a [`super::FailureReason`] string).
+    pub reason: &'static str,
 }

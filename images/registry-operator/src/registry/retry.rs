@@ -1,5 +1,6 @@
-//! When to try a request again: 429 honours `Retry-After`; 5xx and connection errors back off
-//! exponentially. Every wait is bounded, so a registry cannot stall a scan past its deadline.
+//! When to try a request again: 5xx and connection errors back off exponentially, within
+//! bounds. A 429's (or 503's) `Retry-After` is honoured through the host's gate
+//! (`ratelimit.rs`), up to the scan's deadline: a longer wait fails the scan at once.
 
 use std::time::{Duration, SystemTime};
 
@@ -11,7 +12,7 @@ pub struct RetryPolicy {
     pub max_attempts: u32,
     /// First backoff after a 5xx or connection error; doubles each time.
     pub base_delay: Duration,
-    /// Upper bound of any single wait, `Retry-After` included.
+    /// Upper bound of one backoff wait (a registry's `Retry-After` is not capped by it).
     pub max_delay: Duration,
 }
 
@@ -34,14 +35,6 @@ impl RetryPolicy {
         let capped = exp.min(self.max_delay);
         let half = capped / 2;
         half + rand::rng().random_range(Duration::ZERO..=half)
-    }
-
-    /// The wait a 429 asks for, capped; without a usable header, the exponential backoff.
-    pub fn rate_limit_wait(&self, retry_after: Option<&str>, attempt: u32) -> Duration {
-        retry_after
-            .and_then(|v| parse_retry_after(v, SystemTime::now()))
-            .map(|d| d.min(self.max_delay))
-            .unwrap_or_else(|| self.backoff(attempt))
     }
 }
 
@@ -76,7 +69,6 @@ mod tests {
     #[test]
     fn waits_are_capped() {
         let p = RetryPolicy::default();
-        assert_eq!(p.rate_limit_wait(Some("86400"), 1), p.max_delay);
         for attempt in 1..40 {
             assert!(p.backoff(attempt) <= p.max_delay);
         }

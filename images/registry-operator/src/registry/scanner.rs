@@ -1,22 +1,34 @@
 //! One repository scan: tag list, one HEAD per tag, and one GET per digest it has not seen.
 //!
 //! Request budget: tag pages + one HEAD per tag + one GET per new digest (+ one per new index
-//! child). Digests an earlier scan resolved (`ScanOptions::known`) cost no GET at all.
+//! child, + one HEAD per distinct layer of a new schema 1 manifest). Digests an earlier scan
+//! resolved (`ScanOptions::known`) cost no GET at all.
+//!
+//! One bad tag never fails the scan: a tag whose manifest cannot be read keeps its last known
+//! digest, carries a note, and is counted in `failed_tags`. Only the tag list, auth, a
+//! registry-wide problem (TLS, rate limit, deadline) or too many failing tags fail the scan.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt, stream};
-use reqwest::header::CONTENT_TYPE;
+use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 
 use super::client::{RegistryClient, RequestKind};
 use super::manifest::{self, ACCEPT_MANIFESTS, Kind, MANIFEST_BODY_LIMIT};
 use super::order::compare_tags;
+use super::schema1;
 use super::session::{Reply, Session};
 use super::tags::{TagFilter, list_tags};
-use super::{Credentials, Image, ManifestFacts, RequestCounts, ScanError, ScanLimits, Target};
+use super::{
+    Credentials, Image, ManifestFacts, RequestCounts, ScanError, ScanLimits, TagFailure, Target,
+};
+
+/// A scan fails when more than this share of its tags cannot be read (and always when all of
+/// them fail): past that, the repository's picture is more wrong than right.
+pub const FAILED_TAGS_LIMIT_PERCENT: usize = 50;
 
 #[derive(Debug, Clone)]
 pub struct ScanOptions {
@@ -30,6 +42,8 @@ pub struct ScanOptions {
     /// Facts an earlier scan learned, by manifest digest.
     pub known: HashMap<String, ManifestFacts>,
     pub limits: ScanLimits,
+    /// Tag → digest as an earlier scan found them: a tag that cannot be read now keeps it.
+    pub known_tags: HashMap<String, String>,
 }
 
 impl Default for ScanOptions {
@@ -41,6 +55,7 @@ impl Default for ScanOptions {
             filter: TagFilter::default(),
             known: HashMap::new(),
             limits: ScanLimits::default(),
+            known_tags: HashMap::new(),
         }
     }
 }
@@ -49,18 +64,16 @@ impl Default for ScanOptions {
 pub struct ScanReport {
     /// Every tag with its digest, in version order.
     pub images: Vec<Image>,
-    /// Facts for every digest in `images`: feed them to the next scan as `known`.
+    /// Complete facts for the digests in `images`: feed them to the next scan as `known`.
+    /// Incomplete ones (an index child not found yet, a refused blob HEAD) are left out so the
+    /// next scan tries again.
     pub facts: HashMap<String, ManifestFacts>,
     pub requests: RequestCounts,
     /// Tags listed but gone before their manifest could be read.
     pub vanished_tags: Vec<String>,
+    /// Tags whose manifest could not be read, in version order.
+    pub failed_tags: Vec<TagFailure>,
     pub duration: Duration,
-}
-
-/// A tag and what its HEAD said.
-struct Resolved {
-    tag: String,
-    digest: String,
 }
 
 pub async fn scan(
@@ -73,147 +86,365 @@ pub async fn scan(
     let session = Session::new(client, target, credentials, options.timeout);
     // Belt and braces: every request and wait already respects the deadline.
     let run = tokio::time::timeout(
-        options.timeout + Duration::from_secs(5),
+        options.timeout.saturating_add(Duration::from_secs(5)),
         run(&session, options),
     );
-    let (images, facts, vanished_tags) = run.await.map_err(|_| ScanError::Timeout {
+    let found = run.await.map_err(|_| ScanError::Timeout {
         what: format!("scan of {}/{}", target.registry(), target.repository()),
         after: options.timeout,
     })??;
     let c = &session.counters;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as i64;
     Ok(ScanReport {
-        images,
-        facts,
+        images: found.images,
+        facts: found.facts,
         requests: RequestCounts {
             tag_pages: load(&c.tag_pages),
             manifest_heads: load(&c.manifest_heads),
             manifest_gets: load(&c.manifest_gets),
             token_requests: load(&c.token_requests),
+            blob_heads: load(&c.blob_heads),
             retries: load(&c.retries),
         },
-        vanished_tags,
+        vanished_tags: found.vanished,
+        failed_tags: found.failed,
         duration: started.elapsed(),
     })
 }
 
-type Found = (Vec<Image>, HashMap<String, ManifestFacts>, Vec<String>);
+struct Found {
+    images: Vec<Image>,
+    facts: HashMap<String, ManifestFacts>,
+    vanished: Vec<String>,
+    failed: Vec<TagFailure>,
+}
+
+/// Splits a per-tag error from one that ends the scan: registry-wide problems, and anything
+/// once the deadline has passed.
+fn per_tag<T>(
+    session: &Session<'_>,
+    r: Result<T, ScanError>,
+) -> Result<Result<T, ScanError>, ScanError> {
+    match r {
+        Err(e) if e.is_scan_wide() => Err(e),
+        Err(e) if session.remaining().is_err() => Err(e),
+        r => Ok(r),
+    }
+}
+
+/// What is known about a digest after the GET phase.
+enum Resolution {
+    Complete(ManifestFacts),
+    /// Usable for the image, but not to be remembered: `note` says what is missing.
+    Partial(ManifestFacts, String),
+    Unreadable(ScanError),
+    Gone,
+}
 
 async fn run(session: &Session<'_>, options: &ScanOptions) -> Result<Found, ScanError> {
     let concurrency = options.concurrency.max(1);
     let tags = list_tags(session, options.page_size, &options.filter, &options.limits).await?;
-    tracing::debug!(registry = %session.target.registry(), repository = session.target.repository(), tags = tags.len(), "listed tags");
+    let total = tags.len();
+    tracing::debug!(registry = %session.target.registry(), repository = session.target.repository(), tags = total, "listed tags");
 
-    let mut facts: HashMap<String, ManifestFacts> = HashMap::new();
-    let heads: Vec<(String, HeadOutcome)> = stream::iter(tags)
+    let heads: Vec<(String, Result<HeadOutcome, ScanError>)> = stream::iter(tags)
         .map(|tag| async move {
-            let outcome = head(session, &tag).await?;
+            let outcome = per_tag(session, head(session, &tag).await)?;
             Ok::<_, ScanError>((tag, outcome))
         })
         .buffer_unordered(concurrency)
         .try_collect()
         .await?;
 
-    let mut resolved = Vec::new();
+    let mut resolved: Vec<(String, String)> = Vec::new();
     let mut vanished = Vec::new();
+    let mut head_failures: Vec<(String, ScanError)> = Vec::new();
+    let mut fetched: HashMap<String, Option<Fetched>> = HashMap::new();
+    let mut unreadable: HashMap<String, ScanError> = HashMap::new();
     for (tag, outcome) in heads {
         match outcome {
-            HeadOutcome::Digest(digest) => resolved.push(Resolved { tag, digest }),
-            HeadOutcome::Fetched(digest, fetched) => {
-                facts.insert(digest.clone(), fetched);
-                resolved.push(Resolved { tag, digest });
+            Ok(HeadOutcome::Digest(digest)) => resolved.push((tag, digest)),
+            Ok(HeadOutcome::Fetched(digest, f)) => {
+                fetched.insert(digest.clone(), Some(f));
+                resolved.push((tag, digest));
             }
-            HeadOutcome::Gone => vanished.push(tag),
+            Ok(HeadOutcome::Gone) => vanished.push(tag),
+            Err(e) => head_failures.push((tag, e)),
         }
     }
 
     // One GET per digest nobody has resolved yet, however many tags share it.
     let wanted: HashSet<String> = resolved
         .iter()
-        .map(|r| r.digest.clone())
-        .filter(|d| !facts.contains_key(d) && !options.known.contains_key(d))
+        .map(|(_, d)| d.clone())
+        .filter(|d| !fetched.contains_key(d) && !options.known.contains_key(d))
         .collect();
-    let fetched = fetch_all(session, wanted, concurrency).await?;
-    let mut pending_indexes = Vec::new();
-    let mut gone = HashSet::new();
+    for (digest, r) in fetch_all(session, wanted, concurrency).await? {
+        match r {
+            Ok(f) => {
+                fetched.insert(digest, f);
+            }
+            Err(e) => {
+                unreadable.insert(digest, e);
+            }
+        }
+    }
+
+    let mut resolutions: HashMap<String, Resolution> = HashMap::new();
+    let mut indexes = Vec::new();
+    let mut schema1s = Vec::new();
     for (digest, f) in fetched {
         match f {
             Some(Fetched::Facts(f)) => {
-                facts.insert(digest, f);
+                resolutions.insert(digest, Resolution::Complete(f));
             }
             Some(Fetched::Index(media_type, entries)) => {
-                pending_indexes.push((digest, media_type, entries))
+                indexes.push((digest, media_type, entries))
             }
+            Some(Fetched::Schema1(media_type, blobs)) => schema1s.push((digest, media_type, blobs)),
             None => {
-                gone.insert(digest);
+                resolutions.insert(digest, Resolution::Gone);
             }
         }
     }
+    for (digest, e) in unreadable {
+        resolutions.insert(digest, Resolution::Unreadable(e));
+    }
 
-    // Platform manifests of new indexes, again one GET per digest.
-    let children: HashSet<String> = pending_indexes
+    resolve_indexes(session, options, concurrency, indexes, &mut resolutions).await?;
+    resolve_schema1(session, concurrency, schema1s, &mut resolutions).await?;
+
+    let mut images = Vec::with_capacity(resolved.len());
+    let mut facts = HashMap::new();
+    let mut failures: Vec<(String, ScanError)> = Vec::new();
+    for (tag, digest) in resolved {
+        let image = |f: &ManifestFacts, note: Option<String>| Image {
+            tag: tag.clone(),
+            digest: digest.clone(),
+            size: f.size,
+            media_type: f.media_type.clone(),
+            platforms: f.platforms.clone(),
+            note,
+        };
+        match resolutions.get(&digest) {
+            Some(Resolution::Gone) => vanished.push(tag),
+            Some(Resolution::Complete(f)) => {
+                images.push(image(f, None));
+                facts.insert(digest.clone(), f.clone());
+            }
+            Some(Resolution::Partial(f, note)) => images.push(image(f, Some(note.clone()))),
+            Some(Resolution::Unreadable(e)) => {
+                images.push(image(
+                    &ManifestFacts::default(),
+                    Some(format!("manifest could not be read: {e}")),
+                ));
+                failures.push((tag, e.clone()));
+            }
+            None => {
+                let f = options.known.get(&digest).cloned().unwrap_or_default();
+                images.push(image(&f, None));
+                facts.insert(digest.clone(), f);
+            }
+        }
+    }
+    // A tag whose HEAD failed keeps the digest (and facts) an earlier scan found.
+    for (tag, e) in head_failures {
+        if let Some(digest) = options.known_tags.get(&tag) {
+            let f = options.known.get(digest).cloned().unwrap_or_default();
+            images.push(Image {
+                tag: tag.clone(),
+                digest: digest.clone(),
+                size: f.size,
+                media_type: f.media_type.clone(),
+                platforms: f.platforms.clone(),
+                note: Some(format!(
+                    "manifest could not be read ({e}); digest from the previous scan"
+                )),
+            });
+            if options.known.contains_key(digest) {
+                facts.insert(digest.clone(), f);
+            }
+        }
+        failures.push((tag, e));
+    }
+
+    failures.sort_by(|a, b| compare_tags(&a.0, &b.0));
+    if !failures.is_empty()
+        && (failures.len() == total || failures.len() * 100 > total * FAILED_TAGS_LIMIT_PERCENT)
+    {
+        let failed = failures.len();
+        let (tag, first) = failures.swap_remove(0);
+        return Err(ScanError::TooManyTagFailures {
+            failed,
+            total,
+            tag,
+            first: Box::new(first),
+        });
+    }
+    let failed = failures
+        .into_iter()
+        .map(|(tag, e)| TagFailure {
+            tag,
+            message: e.to_string(),
+            reason: e.reason().as_str(),
+        })
+        .collect();
+
+    images.sort_by(|a, b| compare_tags(&a.tag, &b.tag));
+    vanished.sort_by(|a, b| compare_tags(a, b));
+    Ok(Found {
+        images,
+        facts,
+        vanished,
+        failed,
+    })
+}
+
+/// Platform sizes of new indexes: one GET per child digest nobody has resolved yet. A child
+/// that cannot be read leaves the index's facts partial, so the next scan tries again.
+async fn resolve_indexes(
+    session: &Session<'_>,
+    options: &ScanOptions,
+    concurrency: usize,
+    indexes: Vec<(String, String, Vec<manifest::IndexEntry>)>,
+    resolutions: &mut HashMap<String, Resolution>,
+) -> Result<(), ScanError> {
+    let size_of = |resolutions: &HashMap<String, Resolution>, d: &str| match resolutions.get(d) {
+        Some(Resolution::Complete(f)) => Some(f.size),
+        _ => options.known.get(d).map(|f| f.size),
+    };
+    let children: HashSet<String> = indexes
         .iter()
         .flat_map(|(_, _, entries)| entries.iter().map(|e| e.platform.digest.clone()))
-        .filter(|d| !facts.contains_key(d) && !options.known.contains_key(d))
+        .filter(|d| size_of(resolutions, d).is_none())
         .collect();
-    let child_facts = fetch_all(session, children, concurrency).await?;
-    for (digest, media_type, entries) in pending_indexes {
+    let mut child_results: HashMap<String, Result<Option<i64>, String>> = HashMap::new();
+    for (digest, r) in fetch_all(session, children, concurrency).await? {
+        let size = match r {
+            Ok(Some(Fetched::Facts(f))) => Ok(f.size),
+            // A nested index has no single size of its own.
+            Ok(Some(Fetched::Index(..))) => Ok(None),
+            Ok(Some(Fetched::Schema1(..))) => Ok(None),
+            Ok(None) => Err(format!("platform manifest {digest} not found")),
+            Err(e) => Err(format!("platform manifest {digest} could not be read: {e}")),
+        };
+        child_results.insert(digest, size);
+    }
+    for (digest, media_type, entries) in indexes {
+        let mut missing = Vec::new();
         let platforms: Vec<_> = entries
             .into_iter()
             .map(|mut e| {
-                let d = &e.platform.digest;
-                e.platform.size = facts
-                    .get(d)
-                    .or_else(|| options.known.get(d))
-                    .and_then(|f| f.size)
-                    .or_else(|| match child_facts.get(d) {
-                        Some(Some(Fetched::Facts(f))) => f.size,
-                        _ => None,
-                    });
+                let d = e.platform.digest.clone();
+                e.platform.size = match size_of(resolutions, &d) {
+                    Some(size) => size,
+                    None => match child_results.get(&d) {
+                        Some(Ok(size)) => *size,
+                        Some(Err(why)) => {
+                            missing.push(why.clone());
+                            None
+                        }
+                        None => None,
+                    },
+                };
                 e.platform
             })
             .collect();
-        facts.insert(
-            digest,
-            ManifestFacts {
-                size: manifest::representative_size(&platforms),
-                media_type: Some(media_type),
-                platforms,
-            },
-        );
+        let f = ManifestFacts {
+            size: manifest::representative_size(&platforms),
+            media_type: Some(media_type),
+            platforms,
+        };
+        let r = match missing.first() {
+            None => Resolution::Complete(f),
+            Some(first) => Resolution::Partial(
+                f,
+                format!(
+                    "{first}{}",
+                    match missing.len() {
+                        1 => String::new(),
+                        n => format!(" (and {} more)", n - 1),
+                    }
+                ),
+            ),
+        };
+        resolutions.insert(digest, r);
     }
+    Ok(())
+}
 
-    let mut images = Vec::with_capacity(resolved.len());
-    for r in resolved {
-        if gone.contains(&r.digest) {
-            vanished.push(r.tag);
-            continue;
-        }
-        let f = facts
-            .get(&r.digest)
-            .or_else(|| options.known.get(&r.digest))
-            .cloned()
-            .unwrap_or_default();
-        facts.entry(r.digest.clone()).or_insert_with(|| f.clone());
-        images.push(Image {
-            tag: r.tag,
-            digest: r.digest,
-            size: f.size,
-            media_type: f.media_type,
-            platforms: f.platforms,
+/// Schema 1 manifests list no sizes: the size is the sum of the distinct layer blobs, one
+/// HEAD each (shared by every manifest of the scan), or absent with a note.
+async fn resolve_schema1(
+    session: &Session<'_>,
+    concurrency: usize,
+    manifests: Vec<(String, String, Vec<String>)>,
+    resolutions: &mut HashMap<String, Resolution>,
+) -> Result<(), ScanError> {
+    let blobs: HashSet<String> = manifests
+        .iter()
+        .flat_map(|(_, _, b)| b.iter().cloned())
+        .collect();
+    let sizes: HashMap<String, Result<i64, String>> = stream::iter(blobs)
+        .map(|digest| async move {
+            let size = per_tag(session, blob_size(session, &digest).await)?;
+            Ok::<_, ScanError>((digest, size.map_err(|e| e.to_string())))
+        })
+        .buffer_unordered(concurrency)
+        .try_collect()
+        .await?;
+    for (digest, media_type, blobs) in manifests {
+        let total: Result<i64, String> = blobs.iter().try_fold(0i64, |sum, b| match sizes.get(b) {
+            Some(Ok(n)) => sum.checked_add(*n).ok_or_else(|| "sizes overflow".into()),
+            Some(Err(e)) => Err(e.clone()),
+            None => Err(format!("no size for {b}")),
+        });
+        let r = match total {
+            Ok(size) => Resolution::Complete(ManifestFacts {
+                size: Some(size),
+                media_type: Some(media_type),
+                platforms: Vec::new(),
+            }),
+            Err(e) => Resolution::Partial(
+                ManifestFacts {
+                    size: None,
+                    media_type: Some(media_type),
+                    platforms: Vec::new(),
+                },
+                format!("schema 1 manifest lists no sizes and a layer's size is unknown: {e}"),
+            ),
+        };
+        resolutions.insert(digest, r);
+    }
+    Ok(())
+}
+
+async fn blob_size(session: &Session<'_>, digest: &str) -> Result<i64, ScanError> {
+    if !valid_digest(digest) {
+        return Err(ScanError::InvalidResponse {
+            registry: session.target.registry(),
+            what: "schema 1 manifest".into(),
+            detail: "a blobSum is not a digest".into(),
         });
     }
-    images.sort_by(|a, b| compare_tags(&a.tag, &b.tag));
-    let used: HashSet<&str> = images.iter().map(|i| i.digest.as_str()).collect();
-    facts.retain(|d, _| used.contains(d.as_str()));
-    vanished.sort_by(|a, b| compare_tags(a, b));
-    Ok((images, facts, vanished))
+    let url = session.target.blob_url(digest);
+    let reply = session
+        .send(RequestKind::BlobHead, Method::HEAD, url.clone(), None, 0)
+        .await?;
+    if !reply.status.is_success() {
+        return Err(session.status_error(&Method::HEAD, &url, &reply));
+    }
+    reply
+        .header(CONTENT_LENGTH.as_str())
+        .and_then(|v| v.trim().parse::<i64>().ok())
+        .filter(|n| *n >= 0)
+        .ok_or_else(|| session.invalid(&Method::HEAD, &url, "no Content-Length".into()))
 }
 
 enum HeadOutcome {
     Digest(String),
     /// The registry sent no digest on HEAD, so the manifest was fetched by tag instead.
-    Fetched(String, ManifestFacts),
+    Fetched(String, Fetched),
     /// Deleted between listing and HEAD.
     Gone,
 }
@@ -259,15 +490,15 @@ async fn head(session: &Session<'_>, tag: &str) -> Result<HeadOutcome, ScanError
                         format!("manifest does not match its digest {d}"),
                     ));
                 }
-                None => manifest::digest_of(&reply.body, "sha256").expect("sha256 is supported"),
+                None => manifest::registry_digest(&reply.body),
             };
             let media_type =
                 manifest::media_type_of(&reply.body, reply.header(CONTENT_TYPE.as_str()));
-            match describe(&reply.body, media_type) {
-                Fetched::Facts(f) => Ok(HeadOutcome::Fetched(digest, f)),
-                // Rare (HEAD without digest *and* an index): resolve it through the digest path.
-                Fetched::Index(..) => Ok(HeadOutcome::Digest(digest)),
-            }
+            // Whatever it is (an index too), it is described now: no second GET by digest.
+            Ok(HeadOutcome::Fetched(
+                digest,
+                describe(&reply.body, media_type),
+            ))
         }
         _ => Err(session.status_error(&Method::GET, &url, &reply)),
     }
@@ -288,17 +519,20 @@ async fn get_manifest(session: &Session<'_>, url: &url::Url) -> Result<Reply, Sc
 enum Fetched {
     Facts(ManifestFacts),
     Index(String, Vec<manifest::IndexEntry>),
+    /// Media type and distinct layer blobs.
+    Schema1(String, Vec<String>),
 }
 
-/// GETs each digest once; `None` for digests the registry no longer has.
+/// GETs each digest once: `Ok(None)` for digests the registry no longer has, `Err` for one
+/// that cannot be read (the scan goes on); the outer `Err` ends the scan.
 async fn fetch_all(
     session: &Session<'_>,
     digests: HashSet<String>,
     concurrency: usize,
-) -> Result<HashMap<String, Option<Fetched>>, ScanError> {
+) -> Result<HashMap<String, Result<Option<Fetched>, ScanError>>, ScanError> {
     stream::iter(digests)
         .map(|digest| async move {
-            let f = fetch(session, &digest).await?;
+            let f = per_tag(session, fetch(session, &digest).await)?;
             Ok::<_, ScanError>((digest, f))
         })
         .buffer_unordered(concurrency)
@@ -330,6 +564,13 @@ async fn fetch(session: &Session<'_>, digest: &str) -> Result<Option<Fetched>, S
 /// What a verified manifest body says. A body that does not parse as its declared type keeps
 /// its digest without a size rather than failing the scan.
 fn describe(body: &[u8], media_type: String) -> Fetched {
+    let sizeless = |media_type: String| {
+        Fetched::Facts(ManifestFacts {
+            size: None,
+            media_type: Some(media_type).filter(|m| !m.is_empty()),
+            platforms: Vec::new(),
+        })
+    };
     match manifest::kind_of(&media_type) {
         Kind::Image => {
             let size = manifest::image_size(body)
@@ -347,28 +588,28 @@ fn describe(body: &[u8], media_type: String) -> Fetched {
             Ok(entries) => Fetched::Index(media_type, entries),
             Err(e) => {
                 tracing::warn!(%media_type, error = %e, "index has no usable platforms");
-                Fetched::Facts(ManifestFacts {
-                    size: None,
-                    media_type: Some(media_type),
-                    platforms: Vec::new(),
-                })
+                sizeless(media_type)
             }
         },
-        Kind::Unknown => Fetched::Facts(ManifestFacts {
-            size: None,
-            media_type: Some(media_type).filter(|m| !m.is_empty()),
-            platforms: Vec::new(),
-        }),
+        Kind::Schema1 => match schema1::blob_sums(body) {
+            Ok(blobs) => Fetched::Schema1(media_type, blobs),
+            Err(e) => {
+                tracing::warn!(%media_type, error = %e, "schema 1 manifest has no usable layers");
+                sizeless(media_type)
+            }
+        },
+        Kind::Unknown => sizeless(media_type),
     }
 }
 
 fn valid_digest(d: &str) -> bool {
-    d.split_once(':').is_some_and(|(alg, hex)| {
-        !alg.is_empty()
-            && alg
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+._-".contains(c))
-            && hex.len() >= 32
-            && hex.chars().all(|c| c.is_ascii_hexdigit())
-    })
+    d.len() <= 256
+        && d.split_once(':').is_some_and(|(alg, hex)| {
+            !alg.is_empty()
+                && alg
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+._-".contains(c))
+                && hex.len() >= 32
+                && hex.chars().all(|c| c.is_ascii_hexdigit())
+        })
 }

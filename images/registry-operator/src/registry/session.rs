@@ -3,7 +3,7 @@
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE};
 use reqwest::{Method, StatusCode};
@@ -11,9 +11,12 @@ use url::Url;
 
 use super::auth::{Challenge, Credentials, TokenKey, TokenResponse, parse_challenge};
 use super::budget::Reservation;
+use super::classify::{NetFailure, classify, error_chain};
 use super::client::{RegistryClient, RequestKind};
 use super::egress::{EgressDenied, denial_in, same_origin};
 use super::error::body_excerpt;
+use super::retry::parse_retry_after;
+use super::state::{AuthKey, AuthMode};
 use super::{ScanError, Target};
 
 /// A response whose body has been read (within a size limit).
@@ -31,14 +34,6 @@ impl Reply {
     }
 }
 
-/// How the session authenticates, learned from the registry's first challenge.
-#[derive(Clone)]
-enum AuthMode {
-    Anonymous,
-    Basic,
-    Bearer(TokenKey),
-}
-
 /// Request counts of one scan.
 #[derive(Default, Debug)]
 pub(crate) struct Counters {
@@ -46,21 +41,34 @@ pub(crate) struct Counters {
     pub manifest_heads: AtomicU64,
     pub manifest_gets: AtomicU64,
     pub token_requests: AtomicU64,
+    pub blob_heads: AtomicU64,
     pub retries: AtomicU64,
 }
 
 const MAX_REDIRECTS: usize = 5;
 const TOKEN_BODY_LIMIT: usize = 1 << 20;
+/// Tokens remembered per session for scrubbing messages; a scan rarely sees more than two.
+const MAX_SCRUBBED_TOKENS: usize = 16;
+const MAX_GATE_CLOSE: Duration = Duration::from_secs(3600);
+const WITHHELD: &str = "(registry response withheld: it echoed the credentials)";
+
+/// The `Authorization` a request carried: a bearer token is remembered so that a 401 forgets
+/// exactly the token that was rejected.
+type Sent = Option<(TokenKey, String)>;
 
 pub(crate) struct Session<'a> {
     client: &'a RegistryClient,
     pub target: &'a Target,
     credentials: Option<&'a Credentials>,
+    auth_key: AuthKey,
     auth: Mutex<AuthMode>,
     /// Concurrent requests that find no valid token wait for one fetch instead of each fetching.
     token_fetch: tokio::sync::Mutex<()>,
-    deadline: Instant,
+    /// `None` when the timeout is too large to reach (no deadline then).
+    deadline: Option<Instant>,
     scan_timeout: Duration,
+    /// Tokens this session sent or received, withheld from any message.
+    tokens_seen: Mutex<Vec<String>>,
     pub counters: Counters,
 }
 
@@ -71,14 +79,29 @@ impl<'a> Session<'a> {
         credentials: Option<&'a Credentials>,
         scan_timeout: Duration,
     ) -> Self {
+        let auth_key = (
+            target.base_url().to_string(),
+            target.repository().to_string(),
+            credentials
+                .map(Credentials::fingerprint)
+                .unwrap_or_default(),
+        );
+        // What an earlier scan learned: send its token up front instead of collecting a 401.
+        let mode = client
+            .state
+            .auth
+            .get(&auth_key)
+            .unwrap_or(AuthMode::Anonymous);
         Self {
             client,
             target,
             credentials,
-            auth: Mutex::new(AuthMode::Anonymous),
+            auth_key,
+            auth: Mutex::new(mode),
             token_fetch: tokio::sync::Mutex::new(()),
-            deadline: Instant::now() + scan_timeout,
+            deadline: Instant::now().checked_add(scan_timeout),
             scan_timeout,
+            tokens_seen: Mutex::default(),
             counters: Counters::default(),
         }
     }
@@ -87,8 +110,11 @@ impl<'a> Session<'a> {
         self.target.registry()
     }
 
-    fn remaining(&self) -> Result<Duration, ScanError> {
-        self.deadline
+    pub fn remaining(&self) -> Result<Duration, ScanError> {
+        let Some(deadline) = self.deadline else {
+            return Ok(Duration::MAX);
+        };
+        deadline
             .checked_duration_since(Instant::now())
             .filter(|d| !d.is_zero())
             .ok_or_else(|| self.scan_timed_out())
@@ -107,6 +133,7 @@ impl<'a> Session<'a> {
             RequestKind::ManifestHead => &self.counters.manifest_heads,
             RequestKind::ManifestGet => &self.counters.manifest_gets,
             RequestKind::Token => &self.counters.token_requests,
+            RequestKind::BlobHead => &self.counters.blob_heads,
         };
         c.fetch_add(1, Ordering::Relaxed);
     }
@@ -145,7 +172,7 @@ impl<'a> Session<'a> {
         let mut redirects = 0usize;
         loop {
             attempt += 1;
-            let auth = self.authorization(&url).await?;
+            let (auth, sent) = self.authorization(&url).await?;
             let result = self
                 .exchange(kind, &method, &url, accept, auth.as_deref(), body_limit)
                 .await;
@@ -181,23 +208,18 @@ impl<'a> Session<'a> {
                     let challenge = reply
                         .header(WWW_AUTHENTICATE.as_str())
                         .and_then(parse_challenge);
-                    self.prepare_auth(challenge, &reply).await?;
+                    self.prepare_auth(challenge, sent, &reply).await?;
                     attempt -= 1;
                 }
                 StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
                     return Err(self.denied(&reply));
                 }
                 StatusCode::TOO_MANY_REQUESTS => {
-                    if attempt >= policy.max_attempts {
-                        return Err(ScanError::RateLimited {
-                            registry: self.registry(),
-                            attempts: attempt,
-                        });
-                    }
-                    self.counters.retries.fetch_add(1, Ordering::Relaxed);
-                    let wait = policy.rate_limit_wait(reply.header(RETRY_AFTER.as_str()), attempt);
-                    tracing::debug!(registry = %self.registry(), ?wait, "rate limited; waiting");
-                    self.pause(wait).await?;
+                    // The next attempt waits at the host's gate, with every other stream.
+                    self.back_off(&method, &url, &reply, attempt)?;
+                }
+                StatusCode::SERVICE_UNAVAILABLE if reply.header(RETRY_AFTER.as_str()).is_some() => {
+                    self.back_off(&method, &url, &reply, attempt)?;
                 }
                 s if s.is_server_error() => {
                     if attempt >= policy.max_attempts {
@@ -211,13 +233,62 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// After a 429 (or a 503 with `Retry-After`): closes the host's gate for the wait the
+    /// registry asked for. Fails at once when that wait is past the scan's deadline, or when
+    /// the attempts are spent.
+    fn back_off(
+        &self,
+        method: &Method,
+        url: &Url,
+        reply: &Reply,
+        attempt: u32,
+    ) -> Result<(), ScanError> {
+        let policy = &self.client.options.retry;
+        let limited = reply.status == StatusCode::TOO_MANY_REQUESTS;
+        if attempt >= policy.max_attempts {
+            return Err(if limited {
+                ScanError::RateLimited {
+                    registry: self.registry(),
+                    attempts: attempt,
+                    retry_after: None,
+                    time_left: None,
+                }
+            } else {
+                self.status_error(method, url, reply)
+            });
+        }
+        let asked = reply
+            .header(RETRY_AFTER.as_str())
+            .and_then(|v| parse_retry_after(v, SystemTime::now()));
+        let wait = asked.unwrap_or_else(|| policy.backoff(attempt));
+        // Every scan of this host waits, this one included; a far-off time is capped so that a
+        // registry cannot shut itself out of scans for good.
+        self.client.state.gates.close(url, wait.min(MAX_GATE_CLOSE));
+        let left = self.remaining()?;
+        if wait >= left {
+            return Err(if limited {
+                ScanError::RateLimited {
+                    registry: self.registry(),
+                    attempts: attempt,
+                    retry_after: Some(wait),
+                    time_left: Some(left),
+                }
+            } else {
+                self.status_error(method, url, reply)
+            });
+        }
+        tracing::debug!(registry = %self.registry(), ?wait, status = reply.status.as_u16(), "registry asked to wait; its gate is closed");
+        self.counters.retries.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
     pub fn status_error(&self, method: &Method, url: &Url, reply: &Reply) -> ScanError {
         ScanError::Status {
             registry: self.registry(),
             method: method.to_string(),
             path: url.path().to_string(),
             status: reply.status.as_u16(),
-            excerpt: self.scrub(body_excerpt(&reply.body)),
+            excerpt: self.excerpt(&reply.body),
         }
     }
 
@@ -229,13 +300,47 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// Never let a password reach a message, whatever a registry echoes back.
+    /// True when `text` holds the password (in any encoding) or a token of this session.
+    fn leaks(&self, text: &str) -> bool {
+        self.credentials.is_some_and(|c| c.leaks_into(text))
+            || self
+                .tokens_seen
+                .lock()
+                .expect("tokens poisoned")
+                .iter()
+                .any(|t| text.contains(t.as_str()))
+    }
+
+    /// Never let a secret reach a message, whatever a registry echoes back.
     fn scrub(&self, text: String) -> String {
-        match self.credentials {
-            Some(c) if c.leaks_into(&text) => {
-                "(registry response withheld: it echoed the credentials)".into()
+        if self.leaks(&text) {
+            WITHHELD.into()
+        } else {
+            text
+        }
+    }
+
+    /// A short excerpt of a registry's body; judged on the whole body, since an excerpt may
+    /// cut a secret short and still show most of it.
+    fn excerpt(&self, body: &[u8]) -> String {
+        if self.leaks(&String::from_utf8_lossy(body)) {
+            WITHHELD.into()
+        } else {
+            self.scrub(body_excerpt(body))
+        }
+    }
+
+    fn remember_token(&self, token: &str) {
+        // Very short strings would scrub innocent text; such tokens are not secrets anyway.
+        if token.len() < 8 {
+            return;
+        }
+        let mut seen = self.tokens_seen.lock().expect("tokens poisoned");
+        if !seen.iter().any(|t| t == token) {
+            if seen.len() >= MAX_SCRUBBED_TOKENS {
+                seen.remove(0);
             }
-            _ => text,
+            seen.push(token.to_string());
         }
     }
 
@@ -261,7 +366,18 @@ impl<'a> Session<'a> {
     }
 
     fn denied(&self, reply: &Reply) -> ScanError {
-        let excerpt = self.scrub(body_excerpt(&reply.body));
+        let challenge = reply
+            .header(WWW_AUTHENTICATE.as_str())
+            .and_then(parse_challenge);
+        // Docker Hub (and others) grant a token for a repository that does not exist or that
+        // the credentials may not read, then refuse it for lack of scope.
+        if challenge.as_ref().and_then(Challenge::error) == Some("insufficient_scope") {
+            return ScanError::NotAccessible {
+                registry: self.registry(),
+                repository: self.target.repository().to_string(),
+            };
+        }
+        let excerpt = self.excerpt(&reply.body);
         let status = match excerpt.as_str() {
             "" => format!("HTTP {}", reply.status.as_u16()),
             e => format!("HTTP {}: {e}", reply.status.as_u16()),
@@ -290,43 +406,54 @@ impl<'a> Session<'a> {
     }
 
     /// The `Authorization` header for a request, fetching a bearer token when one is due.
-    async fn authorization(&self, url: &Url) -> Result<Option<String>, ScanError> {
+    async fn authorization(&self, url: &Url) -> Result<(Option<String>, Sent), ScanError> {
         if !self.on_same_host(url) {
-            return Ok(None);
+            return Ok((None, None));
         }
         let mode = self.auth.lock().expect("auth mode poisoned").clone();
         match mode {
-            AuthMode::Anonymous => Ok(None),
-            AuthMode::Basic => Ok(self.credentials.map(Credentials::basic_header)),
+            AuthMode::Anonymous => Ok((None, None)),
+            AuthMode::Basic => Ok((self.credentials.map(Credentials::basic_header), None)),
             AuthMode::Bearer(key) => {
-                if let Some(t) = self.client.tokens.get(&key) {
-                    return Ok(Some(format!("Bearer {t}")));
-                }
-                let _one_fetch = self.token_fetch.lock().await;
-                let token = match self.client.tokens.get(&key) {
+                let token = match self.client.state.tokens.get(&key) {
                     Some(t) => t,
-                    None => self.fetch_token(&key).await?,
+                    None => {
+                        let _one_fetch = self.token_fetch.lock().await;
+                        match self.client.state.tokens.get(&key) {
+                            Some(t) => t,
+                            None => self.fetch_token(&key).await?,
+                        }
+                    }
                 };
-                Ok(Some(format!("Bearer {token}")))
+                self.remember_token(&token);
+                Ok((Some(format!("Bearer {token}")), Some((key, token))))
             }
         }
     }
 
-    /// Reacts to a 401: switch to Basic, or to a (fresh) bearer token for the challenge.
+    fn set_mode(&self, mode: AuthMode) {
+        *self.auth.lock().expect("auth mode poisoned") = mode.clone();
+        self.client.state.auth.put(self.auth_key.clone(), mode);
+    }
+
+    /// Reacts to a 401: switch to Basic, or to a bearer token for the challenge. A cached
+    /// token is forgotten only when it is the one this request sent and had refused.
     async fn prepare_auth(
         &self,
         challenge: Option<Challenge>,
+        sent: Sent,
         reply: &Reply,
     ) -> Result<(), ScanError> {
         match challenge {
             Some(Challenge::Basic) if self.credentials.is_some() => {
-                *self.auth.lock().expect("auth mode poisoned") = AuthMode::Basic;
+                self.set_mode(AuthMode::Basic);
                 Ok(())
             }
             Some(Challenge::Bearer {
                 realm,
                 service,
                 scope,
+                error,
             }) => {
                 let key = TokenKey {
                     realm,
@@ -338,11 +465,20 @@ impl<'a> Session<'a> {
                         .map(Credentials::fingerprint)
                         .unwrap_or_default(),
                 };
-                // A 401 despite a cached token means it was revoked or expired early.
+                let rejected = sent.filter(|(k, _)| *k == key).map(|(_, t)| t);
+                if rejected.is_some() && error.as_deref() == Some("insufficient_scope") {
+                    // A fresh token for the same scope would be refused the same way.
+                    return Err(self.denied(reply));
+                }
                 let _one_fetch = self.token_fetch.lock().await;
-                self.client.tokens.forget(&key);
-                self.fetch_token(&key).await?;
-                *self.auth.lock().expect("auth mode poisoned") = AuthMode::Bearer(key);
+                if let Some(token) = &rejected {
+                    // Revoked or expired early.
+                    self.client.state.tokens.forget(&key, token);
+                }
+                if self.client.state.tokens.get(&key).is_none() {
+                    self.fetch_token(&key).await?;
+                }
+                self.set_mode(AuthMode::Bearer(key));
                 Ok(())
             }
             _ => Err(self.denied(reply)),
@@ -397,13 +533,16 @@ impl<'a> Session<'a> {
                 .await;
             let reply = match result {
                 Ok(r)
-                    if (r.status.is_server_error()
-                        || r.status == StatusCode::TOO_MANY_REQUESTS)
-                        && attempt < policy.max_attempts =>
+                    if r.status == StatusCode::TOO_MANY_REQUESTS
+                        || (r.status == StatusCode::SERVICE_UNAVAILABLE
+                            && r.header(RETRY_AFTER.as_str()).is_some()) =>
                 {
+                    self.back_off(&Method::GET, &url, &r, attempt)?;
+                    continue;
+                }
+                Ok(r) if r.status.is_server_error() && attempt < policy.max_attempts => {
                     self.counters.retries.fetch_add(1, Ordering::Relaxed);
-                    let wait = policy.rate_limit_wait(r.header(RETRY_AFTER.as_str()), attempt);
-                    self.pause(wait).await?;
+                    self.pause(policy.backoff(attempt)).await?;
                     continue;
                 }
                 Ok(r) => r,
@@ -427,14 +566,14 @@ impl<'a> Session<'a> {
                     let (token, lifetime) = parsed.into_token().ok_or_else(|| {
                         self.invalid(&Method::GET, &url, "token response has no token".into())
                     })?;
-                    self.client.tokens.put(key.clone(), token.clone(), lifetime);
+                    self.remember_token(&token);
+                    self.client
+                        .state
+                        .tokens
+                        .put(key.clone(), token.clone(), lifetime);
                     Ok(token)
                 }
                 StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(self.denied(&reply)),
-                StatusCode::TOO_MANY_REQUESTS => Err(ScanError::RateLimited {
-                    registry: self.registry(),
-                    attempts: attempt,
-                }),
                 _ => Err(self.status_error(&Method::GET, &url, &reply)),
             };
         }
@@ -456,6 +595,7 @@ impl<'a> Session<'a> {
                 .check_url(url)
                 .map_err(|d| Failure::Fatal(self.refused(kind, url, d)))?;
         }
+        self.admit(url).await.map_err(Failure::Fatal)?;
         let per_request = self
             .client
             .options
@@ -520,6 +660,30 @@ impl<'a> Session<'a> {
         })
     }
 
+    /// Waits at the host's gate (a registry's `Retry-After`, the rate ceiling). A wait past the
+    /// deadline fails now rather than at the deadline.
+    async fn admit(&self, url: &Url) -> Result<(), ScanError> {
+        let admission = self.client.state.gates.admit(url);
+        if admission.wait.is_zero() {
+            return Ok(());
+        }
+        let left = self.remaining()?;
+        if admission.wait >= left {
+            return Err(if admission.closed_for.is_zero() {
+                self.scan_timed_out()
+            } else {
+                ScanError::RateLimited {
+                    registry: self.registry(),
+                    attempts: 1,
+                    retry_after: Some(admission.closed_for),
+                    time_left: Some(left),
+                }
+            });
+        }
+        tokio::time::sleep(admission.wait).await;
+        Ok(())
+    }
+
     fn classify(
         &self,
         e: reqwest::Error,
@@ -530,32 +694,22 @@ impl<'a> Session<'a> {
         if let Some(denied) = denial_in(&e) {
             return Failure::Fatal(self.refused(kind, url, denied.clone()));
         }
-        let detail = self.scrub(error_chain(&e));
-        if e.is_timeout() {
-            return Failure::Transient(ScanError::Timeout {
+        let kind = classify(&e);
+        let detail = self.scrub(error_chain(&e.without_url()));
+        match kind {
+            NetFailure::Timeout => Failure::Transient(ScanError::Timeout {
                 what: format!("request to {}{}", self.registry(), url.path()),
                 after: started.elapsed(),
-            });
-        }
-        let lower = detail.to_ascii_lowercase();
-        if lower.contains("certificate") || lower.contains("tls") || lower.contains("handshake") {
-            let hint = if lower.contains("http/1")
-                || lower.contains("invalid content type")
-                || lower.contains("corrupt")
-            {
-                " (is the registry plain http? use an http:// URL)"
-            } else {
-                " (trust its CA with a CA bundle, or set insecureSkipVerify)"
-            };
-            return Failure::Fatal(ScanError::Tls {
+            }),
+            NetFailure::Tls { hint } => Failure::Fatal(ScanError::Tls {
                 registry: self.registry(),
                 detail: format!("{detail}{hint}"),
-            });
+            }),
+            NetFailure::Unreachable => Failure::Transient(ScanError::Unreachable {
+                registry: self.registry(),
+                detail,
+            }),
         }
-        Failure::Transient(ScanError::Unreachable {
-            registry: self.registry(),
-            detail,
-        })
     }
 }
 
@@ -584,18 +738,4 @@ async fn read_limited(
         buf.extend_from_slice(&chunk);
     }
     Ok(buf.freeze())
-}
-
-/// reqwest's Display hides the cause ("error sending request"); users need the root cause.
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts = vec![e.to_string()];
-    let mut source = e.source();
-    while let Some(s) = source {
-        let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
-            parts.push(text);
-        }
-        source = s.source();
-    }
-    parts.join(": ")
 }

@@ -7,6 +7,7 @@ use reqwest::{Method, StatusCode};
 
 use super::client::RequestKind;
 use super::session::Session;
+use super::target::valid_tag;
 use super::{ScanError, ScanLimits};
 
 /// Include/exclude patterns over tag names.
@@ -65,6 +66,7 @@ pub(crate) async fn list_tags(
     let mut visited = HashSet::new();
     let mut first = true;
     let mut may_drop_page_size = true;
+    let mut probed_after: Option<String> = None;
     for _ in 0..limits.max_pages {
         visited.insert(url.to_string());
         let reply = session
@@ -100,7 +102,22 @@ pub(crate) async fn list_tags(
                 format!("tag list is not valid JSON: {e}"),
             )
         })?;
-        for tag in page.tags.unwrap_or_default() {
+        let page_tags = page.tags.unwrap_or_default();
+        // A page asked for with `last` must continue after it; one that starts over
+        // (go-containerregistry does, past the end) means the list is complete.
+        if let Some(after) = &probed_after
+            && page_tags.first().is_none_or(|first| first <= after)
+        {
+            return Ok(tags);
+        }
+        let page_len = page_tags.len();
+        let last_listed = page_tags.last().cloned();
+        for tag in page_tags {
+            // A name that is not a tag must never become part of a request path.
+            if !valid_tag(&tag) {
+                tracing::warn!(registry = %target.registry(), repository = target.repository(), tag = %tag.escape_debug().to_string().chars().take(80).collect::<String>(), "registry listed an invalid tag name; skipped");
+                continue;
+            }
             if filter.admits(&tag) && seen.insert(tag.clone()) {
                 if tags.len() >= limits.max_tags {
                     return Err(ScanError::TooManyTags {
@@ -118,10 +135,25 @@ pub(crate) async fn list_tags(
             .iter()
             .filter_map(|v| v.to_str().ok())
             .find_map(next_link);
-        let Some(next) = next else { return Ok(tags) };
-        url = target
-            .resolve_link(&next)
-            .map_err(|e| session.invalid(&Method::GET, &url, e))?;
+        url = match next {
+            Some(next) => {
+                probed_after = None;
+                target
+                    .resolve_link(&next, &url)
+                    .map_err(|e| session.invalid(&Method::GET, &url, e))?
+            }
+            // A full page without a Link (go-containerregistry's registry pages by `n` and
+            // `last` but sends none): ask what follows the last tag; an empty page ends it.
+            None => match last_listed {
+                Some(last) if may_drop_page_size && page_len == page_size as usize => {
+                    let mut u = target.tags_url(Some(page_size));
+                    u.query_pairs_mut().append_pair("last", &last);
+                    probed_after = Some(last);
+                    u
+                }
+                _ => return Ok(tags),
+            },
+        };
         if visited.contains(url.as_str()) {
             return Err(session.invalid(
                 &Method::GET,

@@ -117,25 +117,41 @@ impl Target {
         self.api(&format!("{}/manifests/{reference}", self.repository))
     }
 
-    /// Resolves a `Link` target, which registries send relative to the registry root
-    /// (`/v2/…?last=…`) or absolute. An absolute link to another host (a proxy that reports its
-    /// internal name) keeps only its path and query: credentials never go to another host.
-    pub fn resolve_link(&self, link: &str) -> Result<Url, String> {
-        let mut root = self.base.clone();
-        root.set_path("/");
-        let url = root
+    pub fn blob_url(&self, digest: &str) -> Url {
+        self.api(&format!("{}/blobs/{digest}", self.repository))
+    }
+
+    /// Resolves a `Link` target against the URL of the request that returned it (RFC 8288
+    /// §3.2): registries send root-relative (`/v2/…?last=…`), relative or absolute links. An
+    /// absolute link to another host (a proxy that reports its internal name) keeps only its
+    /// path and query: credentials never go to another host.
+    pub fn resolve_link(&self, link: &str, request: &Url) -> Result<Url, String> {
+        let url = request
             .join(link)
             .map_err(|e| format!("invalid Link {link:?}: {e}"))?;
-        if url.host_str() == root.host_str()
-            && url.port_or_known_default() == root.port_or_known_default()
+        if url.host_str() == self.base.host_str()
+            && url.port_or_known_default() == self.base.port_or_known_default()
+            && url.scheme() == self.base.scheme()
         {
             return Ok(url);
         }
-        let mut same_host = root;
+        let mut same_host = self.base.clone();
         same_host.set_path(url.path());
         same_host.set_query(url.query());
+        same_host.set_fragment(None);
         Ok(same_host)
     }
+}
+
+/// A tag name as the distribution spec defines it: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
+pub fn valid_tag(tag: &str) -> bool {
+    let bytes = tag.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 128
+        && (bytes[0].is_ascii_alphanumeric() || bytes[0] == b'_')
+        && bytes[1..]
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 #[cfg(test)]
@@ -186,26 +202,52 @@ mod tests {
     }
 
     #[test]
-    fn links_resolve_against_the_registry_root_and_never_leave_it() {
-        let t = Target::new("http://127.0.0.1:5000", "app").unwrap();
+    fn links_resolve_against_the_request_url_and_never_leave_the_host() {
+        let t = Target::new("http://127.0.0.1:5000/prefix", "app").unwrap();
+        let request = t.tags_url(Some(2));
+        let resolve = |link: &str| t.resolve_link(link, &request).unwrap().to_string();
         assert_eq!(
-            t.resolve_link("/v2/app/tags/list?last=b&n=2")
-                .unwrap()
-                .as_str(),
+            resolve("/v2/app/tags/list?last=b&n=2"),
             "http://127.0.0.1:5000/v2/app/tags/list?last=b&n=2"
         );
         assert_eq!(
-            t.resolve_link("http://127.0.0.1:5000/v2/app/tags/list?last=c")
-                .unwrap()
-                .as_str(),
+            resolve("list?last=b&n=2"),
+            "http://127.0.0.1:5000/prefix/v2/app/tags/list?last=b&n=2",
+            "relative to the request, not the root"
+        );
+        assert_eq!(
+            resolve("?last=e"),
+            "http://127.0.0.1:5000/prefix/v2/app/tags/list?last=e"
+        );
+        assert_eq!(
+            resolve("http://127.0.0.1:5000/v2/app/tags/list?last=c"),
             "http://127.0.0.1:5000/v2/app/tags/list?last=c"
         );
         assert_eq!(
-            t.resolve_link("http://internal:5000/v2/app/tags/list?last=d")
-                .unwrap()
-                .as_str(),
+            resolve("http://internal:5000/v2/app/tags/list?last=d"),
             "http://127.0.0.1:5000/v2/app/tags/list?last=d",
             "another host's link keeps only path and query"
         );
+    }
+
+    #[test]
+    fn tag_names_are_checked_before_they_reach_a_path() {
+        for ok in ["latest", "1.0", "v1.2.3-rc_1", "_x", &"a".repeat(128)] {
+            assert!(valid_tag(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "../x",
+            "a/b",
+            "-a",
+            ".a",
+            "a?b",
+            "a#b",
+            "a b",
+            "ä",
+            &"a".repeat(129),
+        ] {
+            assert!(!valid_tag(bad), "{bad}");
+        }
     }
 }

@@ -253,6 +253,7 @@ fn defaults_render_the_documented_flags_placement_and_resources() {
         assert_eq!(flag(&a, name).as_deref(), Some(value), "--{name} in {a:?}");
     }
     assert_eq!(flag(&a, "max-scans-per-namespace"), None, "{a:?}");
+    assert_eq!(flag(&a, "registry-requests-per-second"), None, "{a:?}");
     assert_eq!(env(d, "EGRESS_ALLOW").as_deref(), Some(""));
     assert_eq!(env(d, "EGRESS_DENY").as_deref(), Some(""));
     assert_eq!(
@@ -412,6 +413,7 @@ fn every_setting_changed_lands_in_the_deployment() {
         ("max-tags", "5000"),
         ("max-tag-page-bytes", "8388608"),
         ("max-scans-per-namespace", "2"),
+        ("registry-requests-per-second", "12.5"),
         ("leader-elect", ""),
         ("leader-election-lease-name", "registry-operator"),
     ] {

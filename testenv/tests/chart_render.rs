@@ -231,14 +231,12 @@ fn defaults_render_the_documented_flags_placement_and_resources() {
         ("scan-concurrency", "8"),
         ("scan-timeout", "300"),
         ("max-images", "1000"),
+        // Always on: a rolling update briefly runs two Pods even with one replica.
+        ("leader-elect", "true"),
+        ("shards", "1"),
     ] {
         assert_eq!(flag(&a, name).as_deref(), Some(value), "--{name} in {a:?}");
     }
-    assert_eq!(
-        flag(&a, "leader-elect"),
-        None,
-        "one replica needs no leader election: {a:?}"
-    );
     assert_eq!(at(&d.value, "spec.replicas"), Some(&yaml("1")));
 
     let pod = at(&d.value, "spec.template.spec").unwrap();
@@ -290,8 +288,9 @@ fn every_setting_changed_lands_in_the_deployment() {
         ("scan-concurrency", "3"),
         ("scan-timeout", "120"),
         ("max-images", "250"),
-        ("leader-elect", ""),
+        ("leader-elect", "true"),
         ("leader-election-lease-name", "registry-operator"),
+        ("shards", "6"),
     ] {
         assert_eq!(flag(&a, name).as_deref(), Some(value), "--{name} in {a:?}");
     }
@@ -359,7 +358,7 @@ fn replicas_follow_cluster_high_availability_unless_set() {
         .objects();
     let d = operator(&ha);
     assert_eq!(at(&d.value, "spec.replicas"), Some(&yaml("2")));
-    assert_eq!(flag(&args(d), "leader-elect").as_deref(), Some(""));
+    assert_eq!(flag(&args(d), "leader-elect").as_deref(), Some("true"));
 
     let one = Render::defaults()
         .set("global.highAvailability=true")
@@ -367,7 +366,7 @@ fn replicas_follow_cluster_high_availability_unless_set() {
         .objects();
     let d = operator(&one);
     assert_eq!(at(&d.value, "spec.replicas"), Some(&yaml("1")));
-    assert_eq!(flag(&args(d), "leader-elect"), None);
+    assert_eq!(flag(&args(d), "leader-elect").as_deref(), Some("true"));
 }
 
 #[test]

@@ -15,22 +15,49 @@ pub struct Operator {
     pub child: tokio::process::Child,
     pub log: PathBuf,
     pub health: String,
+    pub metrics: String,
     _dir: tempfile::TempDir,
 }
 
 impl Operator {
-    /// Watches only `namespace`, so that tests sharing the control plane stay apart.
+    /// Watches only `namespace` and keeps its Leases there, so that tests sharing the control
+    /// plane stay apart.
     pub async fn start(cp: &ControlPlane, namespace: &str, extra: &[&str]) -> Self {
+        Self::start_with_kubeconfig(cp.kubeconfig_path(), namespace, extra).await
+    }
+
+    /// [`Operator::start`] talking to the API server through `kubeconfig` (a proxy, another
+    /// identity).
+    pub async fn start_with_kubeconfig(
+        kubeconfig: &std::path::Path,
+        namespace: &str,
+        extra: &[&str],
+    ) -> Self {
+        let mut args = vec!["--namespace", namespace];
+        if !extra.contains(&"--leader-election-namespace") {
+            args.extend(["--leader-election-namespace", namespace]);
+        }
+        args.extend(extra);
+        Self::spawn(kubeconfig, &args).await
+    }
+
+    /// An operator over every namespace (its Leases in `default`): only for a test binary of
+    /// its own, since it works on every Registry of the control plane.
+    pub async fn start_all_namespaces(cp: &ControlPlane, extra: &[&str]) -> Self {
+        Self::spawn(cp.kubeconfig_path(), extra).await
+    }
+
+    async fn spawn(kubeconfig: &std::path::Path, run_args: &[&str]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("operator.log");
         let health_port = testenv::tools::free_port();
         let metrics_port = testenv::tools::free_port();
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_registry-operator"))
-            .args(["--log-level", "debug", "run", "--namespace", namespace])
+            .args(["--log-level", "debug", "run"])
             .args(["--health-addr", &format!("127.0.0.1:{health_port}")])
             .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
-            .args(extra)
-            .env("KUBECONFIG", cp.kubeconfig_path())
+            .args(run_args)
+            .env("KUBECONFIG", kubeconfig)
             .env_remove("RUST_LOG")
             .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
             .stderr(Stdio::from(
@@ -43,8 +70,22 @@ impl Operator {
             child,
             log,
             health: format!("http://127.0.0.1:{health_port}"),
+            metrics: format!("http://127.0.0.1:{metrics_port}"),
             _dir: dir,
         }
+    }
+
+    /// The operator's /metrics text (served next to /healthz in tests).
+    pub async fn metrics(&self) -> String {
+        match reqwest::get(format!("{}/metrics", self.metrics)).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// Sum of the samples of `name` whose labels contain every `label="value"` in `labels`.
+    pub async fn metric(&self, name: &str, labels: &[&str]) -> f64 {
+        sum_metric(&self.metrics().await, name, labels)
     }
 
     pub fn logs(&self) -> String {
@@ -140,6 +181,20 @@ pub fn reason(r: &Registry) -> String {
         .find(|c| c.type_ == "Ready")
         .map(|c| c.reason.clone())
         .unwrap_or_default()
+}
+
+/// Sum of the samples of `name` (Prometheus text) whose label sets contain all of `labels`.
+pub fn sum_metric(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+            (metric == name && labels.iter().all(|want| rest.contains(want)))
+                .then(|| value.parse::<f64>().ok())
+                .flatten()
+        })
+        .sum()
 }
 
 pub fn tail(s: &str, n: usize) -> String {

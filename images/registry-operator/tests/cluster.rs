@@ -478,3 +478,89 @@ subjects: [{{kind: User, name: "{sa}"}}]
     .await;
     assert_eq!(reason(&r), "ScanSucceeded");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_of_a_deleted_object_never_lands_on_its_recreated_namesake() {
+    let cp = controlplane::shared().await;
+    operator::install_crd(cp).await;
+    let ns = cp.create_namespace("recreate").await;
+    let client = cp.client().await;
+    let reg = RegistryServer::start(RegistryOptions::plain())
+        .await
+        .unwrap();
+    common::seed_small(&reg, None, "old/app").await;
+    let other = common::seed_small(&reg, None, "new/app").await;
+    let slow = FaultProxy::start(&reg.url).await.unwrap();
+    slow.inject(Fault::new(
+        "/old/app/tags/list",
+        1,
+        FaultAction::Delay(Duration::from_secs(4)),
+    ));
+    let op = Operator::start(cp, &ns, &[]).await;
+    let api: Api<Registry> = Api::namespaced(client.clone(), &ns);
+    api.create(
+        &PostParams::default(),
+        &operator::registry("app", &slow.url, "old/app", serde_json::json!({})),
+    )
+    .await
+    .unwrap();
+    eventually("the scan to start", Duration::from_secs(60), || async {
+        slow.arrived("GET", "/old/app/tags/list") > 0
+    })
+    .await;
+    // Recreated under the same name, suspended so that only the old scan could write to it.
+    api.delete("app", &DeleteParams::default()).await.unwrap();
+    api.create(
+        &PostParams::default(),
+        &operator::registry(
+            "app",
+            &reg.url,
+            "new/app",
+            serde_json::json!({"suspend": true}),
+        ),
+    )
+    .await
+    .unwrap();
+    eventually(
+        "the old scan to finish",
+        Duration::from_secs(60),
+        || async { slow.count("GET", "/old/app/tags/list") > 0 },
+    )
+    .await;
+    eventually(
+        "its write to be refused",
+        Duration::from_secs(30),
+        || async {
+            op.metric(
+                "registry_operator_status_writes_total",
+                &[r#"result="failure""#],
+            )
+            .await
+                >= 1.0
+        },
+    )
+    .await;
+    let r = api.get("app").await.unwrap();
+    assert!(
+        status(&r).images.is_none(),
+        "the old object's images landed on the new one: {:?}",
+        r.status
+    );
+    // The new object is worked on as itself.
+    api.patch(
+        "app",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"spec": {"suspend": false}})),
+    )
+    .await
+    .unwrap();
+    let r = wait_for(&api, "app", &op, "a scan of the new object", ok).await;
+    let digests: Vec<String> = status(&r)
+        .images
+        .iter()
+        .flatten()
+        .map(|i| i.digest.clone())
+        .collect();
+    let want: Vec<String> = other.tags.iter().map(|(_, p)| p.digest.clone()).collect();
+    assert_eq!(digests, want);
+}

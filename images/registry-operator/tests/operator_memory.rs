@@ -113,6 +113,7 @@ async fn thousands_of_unrelated_secrets_do_not_grow_the_operator() {
         .await;
 
     let after = run_once(cp, &api, "app", 3).await;
+    eprintln!("peak RSS without the Secrets: {before} KiB, with them: {after} KiB");
     assert!(
         after <= before + TOLERANCE_KIB,
         "peak RSS grew from {before} KiB to {after} KiB with {SECRETS} unrelated Secrets of {SECRET_BYTES} bytes"

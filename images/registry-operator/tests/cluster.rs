@@ -564,3 +564,170 @@ async fn a_scan_of_a_deleted_object_never_lands_on_its_recreated_namesake() {
     let want: Vec<String> = other.tags.iter().map(|(_, p)| p.digest.clone()).collect();
     assert_eq!(digests, want);
 }
+
+/// RBAC for the operator's identity `user` in `ns`: everything it needs but `held_back`,
+/// which comes from a binding of its own (named after it) that a test can take away.
+fn rbac(user: &str, held_back: (&str, &str, &str, &str)) -> String {
+    let (name, group, resource, verb) = held_back;
+    format!(
+        r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: operator}}
+rules:
+  - apiGroups: [registry.kubecontroller.io]
+    resources: [registries]
+    verbs: [get, list, watch]
+  - apiGroups: [""]
+    resources: [secrets]
+    verbs: [get, list, watch]
+  - apiGroups: [events.k8s.io]
+    resources: [events]
+    verbs: [create, patch]
+  - apiGroups: [coordination.k8s.io]
+    resources: [leases]
+    verbs: [get, list, create, update, delete]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: operator}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: operator}}
+subjects: [{{kind: User, name: "{user}"}}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {{name: {name}}}
+rules:
+  - apiGroups: ["{group}"]
+    resources: [{resource}]
+    verbs: [{verb}]
+---
+{binding}"#,
+        binding = binding(user, name)
+    )
+}
+
+fn binding(user: &str, name: &str) -> String {
+    format!(
+        r#"
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {{name: {name}}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: {name}}}
+subjects: [{{kind: User, name: "{user}"}}]
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_status_write_is_retried_without_scanning_again_and_a_secret_outage_announces_no_tags()
+ {
+    let cp = controlplane::shared().await;
+    operator::install_crd(cp).await;
+    let ns = cp.create_namespace("rewrite").await;
+    let client = cp.client().await;
+    let (user, pass) = ("deployer", "Good-Pass-4711");
+    let reg = RegistryServer::start(RegistryOptions::htpasswd(user, pass))
+        .await
+        .unwrap();
+    common::seed_small(&reg, Some((user, pass)), "private/app").await;
+    let counted = FaultProxy::start(&reg.url).await.unwrap();
+    operator::create_secret(&client, &ns, "creds", user, pass).await;
+    let sa = format!("system:serviceaccount:{ns}:registry-operator");
+    // Status writes (and nothing else) come from a binding the test takes away.
+    cp.apply_yaml_in(
+        &ns,
+        &rbac(
+            &sa,
+            (
+                "status-writer",
+                "registry.kubecontroller.io",
+                "registries/status",
+                "patch",
+            ),
+        ),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let restricted = kubeconfig(cp, dir.path(), |c| {
+        c["users"][0]["user"]["as"] = sa.clone().into();
+    });
+    let op = Operator::start_with_kubeconfig(&restricted, &ns, &[]).await;
+    let api: Api<Registry> = Api::namespaced(client.clone(), &ns);
+    api.create(
+        &PostParams::default(),
+        &operator::registry(
+            "private",
+            &counted.url,
+            "private/app",
+            serde_json::json!({"credentialsSecret": {"name": "creds"}}),
+        ),
+    )
+    .await
+    .unwrap();
+    wait_for(&api, "private", &op, "the first scan", ok).await;
+
+    // The Secret goes away for a while: SecretNotFound, the images stay.
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client.clone(), &ns);
+    secrets
+        .delete("creds", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(&api, "private", &op, "SecretNotFound", |r| {
+        reason(r) == "SecretNotFound"
+    })
+    .await;
+
+    // It comes back while the operator may not write status: the scan succeeds, its write is
+    // refused (403) and retried.
+    let bindings: Api<k8s_openapi::api::rbac::v1::RoleBinding> =
+        Api::namespaced(client.clone(), &ns);
+    bindings
+        .delete("status-writer", &DeleteParams::default())
+        .await
+        .unwrap();
+    let failures_before = op
+        .metric(
+            "registry_operator_status_writes_total",
+            &[r#"result="failure""#],
+        )
+        .await;
+    operator::create_secret(&client, &ns, "creds", user, pass).await;
+    eventually("two refused writes", Duration::from_secs(90), || async {
+        op.metric(
+            "registry_operator_status_writes_total",
+            &[r#"result="failure""#],
+        )
+        .await
+            >= failures_before + 2.0
+    })
+    .await;
+    let scans = counted.count("GET", "/tags/list");
+    cp.apply_yaml_in(&ns, &binding(&sa, "status-writer"))
+        .await
+        .unwrap();
+    let r = wait_for(&api, "private", &op, "the retried write", ok).await;
+    assert_eq!(reason(&r), "ScanSucceeded");
+    assert_eq!(
+        counted.count("GET", "/tags/list"),
+        scans,
+        "the write was retried by scanning again"
+    );
+
+    // The tags did not change: no event says they did.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let reasons: Vec<String> = events
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|e| e.reason)
+        .collect();
+    assert!(reasons.iter().any(|r| r == "SecretNotFound"), "{reasons:?}");
+    for spurious in ["TagsAdded", "TagsRemoved", "DigestsChanged"] {
+        assert!(!reasons.iter().any(|r| r == spurious), "{reasons:?}");
+    }
+}

@@ -950,18 +950,16 @@ fn rbac_is_placed_and_least_privilege() {
     }
     let want: BTreeMap<(String, String), BTreeSet<String>> = [
         ("registry.kubecontroller.io", "registries", "get list watch"),
-        (
-            "registry.kubecontroller.io",
-            "registries/status",
-            "get patch update",
-        ),
+        // Server-side apply of status only.
+        ("registry.kubecontroller.io", "registries/status", "patch"),
+        // list/watch: the metadata-only watch; get: the Secrets a Registry names.
         ("", "secrets", "get list watch"),
         ("events.k8s.io", "events", "create patch"),
-        ("", "events", "create patch"),
+        // Shard and membership Leases; delete sweeps those of replicas long gone.
         (
             "coordination.k8s.io",
             "leases (namespaced)",
-            "get create update patch",
+            "get list create update delete",
         ),
         ("authentication.k8s.io", "tokenreviews", "create"),
         ("authorization.k8s.io", "subjectaccessreviews", "create"),

@@ -87,8 +87,10 @@ mod tests {
         for c in counts {
             assert!((850..=1150).contains(&c), "{counts:?}");
         }
-        // Stable across calls (and releases: the value is pinned).
-        assert_eq!(shard_of("a", "b", 1000), shard_of("a", "b", 1000));
+        // Pinned: replicas of different releases must agree on every object's shard.
+        // (FNV-1a 64 of "team-a/registry" is 0xa334e5579087cbdc.)
+        assert_eq!(shard_of("team-a", "registry", 1000), 788);
+        assert_eq!(shard_of("team-a", "registry", 3), 0);
     }
 
     #[test]

@@ -307,10 +307,10 @@ async fn three_replicas_share_the_shards_and_a_dead_one_hands_its_objects_over()
     })
     .await;
     let moved_after = killed_at.elapsed();
-    // Within a lease period (seen unchanged for a whole duration), plus one retry period and
-    // slack for a loaded machine.
+    // Within a lease period (seen unchanged for a whole duration, seen up to one retry period
+    // late, taken at the next retry), plus slack for a loaded machine.
     assert!(
-        moved_after <= Duration::from_secs(LEASE_DURATION + 2 + 5),
+        moved_after <= Duration::from_secs(LEASE_DURATION + 2 * 2 + 6),
         "the shard moved {moved_after:?} after the kill"
     );
     let heir = holder(&leases, &lease(shard)).await.unwrap();

@@ -731,3 +731,69 @@ async fn a_failed_status_write_is_retried_without_scanning_again_and_a_secret_ou
         assert!(!reasons.iter().any(|r| r == spurious), "{reasons:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_shard_count_waits_until_the_old_replicas_are_gone() {
+    let cp = controlplane::shared().await;
+    operator::install_crd(cp).await;
+    let ns = cp.create_namespace("reshard").await;
+    let client = cp.client().await;
+    let reg = RegistryServer::start(RegistryOptions::plain())
+        .await
+        .unwrap();
+    common::seed_small(&reg, None, "rs/app").await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    // The old Deployment: one shard. The new one, mid rolling update: three.
+    let mut old = Operator::start(cp, &ns, &["--identity", "old"]).await;
+    eventually(
+        "the old replica to lead",
+        Duration::from_secs(60),
+        || async { holder(&leases, "registry-operator").await.as_deref() == Some("old") },
+    )
+    .await;
+    let new = Operator::start(cp, &ns, &["--identity", "new", "--shards", "3"]).await;
+    let api: Api<Registry> = Api::namespaced(client.clone(), &ns);
+    let names: Vec<String> = (0..6).map(|i| format!("obj-{i}")).collect();
+    for n in &names {
+        api.create(
+            &PostParams::default(),
+            &operator::registry(n, &reg.url, "rs/app", serde_json::json!({})),
+        )
+        .await
+        .unwrap();
+    }
+    for n in &names {
+        wait_for(&api, n, &old, "scans by the old replica", ok).await;
+    }
+    // A few election rounds of the new replica.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert_eq!(new.metric("registry_operator_shards_held", &[]).await, 0.0);
+    for n in &names {
+        assert!(!scanned_by(&new, &format!("{ns}/{n}")), "{n}");
+    }
+
+    // The old replica stops (and hands its Lease back): the new one takes every shard.
+    old.terminate().await;
+    eventually(
+        "the new replica to hold all shards",
+        Duration::from_secs(60),
+        || async { new.metric("registry_operator_shards_held", &[]).await == 3.0 },
+    )
+    .await;
+    for n in &names {
+        api.patch(
+            n,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"scanInterval": 301}})),
+        )
+        .await
+        .unwrap();
+    }
+    for n in &names {
+        wait_for(&api, n, &new, "rescans by the new replica", |r| {
+            ok(r) && r.metadata.generation == Some(2)
+        })
+        .await;
+        assert!(scanned_by(&new, &format!("{ns}/{n}")), "{n}");
+    }
+}

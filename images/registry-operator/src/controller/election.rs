@@ -259,15 +259,14 @@ impl Elector {
             }
         };
         // A Lease written by an older version carries no labels: look at it by name too.
-        let legacy =
-            if self.cfg.shards == 1 && !leases.iter().any(|l| l.name_any() == self.cfg.prefix) {
-                self.call(self.api.get_opt(&self.cfg.prefix))
-                    .await
-                    .ok()
-                    .flatten()
-            } else {
-                None
-            };
+        let legacy = if leases.iter().any(|l| l.name_any() == self.cfg.prefix) {
+            None
+        } else {
+            self.call(self.api.get_opt(&self.cfg.prefix))
+                .await
+                .ok()
+                .flatten()
+        };
         let leases: Vec<Lease> = leases.into_iter().chain(legacy).collect();
         let now = Instant::now();
         self.observe(&leases, now);
@@ -353,10 +352,17 @@ impl Elector {
             .is_none_or(|(_, seen)| now.duration_since(*seen) >= duration)
     }
 
+    /// Held Leases of another shard count: from before a change of the count (the single
+    /// `<prefix>` Lease, labelled or not, counts as one shard).
     fn other_shard_count_active(&self, leases: &[Lease], now: Instant) -> bool {
         let ours = self.cfg.shards.to_string();
         leases.iter().any(|l| {
-            l.labels().get(SHARDS_LABEL).is_some_and(|n| *n != ours) && !self.expired(l, now)
+            let count = match l.labels().get(SHARDS_LABEL) {
+                Some(n) => n.clone(),
+                None if l.name_any() == self.cfg.prefix => "1".to_string(),
+                None => return false,
+            };
+            count != ours && !self.expired(l, now)
         })
     }
 

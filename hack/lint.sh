@@ -146,11 +146,14 @@ can yes list registries.registry.kubecontroller.io --all-namespaces
 can yes watch registries.registry.kubecontroller.io --all-namespaces
 can yes patch registries.registry.kubecontroller.io --subresource=status -n team-a
 can yes get secrets -n team-a
+can yes list secrets --all-namespaces
 can yes watch secrets --all-namespaces
 can yes create events.events.k8s.io -n team-a
-can yes patch events -n team-a
+can yes patch events.events.k8s.io -n team-a
 can yes create leases.coordination.k8s.io -n d8-registry-operator
 can yes update leases.coordination.k8s.io -n d8-registry-operator
+can yes list leases.coordination.k8s.io -n d8-registry-operator
+can yes delete leases.coordination.k8s.io -n d8-registry-operator
 can yes create tokenreviews.authentication.k8s.io
 can yes create subjectaccessreviews.authorization.k8s.io
 can no create registries.registry.kubecontroller.io -n team-a
@@ -159,7 +162,9 @@ can no patch registries.registry.kubecontroller.io -n team-a
 can no create secrets -n team-a
 can no update secrets -n team-a
 can no create leases.coordination.k8s.io -n team-a
-can no delete leases.coordination.k8s.io -n d8-registry-operator
+can no patch leases.coordination.k8s.io -n d8-registry-operator
+can no update registries.registry.kubecontroller.io --subresource=status -n team-a
+can no create events -n team-a
 can no list pods --all-namespaces
 log "RBAC: the operator's ServiceAccount can do what it needs and no more"
 

@@ -126,6 +126,8 @@ struct Shared {
     client: reqwest::Client,
     faults: Mutex<Vec<Fault>>,
     records: Mutex<Vec<Recorded>>,
+    /// Method and path of every request as it arrives (before it is answered).
+    arrivals: Mutex<Vec<(String, String)>>,
     shutdown: watch::Receiver<bool>,
 }
 
@@ -183,6 +185,7 @@ impl FaultProxy {
             client,
             faults: Mutex::new(Vec::new()),
             records: Mutex::new(Vec::new()),
+            arrivals: Mutex::new(Vec::new()),
             shutdown: rx,
         });
         let app = Router::new().fallback(handle).with_state(shared.clone());
@@ -246,9 +249,24 @@ impl FaultProxy {
         });
     }
 
+    /// Like [`FaultProxy::count`], but counting requests as they arrive: a delayed or hanging
+    /// request is counted while it is still in flight.
+    pub fn arrived(&self, method: &str, path_contains: &str) -> usize {
+        self.shared
+            .arrivals
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(m, p)| {
+                (method.is_empty() || m.eq_ignore_ascii_case(method)) && p.contains(path_contains)
+            })
+            .count()
+    }
+
     /// Forget recorded requests and remove all faults.
     pub fn reset(&self) {
         self.shared.records.lock().unwrap().clear();
+        self.shared.arrivals.lock().unwrap().clear();
         self.clear_faults();
     }
 }
@@ -265,6 +283,11 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    shared
+        .arrivals
+        .lock()
+        .unwrap()
+        .push((method.clone(), path.clone()));
     let action = {
         let mut faults = shared.faults.lock().unwrap();
         faults
@@ -405,4 +428,78 @@ async fn forward(shared: &Shared, req: Request, path: &str) -> anyhow::Result<Re
     }
     let stream = resp.bytes_stream().map_err(std::io::Error::other);
     Ok(builder.body(Body::from_stream(stream))?)
+}
+
+/// A TCP proxy that can cut the connection: put it between a client and a TLS server (the
+/// kube-apiserver) to simulate a network partition. [`CutProxy::cut`] drops every open
+/// connection and makes new ones hang (accepted, never answered), as a black hole does;
+/// [`CutProxy::restore`] forwards new connections again.
+pub struct CutProxy {
+    /// `127.0.0.1:PORT`.
+    pub addr: std::net::SocketAddr,
+    cut: watch::Sender<u64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for CutProxy {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl CutProxy {
+    /// Forwards connections on a free loopback port to `upstream` (`host:port`).
+    pub async fn start(upstream: &str) -> anyhow::Result<Self> {
+        let upstream = upstream.to_string();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .context("binding the cut proxy")?;
+        let addr = listener.local_addr()?;
+        // Even: forwarding; odd: cut. Every change also ends the connections opened before it.
+        let (tx, rx) = watch::channel(0u64);
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let mut rx = rx.clone();
+                let epoch = *rx.borrow_and_update();
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    if epoch % 2 == 1 {
+                        // Black hole: hold the connection, answer nothing.
+                        let _ = rx.changed().await;
+                        return;
+                    }
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&upstream).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        _ = rx.changed() => {}
+                    }
+                });
+            }
+        });
+        Ok(Self {
+            addr,
+            cut: tx,
+            task,
+        })
+    }
+
+    /// Drops the open connections; new ones hang until [`CutProxy::restore`].
+    pub fn cut(&self) {
+        self.cut.send_modify(|e| {
+            if *e % 2 == 0 {
+                *e += 1;
+            }
+        });
+    }
+
+    /// Forwards new connections again (those held while cut are closed).
+    pub fn restore(&self) {
+        self.cut.send_modify(|e| {
+            if *e % 2 == 1 {
+                *e += 1;
+            }
+        });
+    }
 }

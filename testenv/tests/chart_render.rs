@@ -249,6 +249,9 @@ fn defaults_render_the_documented_flags_placement_and_resources() {
         ("max-images", "1000"),
         ("max-tags", "20000"),
         ("max-tag-page-bytes", "4194304"),
+        // Always on: a rolling update briefly runs two Pods even with one replica.
+        ("leader-elect", "true"),
+        ("shards", "1"),
     ] {
         assert_eq!(flag(&a, name).as_deref(), Some(value), "--{name} in {a:?}");
     }
@@ -256,11 +259,6 @@ fn defaults_render_the_documented_flags_placement_and_resources() {
     assert_eq!(flag(&a, "registry-requests-per-second"), None, "{a:?}");
     assert_eq!(env(d, "EGRESS_ALLOW").as_deref(), Some(""));
     assert_eq!(env(d, "EGRESS_DENY").as_deref(), Some(""));
-    assert_eq!(
-        flag(&a, "leader-elect"),
-        None,
-        "one replica needs no leader election: {a:?}"
-    );
     assert_eq!(at(&d.value, "spec.replicas"), Some(&yaml("1")));
 
     let pod = at(&d.value, "spec.template.spec").unwrap();
@@ -414,8 +412,9 @@ fn every_setting_changed_lands_in_the_deployment() {
         ("max-tag-page-bytes", "8388608"),
         ("max-scans-per-namespace", "2"),
         ("registry-requests-per-second", "12.5"),
-        ("leader-elect", ""),
+        ("leader-elect", "true"),
         ("leader-election-lease-name", "registry-operator"),
+        ("shards", "6"),
     ] {
         assert_eq!(flag(&a, name).as_deref(), Some(value), "--{name} in {a:?}");
     }
@@ -486,7 +485,7 @@ fn replicas_follow_cluster_high_availability_unless_set() {
         .objects();
     let d = operator(&ha);
     assert_eq!(at(&d.value, "spec.replicas"), Some(&yaml("2")));
-    assert_eq!(flag(&args(d), "leader-elect").as_deref(), Some(""));
+    assert_eq!(flag(&args(d), "leader-elect").as_deref(), Some("true"));
 
     let one = Render::defaults()
         .set("global.highAvailability=true")
@@ -494,7 +493,7 @@ fn replicas_follow_cluster_high_availability_unless_set() {
         .objects();
     let d = operator(&one);
     assert_eq!(at(&d.value, "spec.replicas"), Some(&yaml("1")));
-    assert_eq!(flag(&args(d), "leader-elect"), None);
+    assert_eq!(flag(&args(d), "leader-elect").as_deref(), Some("true"));
 }
 
 #[test]
@@ -1345,18 +1344,16 @@ fn rbac_is_placed_and_least_privilege() {
     }
     let want: BTreeMap<(String, String), BTreeSet<String>> = [
         ("registry.kubecontroller.io", "registries", "get list watch"),
-        (
-            "registry.kubecontroller.io",
-            "registries/status",
-            "get patch update",
-        ),
+        // Server-side apply of status only.
+        ("registry.kubecontroller.io", "registries/status", "patch"),
+        // list/watch: the metadata-only watch; get: the Secrets a Registry names.
         ("", "secrets", "get list watch"),
         ("events.k8s.io", "events", "create patch"),
-        ("", "events", "create patch"),
+        // Shard and membership Leases; delete sweeps those of replicas long gone.
         (
             "coordination.k8s.io",
             "leases (namespaced)",
-            "get create update patch",
+            "get list create update delete",
         ),
         ("authentication.k8s.io", "tokenreviews", "create"),
         ("authorization.k8s.io", "subjectaccessreviews", "create"),

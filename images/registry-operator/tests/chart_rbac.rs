@@ -92,10 +92,10 @@ fn sample(text: &str, metric: &str, ns: &str, name: &str) -> Option<f64> {
 }
 
 async fn scrape(op: &Operator) -> String {
-    reqwest::get(&op.metrics)
+    reqwest::get(format!("{}/metrics", op.metrics))
         .await
         .and_then(|r| r.error_for_status())
-        .unwrap_or_else(|e| panic!("scraping {}: {e}", op.metrics))
+        .unwrap_or_else(|e| panic!("scraping {}/metrics: {e}", op.metrics))
         .text()
         .await
         .unwrap()

@@ -21,21 +21,23 @@ pub struct SecretProblem {
     pub message: String,
 }
 
-pub async fn fetch(api: &Api<Secret>, name: &str, what: &str) -> Result<Secret, SecretProblem> {
-    match api.get_opt(name).await {
-        Ok(Some(s)) => Ok(s),
-        Ok(None) => Err(SecretProblem {
+/// The Secret, or why the user must fix it. Only a 404 means "not found": any other API error
+/// (403, 429, 5xx, a timeout) is returned as is, for the retry path.
+pub async fn fetch(
+    api: &Api<Secret>,
+    name: &str,
+    what: &str,
+) -> Result<Result<Secret, SecretProblem>, kube::Error> {
+    Ok(match api.get_opt(name).await? {
+        Some(s) => Ok(s),
+        None => Err(SecretProblem {
             reason: REASON_SECRET_NOT_FOUND,
             message: format!(
                 "{what} Secret {name:?} not found in namespace {:?}",
                 api_namespace(api)
             ),
         }),
-        Err(e) => Err(SecretProblem {
-            reason: REASON_SECRET_NOT_FOUND,
-            message: format!("reading {what} Secret {name:?}: {e}"),
-        }),
-    }
+    })
 }
 
 fn api_namespace(api: &Api<Secret>) -> String {

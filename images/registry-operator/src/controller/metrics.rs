@@ -1,5 +1,6 @@
-//! Prometheus metrics: scans by result, scan duration, registry requests, and per Registry its
-//! tags and the latest scan's outcome (what the module's alerts in monitoring/ read).
+//! Prometheus metrics: scans by result and reason, scan duration, registry requests, status
+//! writes, watch errors, shards held, and per Registry its tags and the latest scan's outcome
+//! (what the module's alerts in monitoring/ read).
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicI64;
@@ -15,9 +16,23 @@ use prometheus_client::registry::Registry;
 use crate::registry::{RequestKind, RequestObserver};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResultLabels {
-    /// `success`, or the failure reason (`AuthenticationFailed`, `RateLimited`, …).
-    pub result: String,
+pub struct ScanLabels {
+    /// `success` or `failure`.
+    pub result: &'static str,
+    /// The Ready condition's reason: `ScanSucceeded`, `AuthenticationFailed`, `RateLimited`, …
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteLabels {
+    /// `success` or `failure`.
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchLabels {
+    /// `registries` or `secrets`.
+    pub watch: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -36,7 +51,10 @@ pub struct ObjectLabels {
 
 pub struct Metrics {
     pub registry: Registry,
-    pub scans: Family<ResultLabels, Counter>,
+    pub scans: Family<ScanLabels, Counter>,
+    pub status_writes: Family<WriteLabels, Counter>,
+    pub watch_errors: Family<WatchLabels, Counter>,
+    pub shards_held: Gauge<i64, AtomicI64>,
     pub scan_duration: Histogram,
     pub requests: Family<RequestLabels, Counter>,
     pub tags: Family<ObjectLabels, Gauge<i64, AtomicI64>>,
@@ -49,8 +67,30 @@ pub struct Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("registry_operator");
-        let scans = Family::<ResultLabels, Counter>::default();
-        registry.register("scans", "Scans by result", scans.clone());
+        let scans = Family::<ScanLabels, Counter>::default();
+        registry.register(
+            "scans",
+            "Finished scans by result and reason",
+            scans.clone(),
+        );
+        let status_writes = Family::<WriteLabels, Counter>::default();
+        registry.register(
+            "status_writes",
+            "Registry status writes to the API server",
+            status_writes.clone(),
+        );
+        let watch_errors = Family::<WatchLabels, Counter>::default();
+        registry.register(
+            "watch_errors",
+            "Errors of the Kubernetes watches (each is retried with backoff)",
+            watch_errors.clone(),
+        );
+        let shards_held = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "shards_held",
+            "Shards of the Registry objects this replica works on",
+            shards_held.clone(),
+        );
         let scan_duration = Histogram::new(exponential_buckets(0.05, 2.0, 14));
         registry.register(
             "scan_duration_seconds",
@@ -90,12 +130,15 @@ impl Default for Metrics {
         let leader = Gauge::<i64, AtomicI64>::default();
         registry.register(
             "leader",
-            "1 when this replica holds the leader lease",
+            "1 when this replica works on at least one shard",
             leader.clone(),
         );
         Self {
             registry,
             scans,
+            status_writes,
+            watch_errors,
+            shards_held,
             scan_duration,
             requests,
             tags,

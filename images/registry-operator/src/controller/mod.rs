@@ -1,15 +1,21 @@
-//! The Kubernetes shell around the scan core: watch Registries (and the Secrets they name),
-//! reconcile, serve metrics and health, and hold the leader lease.
+//! The Kubernetes shell around the scan core: watch Registries (and the metadata of the
+//! Secrets they name), reconcile the shards this replica holds, serve metrics and health.
 
 mod admission;
+mod backoff;
 mod changes;
+mod context;
 mod credentials;
 mod egress;
+mod election;
 mod http;
-mod leader;
 mod limits;
+mod memory;
 pub mod metrics;
 mod reconcile;
+mod secrets;
+pub mod shards;
+mod writer;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -21,6 +27,7 @@ use anyhow::Context as _;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::ListParams;
+use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, controller, watcher};
@@ -57,21 +64,38 @@ pub struct RunArgs {
     /// Only watch Registries in this namespace (default: all namespaces).
     #[arg(long, env = "WATCH_NAMESPACE")]
     pub namespace: Option<String>,
-    /// Hold a Lease so that only one replica reconciles.
-    #[arg(long, env = "LEADER_ELECT")]
+    /// Work only on the shards whose Lease this replica holds (`--leader-elect=false`: work on
+    /// everything, for a single replica that is sure to be alone).
+    #[arg(long, env = "LEADER_ELECT", default_value_t = true, action = clap::ArgAction::Set,
+          num_args = 0..=1, default_missing_value = "true")]
     pub leader_elect: bool,
-    /// Namespace of the Lease (default: the pod's namespace, else the kubeconfig's).
+    /// Namespace of the Leases (default: the pod's namespace, else the kubeconfig's).
     #[arg(long, env = "POD_NAMESPACE")]
     pub leader_election_namespace: Option<String>,
+    /// Name of the Lease (one shard), or the prefix of the shard Leases.
     #[arg(long, default_value = "registry-operator")]
     pub leader_election_lease_name: String,
-    /// This replica's identity in the Lease (default: POD_NAME, else host name + pid).
+    /// This replica's identity in the Leases (default: POD_NAME, else host name + pid).
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
     #[command(flatten)]
     pub limits: limits::LimitArgs,
     #[command(flatten)]
     pub egress: egress::EgressArgs,
+    /// Shards the Registry objects are split into (by a stable hash of namespace/name); each
+    /// replica works on the shards whose Lease it holds. Every replica must use the same number.
+    #[arg(long, env = "SHARDS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub shards: u32,
+    /// Seconds a Lease stays valid without renewal: how soon others take over a dead replica.
+    #[arg(long, env = "LEASE_DURATION", default_value_t = 15)]
+    pub lease_duration: u64,
+    /// Seconds without a successful renewal after which a replica stops all work on a shard
+    /// (must be below the lease duration).
+    #[arg(long, env = "RENEW_DEADLINE", default_value_t = 10)]
+    pub renew_deadline: u64,
+    /// Seconds between renewals and between attempts to take a Lease.
+    #[arg(long, env = "RETRY_PERIOD", default_value_t = 2)]
+    pub retry_period: u64,
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
@@ -89,6 +113,20 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         ),
         e => anyhow::Error::new(e).context("listing Registry objects"),
     })?;
+    let identity = args.identity.clone().unwrap_or_else(default_identity);
+    let election = election::Config {
+        namespace: match &args.leader_election_namespace {
+            Some(ns) => ns.clone(),
+            None => client.default_namespace().to_string(),
+        },
+        prefix: args.leader_election_lease_name.clone(),
+        identity: identity.clone(),
+        shards: args.shards,
+        lease_duration: Duration::from_secs(args.lease_duration),
+        renew_deadline: Duration::from_secs(args.renew_deadline),
+        retry_period: Duration::from_secs(args.retry_period),
+    };
+    election.validate()?;
 
     let metrics = Arc::new(metrics::Metrics::default());
     let ready = Arc::new(AtomicBool::new(false));
@@ -107,47 +145,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     )
     .await?;
 
-    let identity = args.identity.clone().unwrap_or_else(default_identity);
-    let lease = if args.leader_elect {
-        let namespace = match &args.leader_election_namespace {
-            Some(ns) => ns.clone(),
-            None => client.default_namespace().to_string(),
-        };
-        ready.store(true, Ordering::Relaxed);
-        match leader::acquire(
-            client.clone(),
-            &namespace,
-            &args.leader_election_lease_name,
-            &identity,
-            shutdown_rx.clone(),
-        )
-        .await?
-        {
-            Some(l) => Some(l),
-            None => return Ok(()),
-        }
-    } else {
-        None
-    };
-    metrics.leader.set(1);
-    ready.store(true, Ordering::Relaxed);
-
-    let lost = lease.as_ref().map(leader::Lease::lost);
-    let stop = {
-        let mut shutdown = shutdown_rx.clone();
-        async move {
-            let shutdown = async {
-                let _ = shutdown.wait_for(|stop| *stop).await;
-            };
-            match lost {
-                Some(lost) => {
-                    tokio::select! { _ = shutdown => {}, _ = lost => tracing::error!("lost the leader lease; stopping") }
-                }
-                None => shutdown.await,
-            }
-        }
-    };
-
+    let ownership = Arc::new(shards::Ownership::new(args.shards, !args.leader_elect));
+    if !args.leader_elect {
+        metrics.shards_held.set(i64::from(args.shards));
+        metrics.leader.set(1);
+    }
     let recorder = Recorder::new(
         client.clone(),
         Reporter {
@@ -155,7 +157,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             instance: Some(identity),
         },
     );
-    let settings = reconcile::Settings {
+    let settings = context::Settings {
         scan_concurrency: args.scan_concurrency.max(1).into(),
         scan_timeout: Duration::from_secs(args.scan_timeout.max(1)),
         max_images: args.max_images.max(1),
@@ -170,92 +172,167 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .registry_requests_per_second
             .filter(|r| r.is_finite() && *r > 0.0),
     };
-    let ctx = Arc::new(reconcile::Context::new(
+    let ctx = Arc::new(context::Context::new(
         client.clone(),
         recorder,
         metrics.clone(),
         settings,
+        ownership.clone(),
     ));
-    let secrets: Api<Secret> = match &args.namespace {
+    let secrets: Api<PartialObjectMeta<Secret>> = match &args.namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
     let controller = Controller::new(registries, watcher::Config::default().any_semantic());
     let store = controller.store();
-    tokio::spawn(prune(store.clone(), ctx.clone(), metrics.clone()));
-    let mapper_store = store.clone();
+    tokio::spawn(prune(store.clone(), ctx.clone()));
+    tokio::spawn(readiness(store.clone(), ctx.clone(), ready.clone()));
+
+    // Shards gained: reconcile their objects now. Shards lost: forget what was remembered
+    // about their objects (another replica writes them meanwhile).
+    let (elector, changes) = if args.leader_elect {
+        let (elector, changes) =
+            election::Elector::new(client.clone(), election, ownership.clone(), metrics.clone());
+        (
+            Some(tokio::spawn(elector.run(shutdown_rx.clone()))),
+            Some(changes),
+        )
+    } else {
+        (None, None)
+    };
+    let shard_triggers = {
+        let (store, ctx) = (store.clone(), ctx.clone());
+        futures::stream::unfold(changes, |mut rx| async move {
+            let change = rx.as_mut()?.recv().await?;
+            Some((change, rx))
+        })
+        .flat_map(move |change| {
+            let refs = match change {
+                election::Change::Acquired(shard) => objects_in(&store, &ctx, shard),
+                election::Change::Lost(shard) => {
+                    let own = ctx.shards.clone();
+                    ctx.retain(|key| {
+                        let (ns, name) = key.split_once('/').unwrap_or(("", key));
+                        own.shard_of(ns, name) != shard
+                    });
+                    Vec::new()
+                }
+            };
+            futures::stream::iter(refs)
+        })
+    };
+
     tracing::info!(
         concurrency = args.max_concurrent_scans,
+        shards = args.shards,
+        leader_elect = args.leader_elect,
         "starting the Registry controller"
     );
+    let stop = {
+        let mut shutdown = shutdown_rx.clone();
+        let ctx = ctx.clone();
+        async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+            // Cancel in-flight scans and writes rather than wait for them (up to the scan
+            // timeout): the standby takes over from the last written status.
+            ctx.shards.release_all();
+            ctx.admission.close();
+        }
+    };
+    let watch_metrics = metrics.clone();
     controller
-        .watches(
-            secrets,
-            watcher::Config::default().any_semantic(),
-            move |secret| referencing(&mapper_store, &secret),
-        )
-        // Unbounded here: scans are admitted fairly by the context's semaphore instead.
+        .reconcile_on(secrets::triggers(secrets, store.clone(), ctx.clone()))
+        .reconcile_on(shard_triggers)
+        // Unbounded here: work is admitted fairly by the context's admission queue instead.
         .with_config(controller::Config::default().concurrency(0))
-        .graceful_shutdown_on({
-            let ctx = ctx.clone();
-            async move {
-                stop.await;
-                ctx.stop_admitting_scans();
-            }
-        })
+        .graceful_shutdown_on(stop)
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "controller event");
+        .for_each(|result| {
+            let metrics = watch_metrics.clone();
+            async move {
+                match result {
+                    Err(controller::Error::QueueError(e)) => {
+                        secrets::watch_error(&metrics, "registries", &e)
+                    }
+                    Err(e) => tracing::debug!(error = %e, "controller event"),
+                    Ok(_) => {}
+                }
             }
         })
         .await;
 
-    metrics.leader.set(0);
-    if let Some(lease) = lease {
-        lease.release().await;
+    if let Some(elector) = elector {
+        let _ = elector.await;
     }
+    metrics.leader.set(0);
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Registries in the Secret's namespace that name it (credentials or CA).
-fn referencing(store: &Store<Registry>, secret: &Secret) -> Vec<ObjectRef<Registry>> {
-    let (Some(ns), name) = (secret.namespace(), secret.name_any()) else {
-        return Vec::new();
-    };
+fn objects_in(
+    store: &Store<Registry>,
+    ctx: &context::Context,
+    shard: u32,
+) -> Vec<ObjectRef<Registry>> {
     store
         .state()
         .into_iter()
-        .filter(|r| r.namespace().as_deref() == Some(ns.as_str()))
         .filter(|r| {
-            r.spec
-                .credentials_secret
-                .as_ref()
-                .is_some_and(|s| s.name == name)
-                || r.spec.ca_secret.as_ref().is_some_and(|s| s.name == name)
+            ctx.shards
+                .shard_of(&r.namespace().unwrap_or_default(), &r.name_any())
+                == shard
         })
         .map(|r| ObjectRef::from_obj(r.as_ref()))
         .collect()
 }
 
-/// Forgets deleted Registries: their remembered facts and their metric series.
-async fn prune(
-    store: Store<Registry>,
-    ctx: Arc<reconcile::Context>,
-    metrics: Arc<metrics::Metrics>,
-) {
+/// Ready once the caches hold the cluster's state (Registries, and the Secrets' versions).
+async fn readiness(store: Store<Registry>, ctx: Arc<context::Context>, ready: Arc<AtomicBool>) {
+    // Polled again and again: the store's readiness signal wakes only its latest waiter, and
+    // the controller waits on it too.
+    loop {
+        match tokio::time::timeout(Duration::from_millis(200), store.wait_until_ready()).await {
+            Ok(Ok(())) => break,
+            Ok(Err(_)) => return,
+            Err(_) => {}
+        }
+    }
+    while !ctx.secrets.synced() {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tracing::info!("caches synced");
+    ready.store(true, Ordering::Relaxed);
+}
+
+/// Forgets deleted Registries (and objects of shards no longer held): their remembered facts,
+/// their metric series, the versions of Secrets nobody names any more.
+async fn prune(store: Store<Registry>, ctx: Arc<context::Context>) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         tick.tick().await;
-        let live: HashSet<String> = store
-            .state()
+        let objects = store.state();
+        let live: HashSet<String> = objects
             .iter()
             .map(|r| format!("{}/{}", r.namespace().unwrap_or_default(), r.name_any()))
             .collect();
-        for gone in ctx.retain(&live) {
-            if let Some((namespace, name)) = gone.split_once('/') {
-                metrics.forget(&metrics::ObjectLabels {
+        let named: HashSet<String> = objects
+            .iter()
+            .flat_map(|r| {
+                let ns = r.namespace().unwrap_or_default();
+                secrets::named(r)
+                    .map(|n| format!("{ns}/{n}"))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        ctx.secrets.retain(|k| named.contains(k));
+        let shards = ctx.shards.clone();
+        let gone = ctx.retain(|k| {
+            let (ns, name) = k.split_once('/').unwrap_or(("", k));
+            live.contains(k) && shards.is_held(shards.shard_of(ns, name))
+        });
+        for key in &gone {
+            if let Some((namespace, name)) = key.split_once('/') {
+                ctx.metrics.forget(&metrics::ObjectLabels {
                     namespace: namespace.into(),
                     name: name.into(),
                 });

@@ -206,7 +206,13 @@ impl ScanError {
     pub fn is_scan_wide(&self) -> bool {
         matches!(
             self,
-            Self::InvalidConfig(_) | Self::Tls { .. } | Self::RateLimited { .. }
+            Self::InvalidConfig(_)
+                | Self::Tls { .. }
+                | Self::RateLimited { .. }
+                // A redirect or realm that breaks the policy is the registry's doing, not one
+                // tag's: the whole scan says so.
+                | Self::EgressDenied { .. }
+                | Self::InsecureTokenRealm { .. }
         )
     }
 }

@@ -146,24 +146,66 @@ pub struct Operator {
 
 impl Operator {
     /// Watches only `namespace`, so that tests sharing the control plane stay apart. Runs as the
-    /// chart's ServiceAccount ([`chart_kubeconfig`]), its lease (with `--leader-elect`) in the
-    /// module's namespace as in the chart's Deployment.
+    /// chart's ServiceAccount ([`chart_kubeconfig`]) with its Leases in the module's namespace,
+    /// as in the chart's Deployment, named after `namespace` unless `extra` names them.
     pub async fn start(cp: &ControlPlane, namespace: &str, extra: &[&str]) -> Self {
         let kubeconfig = chart_kubeconfig(cp).await;
+        let lease = format!("registry-operator-{namespace}");
+        let mut args = vec!["--namespace", namespace];
+        if !extra.contains(&"--leader-election-lease-name") {
+            args.extend(["--leader-election-lease-name", lease.as_str()]);
+        }
+        args.extend(extra);
+        Self::spawn(kubeconfig, &args, Some(MODULE_NAMESPACE)).await
+    }
+
+    /// As an administrator, its Leases in `namespace`: for leader-election and shard tests
+    /// whose replicas talk through proxies or other identities (the chart's RBAC is what
+    /// [`Operator::start`] tests).
+    pub async fn start_admin(cp: &ControlPlane, namespace: &str, extra: &[&str]) -> Self {
+        Self::start_with_kubeconfig(cp.kubeconfig_path(), namespace, extra).await
+    }
+
+    /// [`Operator::start_admin`] talking to the API server through `kubeconfig` (a proxy,
+    /// another identity).
+    pub async fn start_with_kubeconfig(
+        kubeconfig: &std::path::Path,
+        namespace: &str,
+        extra: &[&str],
+    ) -> Self {
+        let mut args = vec!["--namespace", namespace];
+        if !extra.contains(&"--leader-election-namespace") {
+            args.extend(["--leader-election-namespace", namespace]);
+        }
+        args.extend(extra);
+        Self::spawn(kubeconfig, &args, None).await
+    }
+
+    /// An operator over every namespace (its Leases in `default`): only for a test binary of
+    /// its own, since it works on every Registry of the control plane.
+    pub async fn start_all_namespaces(cp: &ControlPlane, extra: &[&str]) -> Self {
+        Self::spawn(cp.kubeconfig_path(), extra, None).await
+    }
+
+    async fn spawn(
+        kubeconfig: &std::path::Path,
+        run_args: &[&str],
+        pod_namespace: Option<&str>,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("operator.log");
         let health_port = testenv::tools::free_port();
         let metrics_port = testenv::tools::free_port();
         let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_registry-operator"))
-            .args(["--log-level", "debug", "run", "--namespace", namespace])
+            .args(["--log-level", "debug", "run"])
             .args(["--health-addr", &format!("127.0.0.1:{health_port}")])
             .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
             // The test registries listen on 127.0.0.1, which the egress policy closes by
-            // default; `extra` can close it again (`--egress-deny 127.0.0.1/32` wins a tie).
+            // default; `run_args` can close it again (`--egress-deny 127.0.0.1/32` wins a tie).
             .args(["--egress-allow", "127.0.0.1/32"])
-            .args(extra)
+            .args(run_args)
             .env("KUBECONFIG", kubeconfig)
-            .env("POD_NAMESPACE", MODULE_NAMESPACE)
+            .envs(pod_namespace.map(|ns| ("POD_NAMESPACE", ns)))
             .env_remove("RUST_LOG")
             .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
             .stderr(Stdio::from(
@@ -176,9 +218,22 @@ impl Operator {
             child,
             log,
             health: format!("http://127.0.0.1:{health_port}"),
-            metrics: format!("http://127.0.0.1:{metrics_port}/metrics"),
+            metrics: format!("http://127.0.0.1:{metrics_port}"),
             _dir: dir,
         }
+    }
+
+    /// The operator's /metrics text (served next to /healthz in tests).
+    pub async fn metrics(&self) -> String {
+        match reqwest::get(format!("{}/metrics", self.metrics)).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// Sum of the samples of `name` whose labels contain every `label="value"` in `labels`.
+    pub async fn metric(&self, name: &str, labels: &[&str]) -> f64 {
+        sum_metric(&self.metrics().await, name, labels)
     }
 
     pub fn logs(&self) -> String {
@@ -274,6 +329,20 @@ pub fn reason(r: &Registry) -> String {
         .find(|c| c.type_ == "Ready")
         .map(|c| c.reason.clone())
         .unwrap_or_default()
+}
+
+/// Sum of the samples of `name` (Prometheus text) whose label sets contain all of `labels`.
+pub fn sum_metric(text: &str, name: &str, labels: &[&str]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let (metric, rest) = series.split_once('{').unwrap_or((series, ""));
+            (metric == name && labels.iter().all(|want| rest.contains(want)))
+                .then(|| value.parse::<f64>().ok())
+                .flatten()
+        })
+        .sum()
 }
 
 pub fn tail(s: &str, n: usize) -> String {

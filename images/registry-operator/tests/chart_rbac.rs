@@ -194,8 +194,9 @@ async fn scans_as_the_chart_serviceaccount_and_exports_what_the_alerts_read() {
         "never succeeded: no timestamp"
     );
     assert!(
-        text.lines()
-            .any(|l| l.starts_with("registry_operator_scans_total{result=\"RepositoryNotFound\"}")),
+        text.lines().any(|l| l.starts_with(
+            "registry_operator_scans_total{result=\"failure\",reason=\"RepositoryNotFound\"}"
+        )),
         "{text}"
     );
 

@@ -227,6 +227,17 @@ impl Elector {
         self.metrics.leader.set(i64::from(held > 0));
     }
 
+    /// Replaces a Lease that was read (its resourceVersion guards the write), else creates it.
+    async fn put(&self, name: &str, lease: &Lease, exists: bool) -> Result<Lease, kube::Error> {
+        if exists {
+            self.call(self.api.replace(name, &PostParams::default(), lease))
+                .await
+        } else {
+            self.call(self.api.create(&PostParams::default(), lease))
+                .await
+        }
+    }
+
     async fn call<T>(
         &self,
         f: impl std::future::Future<Output = Result<T, kube::Error>>,
@@ -431,16 +442,7 @@ impl Elector {
         let name = self.cfg.shard_lease(shard);
         let lease = self.lease_object(name.clone(), self.shard_labels(), existing);
         let sent = Instant::now();
-        let result = match existing {
-            Some(_) => {
-                self.call(self.api.replace(&name, &PostParams::default(), &lease))
-                    .await
-            }
-            None => {
-                self.call(self.api.create(&PostParams::default(), &lease))
-                    .await
-            }
-        };
+        let result = self.put(&name, &lease, existing.is_some()).await;
         match result {
             Ok(written) => {
                 self.gain(shard, written, sent);
@@ -506,16 +508,7 @@ impl Elector {
             }
         };
         let lease = self.lease_object(name.clone(), labels, existing.as_ref());
-        let result = match existing {
-            Some(_) => {
-                self.call(self.api.replace(&name, &PostParams::default(), &lease))
-                    .await
-            }
-            None => {
-                self.call(self.api.create(&PostParams::default(), &lease))
-                    .await
-            }
-        };
+        let result = self.put(&name, &lease, existing.is_some()).await;
         if let Err(e) = result {
             tracing::warn!(error = %e, "renewing the membership lease failed");
         }

@@ -51,4 +51,4 @@ make --no-print-directory build >/dev/null
 cargo build --quiet --release -p bench
 
 log "running the benchmarks"
-exec target/release/bench --oha "$oha" --peers-dir "$peers" "$@"
+exec "${CARGO_TARGET_DIR:-target}/release/bench" --oha "$oha" --peers-dir "$peers" "$@"

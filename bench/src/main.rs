@@ -98,7 +98,7 @@ pub struct Args {
     #[arg(long, default_value_t = 16)]
     scale_max_concurrent_scans: usize,
     /// Scans in the steady-state window (the per-cycle figures are per scan in it × objects).
-    #[arg(long, default_value_t = 3000)]
+    #[arg(long, default_value_t = 2000)]
     scale_window_scans: usize,
     /// Time limit of one scale run, in seconds.
     #[arg(long, default_value_t = 1800)]

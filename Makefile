@@ -20,7 +20,7 @@ manifests: ## Write crds/registry.yaml from the Rust types (a test fails when it
 
 build: ## Release binary at bin/registry-operator
 	$(CARGO) build --release -p registry-operator
-	@mkdir -p bin && cp target/release/registry-operator $(BIN)
+	@mkdir -p bin && cp $${CARGO_TARGET_DIR:-target}/release/registry-operator $(BIN)
 	@echo "built $(BIN)"
 
 run: build ## Run the operator against the current kubeconfig (installs nothing; see README)

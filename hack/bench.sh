@@ -2,7 +2,7 @@
 # `make bench`: installs what the benchmarks need, builds the binaries, and runs the bench crate,
 # which regenerates BENCHMARKS.md and docs/bench/scan-time.svg from measurements.
 #
-#   hack/bench.sh                      # the full run (~15-20 minutes on 2 cores)
+#   hack/bench.sh                      # the full run (~30 minutes on 2 cores)
 #   hack/bench.sh --scale-objects 0    # extra flags go to the bench binary (see --help)
 #
 # Tools: skopeo and jq from Debian (apt-get), oha from crates.io (cargo install, cached under
@@ -51,4 +51,4 @@ make --no-print-directory build >/dev/null
 cargo build --quiet --release -p bench
 
 log "running the benchmarks"
-exec target/release/bench --oha "$oha" --peers-dir "$peers" "$@"
+exec "${CARGO_TARGET_DIR:-target}/release/bench" --oha "$oha" --peers-dir "$peers" "$@"

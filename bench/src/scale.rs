@@ -1,5 +1,6 @@
-//! Many Registry objects on a real kube-apiserver + etcd with one operator process: time until
-//! all are Success, peak RSS, CPU and API writes per full rescan cycle, status sizes.
+//! Many Registry objects on a real kube-apiserver + etcd, on one operator process or on several
+//! sharded replicas: time until all are Success, peak RSS, CPU, API writes and bytes sent to
+//! the apiserver per full rescan cycle, each replica's share of the work, status sizes.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use registry_operator::api::Registry;
 use testenv::controlplane::ControlPlane;
 
 use crate::fixture::Fixture;
+use crate::meter::{Bytes, Meter};
 use crate::sys;
 
 pub struct ScaleOptions {
@@ -20,15 +22,43 @@ pub struct ScaleOptions {
     pub url: String,
     pub repos: Vec<Fixture>,
     pub objects: usize,
+    /// Namespaces the objects are spread over (the tenants).
+    pub namespaces: usize,
+    /// Operator processes; the objects are split into as many shards.
+    pub replicas: usize,
     pub interval_seconds: u64,
     pub max_concurrent_scans: usize,
+    /// Scans in the steady-state window (at most `objects`).
+    pub window_scans: usize,
     pub work: PathBuf,
     pub timeout: Duration,
+}
+
+/// One operator process of a scale run.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ReplicaResult {
+    pub identity: String,
+    pub peak_rss_kib: u64,
+    pub end_rss_kib: u64,
+    /// CPU seconds from start to all Success.
+    pub initial_cpu_seconds: f64,
+    /// CPU of the steady-state window, scaled to a full cycle (see `ScaleResult`).
+    pub cycle_cpu_seconds: f64,
+    /// Scans this replica finished in the steady-state window.
+    pub window_scans: f64,
+    /// Objects this replica holds a successful scan of at the end (its metric series).
+    pub objects_scanned: usize,
+    pub shards_held: f64,
+    /// Bytes on the wire between this replica and the apiserver, per cycle.
+    pub cycle_bytes_to_apiserver: f64,
+    pub cycle_bytes_from_apiserver: f64,
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct ScaleResult {
     pub objects: usize,
+    pub namespaces: usize,
+    pub replicas: usize,
     pub tags_per_object: usize,
     pub repositories: usize,
     pub interval_seconds: u64,
@@ -36,11 +66,12 @@ pub struct ScaleResult {
     pub create_seconds: f64,
     /// Operator start until every object's status says Success.
     pub all_success_seconds: f64,
+    /// All replicas together.
     pub initial_cpu_seconds: f64,
     pub initial_status_writes: f64,
-    /// The steady-state window: from all Success until `objects` more scans have finished
-    /// and the counters have settled. The `cycle_*` figures below are per scan in this
-    /// window times `objects`.
+    /// The steady-state window: from all Success until `window_scans` more scans have
+    /// finished and the counters have settled. The `cycle_*` figures below are per scan in
+    /// this window times `objects` (all replicas together).
     pub cycle_seconds: f64,
     pub cycle_scans: f64,
     pub cycle_cpu_seconds: f64,
@@ -48,13 +79,18 @@ pub struct ScaleResult {
     pub cycle_event_writes: f64,
     /// Every write the apiserver counted in the window, its own housekeeping included.
     pub cycle_all_writes: f64,
+    /// Bytes on the wire from the operators to the apiserver (TLS, every request).
+    pub cycle_bytes_to_apiserver: f64,
+    pub cycle_bytes_from_apiserver: f64,
     /// Registry requests of the window by kind (`tag_list`, `manifest_head`, …).
     pub cycle_registry_requests: BTreeMap<String, f64>,
+    /// The largest of the replicas.
     pub peak_rss_kib: u64,
     pub end_rss_kib: u64,
     pub largest_status_bytes: usize,
     pub largest_object_bytes: usize,
     pub failed_scans: f64,
+    pub replica: Vec<ReplicaResult>,
 }
 
 /// One Prometheus sample: metric name, labels, value.
@@ -183,17 +219,30 @@ async fn apiserver_writes(client: &kube::Client) -> anyhow::Result<Writes> {
     })
 }
 
+#[derive(Default)]
 struct OperatorMetrics {
     success: f64,
     failed: f64,
     requests: BTreeMap<String, f64>,
     /// Objects with a successful scan (they have a `registry_operator_tags` series).
     scanned_objects: usize,
+    shards_held: f64,
 }
 
 impl OperatorMetrics {
     fn scans(&self) -> f64 {
         self.success + self.failed
+    }
+
+    fn add(mut self, o: &OperatorMetrics) -> Self {
+        self.success += o.success;
+        self.failed += o.failed;
+        for (k, v) in &o.requests {
+            *self.requests.entry(k.clone()).or_insert(0.0) += v;
+        }
+        self.scanned_objects += o.scanned_objects;
+        self.shards_held += o.shards_held;
+        self
     }
 }
 
@@ -226,38 +275,118 @@ async fn operator_metrics(http: &reqwest::Client, url: &str) -> anyhow::Result<O
             .iter()
             .filter(|(n, _, _)| n == "registry_operator_tags")
             .count(),
+        shards_held: sum(&samples, "registry_operator_shards_held", |_| true),
     })
 }
 
-/// Status facts from one raw list of every object.
+/// Status facts from a paged list of every object in the cluster.
 struct Listing {
     success: usize,
     largest_status: usize,
     largest_object: usize,
 }
 
-async fn list_all(client: &kube::Client, ns: &str) -> anyhow::Result<Listing> {
-    let path = format!("/apis/registry.kubecontroller.io/v1alpha1/namespaces/{ns}/registries");
-    let text = client
-        .request_text(http::Request::get(path).body(Vec::new())?)
-        .await?;
-    let list: serde_json::Value = serde_json::from_str(&text)?;
-    let items = list["items"].as_array().cloned().unwrap_or_default();
+async fn list_all(client: &kube::Client) -> anyhow::Result<Listing> {
     let mut out = Listing {
         success: 0,
         largest_status: 0,
         largest_object: 0,
     };
-    for item in &items {
-        if item["status"]["lastScanStatus"] == "Success" {
-            out.success += 1;
+    let mut cont = String::new();
+    loop {
+        let path = format!(
+            "/apis/registry.kubecontroller.io/v1alpha1/registries?limit=500&continue={cont}"
+        );
+        let text = client
+            .request_text(http::Request::get(path).body(Vec::new())?)
+            .await?;
+        let list: serde_json::Value = serde_json::from_str(&text)?;
+        for item in list["items"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
+            if item["status"]["lastScanStatus"] == "Success" {
+                out.success += 1;
+            }
+            out.largest_status = out
+                .largest_status
+                .max(serde_json::to_vec(&item["status"])?.len());
+            out.largest_object = out.largest_object.max(serde_json::to_vec(item)?.len());
         }
-        out.largest_status = out
-            .largest_status
-            .max(serde_json::to_vec(&item["status"])?.len());
-        out.largest_object = out.largest_object.max(serde_json::to_vec(item)?.len());
+        match list["metadata"]["continue"].as_str() {
+            Some(c) if !c.is_empty() => cont = c.to_string(),
+            _ => return Ok(out),
+        }
     }
-    Ok(out)
+}
+
+/// One running operator process and the meter in front of its apiserver connection.
+struct Replica {
+    identity: String,
+    child: std::process::Child,
+    pid: u32,
+    metrics_url: String,
+    meter: Meter,
+}
+
+impl Replica {
+    fn stop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.pid as libc::pid_t, libc::SIGTERM) };
+    }
+}
+
+async fn start_replica(
+    opts: &ScaleOptions,
+    cp: &ControlPlane,
+    lease_ns: &str,
+    index: usize,
+) -> anyhow::Result<Replica> {
+    let server = cp.server_url();
+    let meter = Meter::start(server.trim_start_matches("https://")).await?;
+    let identity = format!("bench-{index}");
+    let dir = opts.work.join(&identity);
+    std::fs::create_dir_all(&dir)?;
+    let kubeconfig = dir.join("kubeconfig");
+    std::fs::write(
+        &kubeconfig,
+        cp.kubeconfig_yaml()
+            .replace(server, &format!("https://{}", meter.addr)),
+    )?;
+    let metrics_port = testenv::tools::free_port();
+    let health_port = testenv::tools::free_port();
+    let mut cmd = Command::new(&opts.operator);
+    cmd.arg("run")
+        .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
+        .args(["--health-addr", &format!("127.0.0.1:{health_port}")])
+        .args([
+            "--max-concurrent-scans",
+            &opts.max_concurrent_scans.to_string(),
+        ])
+        .args(["--identity", &identity])
+        .args(["--shards", &opts.replicas.to_string()])
+        .args(["--leader-election-namespace", lease_ns])
+        // The registries are on loopback, which the egress policy closes by default.
+        .args(["--egress-allow", "127.0.0.1/32"]);
+    if opts.namespaces == 1 {
+        // One namespace stands for every tenant here, so it may use every slot.
+        cmd.args([
+            "--max-scans-per-namespace",
+            &opts.max_concurrent_scans.to_string(),
+        ]);
+    }
+    cmd.env("KUBECONFIG", &kubeconfig)
+        .env_remove("RUST_LOG")
+        .env_remove("POD_NAME")
+        .env_remove("POD_NAMESPACE")
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(dir.join("operator.log"))?)
+        .stderr(std::fs::File::create(dir.join("operator.stderr"))?);
+    let child = testenv::registry::spawn_tied(cmd).context("starting the operator")?;
+    Ok(Replica {
+        identity,
+        pid: child.id(),
+        child,
+        metrics_url: format!("http://127.0.0.1:{metrics_port}/metrics"),
+        meter,
+    })
 }
 
 pub async fn run(opts: &ScaleOptions) -> anyhow::Result<ScaleResult> {
@@ -268,13 +397,20 @@ pub async fn run(opts: &ScaleOptions) -> anyhow::Result<ScaleResult> {
     let crd = std::fs::read_to_string(testenv::tools::repo_root().join("crds/registry.yaml"))
         .context("reading crds/registry.yaml")?;
     cp.apply_yaml(&crd).await.context("installing the CRD")?;
-    let ns = cp.create_namespace("bench-scale").await;
-    let api: Api<Registry> = Api::namespaced(client.clone(), &ns);
+    let mut namespaces = Vec::new();
+    for _ in 0..opts.namespaces.max(1) {
+        namespaces.push(cp.create_namespace("bench-scale").await);
+    }
+    let lease_ns = cp.create_namespace("bench-leases").await;
 
-    eprintln!("bench: scale: creating {} Registry objects", opts.objects);
+    eprintln!(
+        "bench: scale: creating {} Registry objects in {} namespaces",
+        opts.objects,
+        namespaces.len()
+    );
     let started = Instant::now();
     futures::stream::iter((0..opts.objects).map(|i| {
-        let api = api.clone();
+        let api: Api<Registry> = Api::namespaced(client.clone(), &namespaces[i % namespaces.len()]);
         let repo = &opts.repos[i % opts.repos.len()].repo;
         let obj: Registry = serde_json::from_value(serde_json::json!({
             "apiVersion": "registry.kubecontroller.io/v1alpha1",
@@ -291,79 +427,63 @@ pub async fn run(opts: &ScaleOptions) -> anyhow::Result<ScaleResult> {
     .context("creating Registry objects")?;
     let create_seconds = started.elapsed().as_secs_f64();
 
-    let metrics_port = testenv::tools::free_port();
-    let health_port = testenv::tools::free_port();
-    let metrics_url = format!("http://127.0.0.1:{metrics_port}/metrics");
-    let log = opts.work.join("operator.log");
-    let mut cmd = Command::new(&opts.operator);
-    cmd.args(["run", "--namespace", &ns])
-        .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
-        .args(["--health-addr", &format!("127.0.0.1:{health_port}")])
-        .args([
-            "--max-concurrent-scans",
-            &opts.max_concurrent_scans.to_string(),
-        ])
-        // One namespace stands for every tenant here, so it may use every slot; the registries
-        // are on loopback, which the egress policy closes by default.
-        .args([
-            "--max-scans-per-namespace",
-            &opts.max_concurrent_scans.to_string(),
-        ])
-        .args(["--egress-allow", "127.0.0.1/32"])
-        .env("KUBECONFIG", cp.kubeconfig_path())
-        .env_remove("RUST_LOG")
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(&log)?)
-        .stderr(std::fs::File::create(opts.work.join("operator.stderr"))?);
     let writes_before = apiserver_writes(&client).await?;
-    eprintln!("bench: scale: starting the operator");
+    eprintln!("bench: scale: starting {} operator(s)", opts.replicas);
     let started = Instant::now();
-    let mut child = testenv::registry::spawn_tied(cmd).context("starting the operator")?;
-    let pid = child.id();
-    let result = measure(
-        opts,
-        &client,
-        &ns,
-        pid,
-        &metrics_url,
-        started,
-        writes_before,
-        deadline,
-    )
-    .await;
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
-    let stop = Instant::now();
-    while child.try_wait()?.is_none() && stop.elapsed() < Duration::from_secs(20) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    let mut replicas = Vec::new();
+    for i in 0..opts.replicas.max(1) {
+        replicas.push(start_replica(opts, &cp, &lease_ns, i).await?);
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    let result = measure(opts, &client, &replicas, started, writes_before, deadline).await;
+    for r in &mut replicas {
+        r.stop();
+    }
+    let stop = Instant::now();
+    for r in &mut replicas {
+        while r.child.try_wait()?.is_none() && stop.elapsed() < Duration::from_secs(20) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = r.child.kill();
+        let _ = r.child.wait();
+    }
     cp.stop(Duration::from_secs(5));
     let mut result = result?;
     result.create_seconds = create_seconds;
     Ok(result)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Every replica's metrics (an error while one of them does not answer yet).
+async fn all_metrics(
+    http: &reqwest::Client,
+    replicas: &[Replica],
+) -> anyhow::Result<Vec<OperatorMetrics>> {
+    let mut out = Vec::new();
+    for r in replicas {
+        out.push(operator_metrics(http, &r.metrics_url).await?);
+    }
+    Ok(out)
+}
+
+fn total(ms: &[OperatorMetrics]) -> OperatorMetrics {
+    ms.iter().fold(OperatorMetrics::default(), |a, m| a.add(m))
+}
+
 async fn measure(
     opts: &ScaleOptions,
     client: &kube::Client,
-    ns: &str,
-    pid: u32,
-    metrics_url: &str,
+    replicas: &[Replica],
     started: Instant,
     writes_before: Writes,
     deadline: Instant,
 ) -> anyhow::Result<ScaleResult> {
     let http = testenv::registry::http_client(None)?;
     let n = opts.objects as f64;
-    // Wait until the operator has scanned every object (cheap: its metrics), then confirm in
-    // the objects themselves (a list of every object is heavy, so not often).
+    // Wait until the operators have scanned every object (cheap: their metrics), then confirm
+    // in the objects themselves (a list of every object is heavy, so not often).
     let mut last_list = Instant::now() - Duration::from_secs(60);
     loop {
         if Instant::now() > deadline {
-            let m = operator_metrics(&http, metrics_url).await?;
+            let m = total(&all_metrics(&http, replicas).await?);
             bail!(
                 "not all {} objects were Success in time: {} scanned, {} successful scans",
                 opts.objects,
@@ -371,33 +491,39 @@ async fn measure(
                 m.success
             );
         }
-        if let Ok(m) = operator_metrics(&http, metrics_url).await
-            && m.scanned_objects >= opts.objects
+        if let Ok(ms) = all_metrics(&http, replicas).await
+            && total(&ms).scanned_objects >= opts.objects
             && last_list.elapsed() >= Duration::from_secs(3)
         {
             last_list = Instant::now();
-            if list_all(client, ns).await?.success == opts.objects {
+            if list_all(client).await?.success == opts.objects {
                 break;
             }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let all_success_seconds = started.elapsed().as_secs_f64();
-    let initial_cpu_seconds = sys::cpu_seconds(pid)?;
+    let cpu0: Vec<f64> = replicas
+        .iter()
+        .map(|r| sys::cpu_seconds(r.pid))
+        .collect::<anyhow::Result<_>>()?;
+    let bytes0: Vec<Bytes> = replicas.iter().map(|r| r.meter.bytes()).collect();
     let w0 = apiserver_writes(client).await?;
-    let m0 = operator_metrics(&http, metrics_url).await?;
+    let ms0 = all_metrics(&http, replicas).await?;
+    let m0 = total(&ms0);
     let t0 = Instant::now();
+    let window = opts.window_scans.clamp(1, opts.objects.max(1)) as f64;
     eprintln!(
-        "bench: scale: all {} Success after {all_success_seconds:.1}s; waiting for a full rescan cycle",
+        "bench: scale: all {} Success after {all_success_seconds:.1}s; measuring {window} more scans",
         opts.objects
     );
 
     loop {
         if Instant::now() > deadline {
-            bail!("no full rescan cycle in time");
+            bail!("the steady-state window did not finish in time");
         }
-        let m = operator_metrics(&http, metrics_url).await?;
-        if m.scans() >= m0.scans() + n {
+        let m = total(&all_metrics(&http, replicas).await?);
+        if m.scans() >= m0.scans() + window {
             break;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -408,28 +534,44 @@ async fn measure(
     let settle = Instant::now();
     let mut last = (f64::NAN, f64::NAN);
     let mut still_since = Instant::now();
-    let (m1, w1) = loop {
-        let m = operator_metrics(&http, metrics_url).await?;
+    let (ms1, w1) = loop {
+        let ms = all_metrics(&http, replicas).await?;
         let w = apiserver_writes(client).await?;
-        if (m.scans(), w.status) != last {
-            last = (m.scans(), w.status);
+        let scans = total(&ms).scans();
+        if (scans, w.status) != last {
+            last = (scans, w.status);
             still_since = Instant::now();
         }
         if still_since.elapsed() >= Duration::from_millis(1500)
             || settle.elapsed() >= Duration::from_secs(10)
         {
-            break (m, w);
+            break (ms, w);
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     let cycle_seconds = t0.elapsed().as_secs_f64();
-    let cpu1 = sys::cpu_seconds(pid)?;
-    let peak_rss_kib = sys::status_kib(pid, "VmHWM")?;
-    let end_rss_kib = sys::status_kib(pid, "VmRSS")?;
-    let listing = list_all(client, ns).await?;
+    let m1 = total(&ms1);
     let scans = m1.scans() - m0.scans();
     // Per full cycle: per scan in the window, times the number of objects.
     let per_cycle = |v: f64| v / scans * n;
+    let mut replica = Vec::new();
+    for (i, r) in replicas.iter().enumerate() {
+        let cpu1 = sys::cpu_seconds(r.pid)?;
+        let bytes = r.meter.bytes() - bytes0[i];
+        replica.push(ReplicaResult {
+            identity: r.identity.clone(),
+            peak_rss_kib: sys::status_kib(r.pid, "VmHWM")?,
+            end_rss_kib: sys::status_kib(r.pid, "VmRSS")?,
+            initial_cpu_seconds: cpu0[i],
+            cycle_cpu_seconds: per_cycle(cpu1 - cpu0[i]),
+            window_scans: ms1[i].scans() - ms0[i].scans(),
+            objects_scanned: ms1[i].scanned_objects,
+            shards_held: ms1[i].shards_held,
+            cycle_bytes_to_apiserver: per_cycle(bytes.to_apiserver as f64),
+            cycle_bytes_from_apiserver: per_cycle(bytes.from_apiserver as f64),
+        });
+    }
+    let listing = list_all(client).await?;
     let cycle = w1 - w0;
     let requests = m1
         .requests
@@ -439,31 +581,36 @@ async fn measure(
             (k.clone(), per_cycle(d))
         })
         .collect();
+    let sum_of = |f: fn(&ReplicaResult) -> f64| replica.iter().map(f).sum::<f64>();
     Ok(ScaleResult {
         objects: opts.objects,
+        namespaces: opts.namespaces.max(1),
+        replicas: replicas.len(),
         tags_per_object: opts.repos.first().map_or(0, Fixture::tags),
         repositories: opts.repos.len(),
         interval_seconds: opts.interval_seconds,
         max_concurrent_scans: opts.max_concurrent_scans,
         create_seconds: 0.0,
         all_success_seconds,
-        initial_cpu_seconds,
+        initial_cpu_seconds: sum_of(|r| r.initial_cpu_seconds),
         initial_status_writes: (w0 - writes_before).status,
         cycle_seconds,
         cycle_scans: scans,
-        cycle_cpu_seconds: per_cycle(cpu1 - initial_cpu_seconds),
+        cycle_cpu_seconds: sum_of(|r| r.cycle_cpu_seconds),
         cycle_status_writes: per_cycle(cycle.status),
         cycle_event_writes: per_cycle(cycle.events),
         cycle_all_writes: per_cycle(cycle.all),
+        cycle_bytes_to_apiserver: sum_of(|r| r.cycle_bytes_to_apiserver),
+        cycle_bytes_from_apiserver: sum_of(|r| r.cycle_bytes_from_apiserver),
         cycle_registry_requests: requests,
-        peak_rss_kib,
-        end_rss_kib,
+        peak_rss_kib: replica.iter().map(|r| r.peak_rss_kib).max().unwrap_or(0),
+        end_rss_kib: replica.iter().map(|r| r.end_rss_kib).max().unwrap_or(0),
         largest_status_bytes: listing.largest_status,
         largest_object_bytes: listing.largest_object,
         failed_scans: m1.failed,
+        replica,
     })
 }
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -14,8 +14,9 @@ pub struct Memory {
     pub scanned_at: Option<Instant>,
     /// Facts of every digest seen, so unchanged digests need no manifest GET.
     pub facts: HashMap<String, ManifestFacts>,
-    /// The last good tag list: what change events compare against. Failures keep it, so that
-    /// a success after a broken Secret does not announce every tag as new.
+    /// The last good tag list, kept only when the status cannot list every tag: what change
+    /// events compare against (otherwise the status is the baseline). Failures keep it, so
+    /// that a success after a broken Secret does not announce every tag as new.
     pub tags: Option<Vec<Image>>,
     /// A finished scan whose status write has not gone through yet: a retry writes it again
     /// instead of scanning again.

@@ -29,8 +29,8 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::ListParams;
 use kube::core::PartialObjectMeta;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{Controller, controller, watcher};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, controller, watcher};
 use kube::{Api, ResourceExt};
 use tokio::sync::watch;
 
@@ -183,8 +183,15 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    let controller = Controller::new(registries, watcher::Config::default().any_semantic());
-    let store = controller.store();
+    // The store holds every Registry for the operator's lifetime; managedFields (parsed JSON,
+    // several KiB per object in memory) are never read, so they are dropped before it.
+    let (store, writer) = reflector::store();
+    let objects = watcher(registries, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .modify(|r| r.metadata.managed_fields = None)
+        .reflect(writer)
+        .applied_objects();
+    let controller = Controller::for_stream(objects, store.clone());
     tokio::spawn(prune(store.clone(), ctx.clone()));
     tokio::spawn(readiness(store.clone(), ctx.clone(), ready.clone()));
 

@@ -281,11 +281,15 @@ fn outcome_of_scan(
             }
         }
     }
+    // A status that lists every tag is the baseline itself (the store holds it, failures
+    // keep it); only a capped one needs the full list kept here, or memory would hold every
+    // tag twice.
+    let capped = status.omitted_tags.unwrap_or(0) > 0;
     ctx.with_memory(&job.key, &job.uid, |m| {
         m.inputs = Some(versions);
         m.scanned_at = Some(Instant::now());
         m.facts = report.facts;
-        m.tags = Some(report.images);
+        m.tags = capped.then_some(report.images);
     });
     Outcome {
         generation: job.obj.metadata.generation,

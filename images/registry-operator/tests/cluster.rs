@@ -339,58 +339,11 @@ async fn a_forbidden_secret_read_is_retried_and_never_reported_as_not_found() {
     // The operator runs as a ServiceAccount with the rights it needs in this namespace; reading
     // Secrets comes from a separate binding the test takes away.
     let sa = format!("system:serviceaccount:{ns}:registry-operator");
-    cp.apply_yaml_in(
-        &ns,
-        &format!(
-            r#"
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {{name: operator}}
-rules:
-  - apiGroups: [registry.kubecontroller.io]
-    resources: [registries]
-    verbs: [get, list, watch]
-  - apiGroups: [registry.kubecontroller.io]
-    resources: [registries/status]
-    verbs: [patch]
-  - apiGroups: [""]
-    resources: [secrets]
-    verbs: [list, watch]
-  - apiGroups: [events.k8s.io]
-    resources: [events]
-    verbs: [create, patch]
-  - apiGroups: [coordination.k8s.io]
-    resources: [leases]
-    verbs: [get, list, create, update, delete]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {{name: operator}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: operator}}
-subjects: [{{kind: User, name: "{sa}"}}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {{name: secret-reader}}
-rules:
-  - apiGroups: [""]
-    resources: [secrets]
-    verbs: [get]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {{name: secret-reader}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: secret-reader}}
-subjects: [{{kind: User, name: "{sa}"}}]
-"#
-        ),
-    )
-    .await
-    .unwrap();
+    cp.apply_yaml_in(&ns, &rbac(&sa, ("secret-reader", "", "secrets", "get")))
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let restricted = kubeconfig(cp, dir.path(), |c| {
-        c["users"][0]["user"]["as"] = sa.clone().into();
-    });
+    let restricted = impersonating(cp, dir.path(), &sa);
     let op = Operator::start_with_kubeconfig(&restricted, &ns, &[]).await;
     let api: Api<Registry> = Api::namespaced(client.clone(), &ns);
     api.create(
@@ -458,20 +411,9 @@ subjects: [{{kind: User, name: "{sa}"}}]
     );
 
     // Access back: the retry goes through and the rescan happens.
-    cp.apply_yaml_in(
-        &ns,
-        &format!(
-            r#"
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {{name: secret-reader}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: secret-reader}}
-subjects: [{{kind: User, name: "{sa}"}}]
-"#
-        ),
-    )
-    .await
-    .unwrap();
+    cp.apply_yaml_in(&ns, &binding(&sa, "secret-reader"))
+        .await
+        .unwrap();
     let r = wait_for(&api, "private", &op, "the rescan after the retry", |r| {
         ok(r) && status(r).last_scan_time != status(&first).last_scan_time
     })
@@ -565,35 +507,55 @@ async fn a_scan_of_a_deleted_object_never_lands_on_its_recreated_namesake() {
     assert_eq!(digests, want);
 }
 
+/// What the operator needs in its namespace: (API group, resource, verbs).
+const OPERATOR_RULES: &[(&str, &str, &[&str])] = &[
+    (
+        "registry.kubecontroller.io",
+        "registries",
+        &["get", "list", "watch"],
+    ),
+    (
+        "registry.kubecontroller.io",
+        "registries/status",
+        &["patch"],
+    ),
+    ("", "secrets", &["get", "list", "watch"]),
+    ("events.k8s.io", "events", &["create", "patch"]),
+    (
+        "coordination.k8s.io",
+        "leases",
+        &["get", "list", "create", "update", "delete"],
+    ),
+];
+
 /// RBAC for the operator's identity `user` in `ns`: everything it needs but `held_back`,
 /// which comes from a binding of its own (named after it) that a test can take away.
 fn rbac(user: &str, held_back: (&str, &str, &str, &str)) -> String {
     let (name, group, resource, verb) = held_back;
+    let rules: String = OPERATOR_RULES
+        .iter()
+        .filter_map(|(g, r, verbs)| {
+            let verbs: Vec<&str> = verbs
+                .iter()
+                .copied()
+                .filter(|v| !(*g == group && *r == resource && *v == verb))
+                .collect();
+            (!verbs.is_empty()).then(|| {
+                format!(
+                    "  - apiGroups: [\"{g}\"]\n    resources: [{r}]\n    verbs: [{}]\n",
+                    verbs.join(", ")
+                )
+            })
+        })
+        .collect();
     format!(
         r#"
 apiVersion: rbac.authorization.k8s.io/v1
 kind: Role
 metadata: {{name: operator}}
 rules:
-  - apiGroups: [registry.kubecontroller.io]
-    resources: [registries]
-    verbs: [get, list, watch]
-  - apiGroups: [""]
-    resources: [secrets]
-    verbs: [get, list, watch]
-  - apiGroups: [events.k8s.io]
-    resources: [events]
-    verbs: [create, patch]
-  - apiGroups: [coordination.k8s.io]
-    resources: [leases]
-    verbs: [get, list, create, update, delete]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {{name: operator}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: Role, name: operator}}
-subjects: [{{kind: User, name: "{user}"}}]
----
+{rules}---
+{operator}---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: Role
 metadata: {{name: {name}}}
@@ -602,9 +564,15 @@ rules:
     resources: [{resource}]
     verbs: [{verb}]
 ---
-{binding}"#,
-        binding = binding(user, name)
+{held}"#,
+        operator = binding(user, "operator"),
+        held = binding(user, name)
     )
+}
+
+/// A kubeconfig of the admin's that impersonates `user` (so RBAC applies to it).
+fn impersonating(cp: &ControlPlane, dir: &std::path::Path, user: &str) -> std::path::PathBuf {
+    kubeconfig(cp, dir, |c| c["users"][0]["user"]["as"] = user.into())
 }
 
 fn binding(user: &str, name: &str) -> String {
@@ -650,9 +618,7 @@ async fn a_failed_status_write_is_retried_without_scanning_again_and_a_secret_ou
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let restricted = kubeconfig(cp, dir.path(), |c| {
-        c["users"][0]["user"]["as"] = sa.clone().into();
-    });
+    let restricted = impersonating(cp, dir.path(), &sa);
     let op = Operator::start_with_kubeconfig(&restricted, &ns, &[]).await;
     let api: Api<Registry> = Api::namespaced(client.clone(), &ns);
     api.create(

@@ -94,17 +94,7 @@ async fn a_revoked_token_is_replaced_once() {
     proxy.inject(Fault::new(
         "/tags/list",
         1,
-        FaultAction::Status {
-            code: 401,
-            headers: vec![(
-                "WWW-Authenticate".into(),
-                format!(
-                    r#"Bearer realm="{}",service="{}",scope="repository:state/app:pull",error="invalid_token""#,
-                    token.realm, token.service
-                ),
-            )],
-            body: String::new(),
-        },
+        refusal(token, "invalid_token", String::new()),
     ));
     let report = scan(&client, &target, Some(&creds), &ScanOptions::default())
         .await
@@ -126,17 +116,11 @@ async fn insufficient_scope_means_not_found_or_not_accessible() {
     proxy.inject(Fault::new(
         "/tags/list",
         1000,
-        FaultAction::Status {
-            code: 401,
-            headers: vec![(
-                "WWW-Authenticate".into(),
-                format!(
-                    r#"Bearer realm="{}",service="{}",scope="repository:state/app:pull",error="insufficient_scope""#,
-                    token.realm, token.service
-                ),
-            )],
-            body: r#"{"errors":[{"code":"UNAUTHORIZED","message":"insufficient scope"}]}"#.into(),
-        },
+        refusal(
+            token,
+            "insufficient_scope",
+            r#"{"errors":[{"code":"UNAUTHORIZED","message":"insufficient scope"}]}"#.into(),
+        ),
     ));
     let err = scan(&client, &target, Some(&creds), &ScanOptions::default())
         .await
@@ -182,5 +166,20 @@ async fn echoed_basic_forms_and_bearer_tokens_are_withheld() {
         let text = err.to_string();
         assert!(!text.contains(&echoed), "{text}");
         assert!(text.contains("withheld"), "{text}");
+    }
+}
+
+/// The registry's 401 for a token it will not take: a Bearer challenge with `error`.
+fn refusal(token: &testenv::token::TokenServer, error: &str, body: String) -> FaultAction {
+    FaultAction::Status {
+        code: 401,
+        headers: vec![(
+            "WWW-Authenticate".into(),
+            format!(
+                r#"Bearer realm="{}",service="{}",scope="repository:state/app:pull",error="{error}""#,
+                token.realm, token.service
+            ),
+        )],
+        body,
     }
 }

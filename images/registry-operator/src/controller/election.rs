@@ -456,15 +456,18 @@ impl Elector {
         }
     }
 
+    /// A snapshot of the Leases this replica holds, so no lock is kept across awaits.
+    fn held_leases(&self) -> Vec<(u32, Lease)> {
+        let state = self.state.lock().expect("election state poisoned");
+        state
+            .held
+            .iter()
+            .map(|(s, (l, _))| (*s, l.clone()))
+            .collect()
+    }
+
     async fn renew_held(&self) {
-        let held: Vec<(u32, Lease)> = {
-            let state = self.state.lock().expect("election state poisoned");
-            state
-                .held
-                .iter()
-                .map(|(s, (l, _))| (*s, l.clone()))
-                .collect()
-        };
+        let held = self.held_leases();
         for (shard, lease) in held {
             let renewed = self.lease_object(lease.name_any(), self.shard_labels(), Some(&lease));
             let sent = Instant::now();
@@ -572,14 +575,7 @@ impl Elector {
 
     /// Shutting down: stop all work, then hand every Lease back so others take over at once.
     async fn release_all(&self) {
-        let held: Vec<(u32, Lease)> = {
-            let state = self.state.lock().expect("election state poisoned");
-            state
-                .held
-                .iter()
-                .map(|(s, (l, _))| (*s, l.clone()))
-                .collect()
-        };
+        let held = self.held_leases();
         for (shard, _) in &held {
             self.lose(*shard);
         }

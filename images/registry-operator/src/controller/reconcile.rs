@@ -87,8 +87,11 @@ async fn pipeline(job: &Job, ctx: &Context) -> Result<Action, Error> {
     };
     let outcome = match prepare(job, ctx).await? {
         Ok((target, inputs)) => {
-            let result = run_scan(job, ctx, &target, &inputs).await;
-            outcome_of_scan(job, ctx, result, inputs.versions)
+            // Read once: the scan keeps these tags' digests if they fail, the events compare
+            // against them.
+            let before = baseline(job, ctx);
+            let result = run_scan(job, ctx, &target, &inputs, before.as_deref()).await;
+            outcome_of_scan(job, ctx, result, inputs.versions, before)
         }
         Err((problem, versions)) => outcome_of_failure(job, ctx, &problem, versions),
     };
@@ -183,6 +186,7 @@ async fn run_scan(
     ctx: &Context,
     target: &Target,
     inputs: &Inputs,
+    before: Option<&[Image]>,
 ) -> Result<ScanReport, crate::registry::ScanError> {
     let mut known = ctx
         .recall(&job.key, &job.uid, |m| m.facts.clone())
@@ -194,7 +198,7 @@ async fn run_scan(
     }
     // A tag that cannot be read this time keeps the digest it had.
     let mut known_tags = previous.map(status::known_tags).unwrap_or_default();
-    for image in baseline(job, ctx).iter().flatten() {
+    for image in before.into_iter().flatten() {
         known_tags.insert(image.tag.clone(), image.digest.clone());
     }
     let spec = &job.obj.spec;
@@ -233,6 +237,7 @@ fn outcome_of_scan(
     ctx: &Context,
     result: Result<ScanReport, crate::registry::ScanError>,
     versions: String,
+    before: Option<Vec<Image>>,
 ) -> Outcome {
     let report = match result {
         Ok(r) => r,
@@ -269,7 +274,7 @@ fn outcome_of_scan(
     {
         events.push(event(true, status::REASON_TAGS_UNREADABLE, note));
     }
-    if let Some(before) = baseline(job, ctx) {
+    if let Some(before) = before {
         let c = changes::diff(&before, &report.images);
         for (tags, reason, verb) in [
             (&c.added, "TagsAdded", "added"),

@@ -33,11 +33,8 @@ pub struct Context {
     pub byte_budget: usize,
 }
 
-pub fn succeeded(
-    previous: Option<&RegistryStatus>,
-    report: &ScanReport,
-    ctx: &Context,
-) -> RegistryStatus {
+/// The whole status after a successful scan; `previous` are the conditions it replaces.
+pub fn succeeded(previous: &[Condition], report: &ScanReport, ctx: &Context) -> RegistryStatus {
     let total = report.images.len();
     let images = cap(&report.images, ctx.max_images, ctx.byte_budget);
     let omitted = total - images.len();
@@ -104,44 +101,71 @@ pub fn succeeded(
     }
 }
 
-/// A failed scan: the last good `images` (and their counts and time) stay; the rest says why.
-pub fn failed(
-    previous: Option<&RegistryStatus>,
-    reason: &str,
-    message: &str,
-    ctx: &Context,
-) -> RegistryStatus {
-    let prev = previous.cloned().unwrap_or_default();
-    RegistryStatus {
-        last_scan_status: Some(ScanStatus::Failed),
-        last_scan_time: Some(ctx.now.clone()),
-        message: Some(message.to_string()),
-        observed_generation: ctx.generation,
-        next_scan_time: ctx.next_scan.clone(),
-        last_scan_duration_ms: None,
-        last_scan_requests: None,
-        conditions: vec![condition(previous, READY, false, reason, message, ctx)],
-        ..prev
+/// A status change, sent as a JSON merge patch: fields left `None` in `status` keep what the
+/// object has (a failure never touches the last good `images`), fields named in `clear` are
+/// removed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusPatch {
+    pub status: RegistryStatus,
+    pub clear: &'static [&'static str],
+}
+
+impl StatusPatch {
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::to_value(&self.status).unwrap_or_default();
+        if let Some(map) = v.as_object_mut() {
+            for field in self.clear {
+                map.insert((*field).to_string(), serde_json::Value::Null);
+            }
+        }
+        v
+    }
+}
+
+/// A failed scan: says why; the last good `images`, their counts and time stay as they are.
+pub fn failed(previous: &[Condition], reason: &str, message: &str, ctx: &Context) -> StatusPatch {
+    StatusPatch {
+        status: RegistryStatus {
+            last_scan_status: Some(ScanStatus::Failed),
+            last_scan_time: Some(ctx.now.clone()),
+            message: Some(message.to_string()),
+            observed_generation: ctx.generation,
+            next_scan_time: ctx.next_scan.clone(),
+            conditions: with_others(
+                previous,
+                condition(previous, READY, false, reason, message, ctx),
+            ),
+            ..RegistryStatus::default()
+        },
+        clear: &["lastScanDurationMs", "lastScanRequests"],
     }
 }
 
 /// Scanning is suspended: everything stays, Ready says so.
-pub fn suspended(previous: Option<&RegistryStatus>, ctx: &Context) -> RegistryStatus {
-    let prev = previous.cloned().unwrap_or_default();
+pub fn suspended(previous: &[Condition], ctx: &Context) -> StatusPatch {
     let message = "Scanning is suspended (spec.suspend); images are from the last scan";
-    RegistryStatus {
-        observed_generation: ctx.generation,
-        next_scan_time: None,
-        conditions: vec![condition(
-            previous,
-            READY,
-            false,
-            REASON_SUSPENDED,
-            message,
-            ctx,
-        )],
-        ..prev
+    StatusPatch {
+        status: RegistryStatus {
+            observed_generation: ctx.generation,
+            conditions: with_others(
+                previous,
+                condition(previous, READY, false, REASON_SUSPENDED, message, ctx),
+            ),
+            ..RegistryStatus::default()
+        },
+        clear: &["nextScanTime"],
     }
+}
+
+/// A merge patch replaces the whole list: the other conditions go along unchanged.
+fn with_others(previous: &[Condition], new: Condition) -> Vec<Condition> {
+    let mut all: Vec<Condition> = previous
+        .iter()
+        .filter(|c| c.type_ != new.type_)
+        .cloned()
+        .collect();
+    all.insert(0, new);
+    all
 }
 
 /// What an earlier status teaches the next scan: each listed digest's size and platforms, so
@@ -185,7 +209,7 @@ fn encoded_len(image: &Image) -> usize {
 }
 
 fn condition(
-    previous: Option<&RegistryStatus>,
+    previous: &[Condition],
     type_: &str,
     ok: bool,
     reason: &str,
@@ -195,7 +219,8 @@ fn condition(
     let status = if ok { "True" } else { "False" };
     // The transition time moves only when the condition's status does.
     let last_transition_time = previous
-        .and_then(|p| p.conditions.iter().find(|c| c.type_ == type_))
+        .iter()
+        .find(|c| c.type_ == type_)
         .filter(|c| c.status == status)
         .map(|c| c.last_transition_time.clone())
         .unwrap_or_else(|| ctx.now.clone());
@@ -264,7 +289,7 @@ mod tests {
 
     #[test]
     fn success_caps_to_highest_versions() {
-        let s = succeeded(None, &report(&["1.0", "1.1", "1.2"]), &ctx(2));
+        let s = succeeded(&[], &report(&["1.0", "1.1", "1.2"]), &ctx(2));
         let tags: Vec<_> = s
             .images
             .as_ref()
@@ -280,20 +305,33 @@ mod tests {
     }
 
     #[test]
-    fn failure_keeps_last_good_images_and_transition_time() {
-        let ok = succeeded(None, &report(&["a"]), &ctx(10));
+    fn failure_leaves_images_alone_and_keeps_transition_time() {
+        let ok = succeeded(&[], &report(&["a"]), &ctx(10));
         let mut later = ctx(10);
         later.now = Time(k8s_openapi::jiff::Timestamp::from_second(1_700_000_100).unwrap());
-        let bad = failed(Some(&ok), "AuthenticationFailed", "nope", &later);
-        assert_eq!(bad.images, ok.images);
-        assert_eq!(bad.last_successful_scan_time, ok.last_successful_scan_time);
-        assert_eq!(bad.last_scan_status, Some(ScanStatus::Failed));
-        assert_eq!(bad.conditions[0].last_transition_time, later.now);
-        let worse = failed(Some(&bad), "Timeout", "slow", &ctx(10));
+        let bad = failed(&ok.conditions, "AuthenticationFailed", "nope", &later);
+        let json = bad.to_json();
+        for untouched in ["images", "tagCount", "lastSuccessfulScanTime", "failedTags"] {
+            assert!(json.get(untouched).is_none(), "{untouched} in {json}");
+        }
+        assert_eq!(json["lastScanRequests"], serde_json::Value::Null);
+        assert!(json.as_object().unwrap().contains_key("lastScanRequests"));
+        assert_eq!(json["lastScanStatus"], "Failed");
+        let c = &bad.status.conditions;
+        assert_eq!(c[0].last_transition_time, later.now);
         assert_eq!(
-            worse.conditions[0].last_transition_time, later.now,
+            c.iter().map(|c| c.type_.as_str()).collect::<Vec<_>>(),
+            [READY, DEGRADED],
+            "Degraded goes along unchanged"
+        );
+        let worse = failed(c, "Timeout", "slow", &ctx(10));
+        assert_eq!(
+            worse.status.conditions[0].last_transition_time, later.now,
             "status unchanged: time stays"
         );
+        let paused = suspended(c, &ctx(10));
+        assert_eq!(paused.to_json()["nextScanTime"], serde_json::Value::Null);
+        assert_eq!(paused.status.conditions[0].reason, REASON_SUSPENDED);
     }
 
     #[test]
@@ -305,7 +343,7 @@ mod tests {
             message: "HTTP 500".into(),
             reason: "RegistryError",
         });
-        let s = succeeded(None, &r, &ctx(10));
+        let s = succeeded(&[], &r, &ctx(10));
         assert_eq!(s.last_scan_status, Some(ScanStatus::Success));
         assert_eq!(s.failed_tags, Some(1));
         let msg = s.message.as_deref().unwrap();
@@ -324,7 +362,7 @@ mod tests {
             "the noted image is not remembered as complete"
         );
         assert_eq!(known_tags(&s).len(), 2);
-        let healed = succeeded(Some(&s), &report(&["1.0", "2.0"]), &ctx(10));
+        let healed = succeeded(&s.conditions, &report(&["1.0", "2.0"]), &ctx(10));
         let degraded = healed
             .conditions
             .iter()
@@ -337,7 +375,7 @@ mod tests {
     fn byte_budget_bounds_images() {
         let many: Vec<String> = (0..20_000).map(|i| format!("tag-{i:05}")).collect();
         let refs: Vec<&str> = many.iter().map(String::as_str).collect();
-        let s = succeeded(None, &report(&refs), &ctx(20_000));
+        let s = succeeded(&[], &report(&refs), &ctx(20_000));
         let bytes = serde_json::to_vec(&s.images).unwrap().len();
         assert!(bytes <= IMAGES_BYTE_BUDGET, "{bytes}");
         assert_eq!(s.images.as_ref().unwrap().last().unwrap().tag, "tag-19999");

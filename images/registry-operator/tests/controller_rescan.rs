@@ -172,3 +172,110 @@ async fn a_tag_that_cannot_be_read_degrades_the_object_but_keeps_it_ready() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// A rescan that finds what the status already lists patches its times and counters only,
+/// never the images again; a restarted operator (whose watch cache holds no images) reads the
+/// last scan back from the status, so its first rescan needs no manifest GET and announces
+/// only the tag that is really new.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rescans_write_no_unchanged_images_and_survive_a_restart() {
+    let cp = controlplane::shared().await;
+    operator::install_crd(cp).await;
+    let ns = cp.create_namespace("restart").await;
+    let client = cp.client().await;
+    let reg = RegistryServer::start(RegistryOptions::plain())
+        .await
+        .unwrap();
+    let mut pushed = common::seed_small(&reg, None, "team/app").await;
+    let proxy = FaultProxy::start(&reg.url).await.unwrap();
+    let mut op = Operator::start(cp, &ns, &[]).await;
+    let api: Api<Registry> = Api::namespaced(client.clone(), &ns);
+    api.create(
+        &PostParams::default(),
+        &operator::registry("app", &proxy.url, "team/app", serde_json::json!({})),
+    )
+    .await
+    .unwrap();
+    let scanned = |generation: i64| {
+        move |r: &Registry| {
+            status(r).last_scan_status == Some(ScanStatus::Success)
+                && status(r).observed_generation == Some(generation)
+        }
+    };
+    let r = wait_for(&api, "app", &op, "first scan", scanned(1)).await;
+    common::assert_images(status(&r).images.as_deref().unwrap_or_default(), &pushed);
+    let images_bytes = serde_json::to_vec(&status(&r).images).unwrap().len() as f64;
+    let bytes = "registry_operator_status_write_bytes_total";
+    let first = op.metric(bytes, &[]).await;
+    assert!(first > images_bytes, "the first write carried the images");
+
+    // A new spec (same repository) is scanned at once.
+    let bump =
+        |interval: i64| Patch::Merge(serde_json::json!({"spec": {"scanInterval": interval}}));
+    api.patch("app", &PatchParams::default(), &bump(301))
+        .await
+        .unwrap();
+    let r = wait_for(&api, "app", &op, "rescan", scanned(2)).await;
+    common::assert_images(status(&r).images.as_deref().unwrap_or_default(), &pushed);
+    let second = op.metric(bytes, &[]).await - first;
+    assert!(
+        second > 0.0 && second + images_bytes <= first + 64.0,
+        "the rescan's patch left the unchanged images out: first write {first} B, rescan {second} B, images {images_bytes} B"
+    );
+
+    op.terminate().await;
+    let pusher = testenv::push::Pusher::new(&reg, None).unwrap();
+    let new = pusher
+        .push_image(
+            "team/app",
+            Some("3.0"),
+            &testenv::push::ImageSpec::new(testenv::push::Format::Oci, 3, &[4000]),
+        )
+        .await
+        .unwrap();
+    let new_digest = new.digest.clone();
+    pushed.tags.insert(2, ("3.0".into(), new)); // version order: before `latest`
+    proxy.reset();
+    let op = Operator::start(cp, &ns, &[]).await;
+    api.patch("app", &PatchParams::default(), &bump(302))
+        .await
+        .unwrap();
+    let r = wait_for(&api, "app", &op, "rescan after a restart", scanned(3)).await;
+    common::assert_images(status(&r).images.as_deref().unwrap_or_default(), &pushed);
+    let gets: Vec<String> = proxy
+        .requests()
+        .iter()
+        .filter(|q| q.method == "GET" && q.path.contains("/manifests/"))
+        .map(|q| q.path.clone())
+        .collect();
+    assert!(
+        gets.len() == 1 && (gets[0].ends_with("/manifests/3.0") || gets[0].ends_with(&new_digest)),
+        "only the new tag's manifest was read: {gets:?}"
+    );
+
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let list = events.list(&ListParams::default()).await.unwrap();
+        let added: Vec<String> = list
+            .items
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some("TagsAdded"))
+            .filter_map(|e| e.note.clone())
+            .collect();
+        if !added.is_empty() {
+            assert_eq!(added.len(), 1, "{added:?}");
+            assert!(
+                added[0].contains("3.0") && !added[0].contains("1.0"),
+                "only the new tag is announced: {added:?}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no TagsAdded event: {:#?}",
+            list.items
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

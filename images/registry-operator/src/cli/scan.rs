@@ -173,7 +173,10 @@ async fn scan_once(args: &ScanArgs) -> anyhow::Result<()> {
             status::IMAGES_BYTE_BUDGET
         },
     };
-    let status = status::succeeded(previous.as_ref().map(|p| &p.status), &report, &ctx);
+    let conditions = previous
+        .as_ref()
+        .map_or(&[][..], |p| &p.status.conditions[..]);
+    let status = status::succeeded(conditions, &report, &ctx);
     match args.output {
         Output::Json => {
             let facts = (status.omitted_tags.unwrap_or(0) > 0)

@@ -121,6 +121,8 @@ struct State {
     observed: HashMap<String, (String, Instant)>,
     /// Per held shard: our Lease as last written, and when that write was sent.
     held: HashMap<u32, (Lease, Instant)>,
+    /// Rounds of the campaign so far.
+    ticks: u64,
 }
 
 impl Elector {
@@ -285,6 +287,17 @@ impl Elector {
 
         if self.other_shard_count_active(&leases, now) {
             tracing::info!("leases of a different shard count are held: waiting for them to go");
+            return;
+        }
+        // Replicas started together register first and take shards from the next round on,
+        // when they see one another: otherwise the first one up takes every shard and has to
+        // hand most back, and their objects are scanned twice.
+        let first_round = {
+            let mut state = self.state.lock().expect("election state poisoned");
+            state.ticks += 1;
+            state.ticks == 1
+        };
+        if self.cfg.shards > 1 && first_round {
             return;
         }
         let members = self.live_members(&leases, now).max(1);

@@ -1,23 +1,23 @@
 //! What the operator remembers about one Registry between scans (lost on restart; the status
 //! then stands in for it).
 
-use std::collections::HashMap;
 use std::time::Instant;
 
-use crate::api::RegistryStatus;
-use crate::registry::{Image, ManifestFacts};
+use super::snapshot::Snapshot;
+use crate::status::StatusPatch;
 
 pub struct Memory {
     pub uid: String,
     /// Secret versions the last scan used: a change means rescan now.
     pub inputs: Option<String>,
     pub scanned_at: Option<Instant>,
-    /// Facts of every digest seen, so unchanged digests need no manifest GET.
-    pub facts: HashMap<String, ManifestFacts>,
-    /// The last good tag list, kept only when the status cannot list every tag: what change
-    /// events compare against (otherwise the status is the baseline). Failures keep it, so
-    /// that a success after a broken Secret does not announce every tag as new.
-    pub tags: Option<Vec<Image>>,
+    /// The last good scan: what the next one starts from (unchanged digests need no GET) and
+    /// what change events compare against. Failures keep it, so that a success after a
+    /// broken Secret does not announce every tag as new.
+    pub last: Option<Snapshot>,
+    /// A hash of the `images` the status holds (as written, or as read after a restart): a
+    /// scan that finds the same leaves them out of its status patch.
+    pub written_images: Option<u64>,
     /// A finished scan whose status write has not gone through yet: a retry writes it again
     /// instead of scanning again.
     pub unwritten: Option<Outcome>,
@@ -28,7 +28,9 @@ pub struct Memory {
 pub struct Outcome {
     /// The generation that was scanned: a newer spec makes this outcome stale.
     pub generation: Option<i64>,
-    pub status: RegistryStatus,
+    pub status: StatusPatch,
+    /// Set when the patch carries `images`: what the status holds once it is written.
+    pub images_hash: Option<u64>,
     pub events: Vec<PendingEvent>,
 }
 
@@ -45,8 +47,8 @@ impl Memory {
             uid: uid.to_string(),
             inputs: None,
             scanned_at: None,
-            facts: HashMap::new(),
-            tags: None,
+            last: None,
+            written_images: None,
             unwritten: None,
         }
     }

@@ -53,6 +53,7 @@ pub struct Metrics {
     pub registry: Registry,
     pub scans: Family<ScanLabels, Counter>,
     pub status_writes: Family<WriteLabels, Counter>,
+    pub status_write_bytes: Counter,
     pub watch_errors: Family<WatchLabels, Counter>,
     pub shards_held: Gauge<i64, AtomicI64>,
     pub scan_duration: Histogram,
@@ -78,6 +79,13 @@ impl Default for Metrics {
             "status_writes",
             "Registry status writes to the API server",
             status_writes.clone(),
+        );
+        let status_write_bytes = Counter::default();
+        registry.register_with_unit(
+            "status_write",
+            "Bytes of the status patches sent to the API server",
+            prometheus_client::registry::Unit::Bytes,
+            status_write_bytes.clone(),
         );
         let watch_errors = Family::<WatchLabels, Counter>::default();
         registry.register(
@@ -137,6 +145,7 @@ impl Default for Metrics {
             registry,
             scans,
             status_writes,
+            status_write_bytes,
             watch_errors,
             shards_held,
             scan_duration,

@@ -15,6 +15,8 @@ pub mod metrics;
 mod reconcile;
 mod secrets;
 pub mod shards;
+mod snapshot;
+mod view;
 mod writer;
 
 use std::collections::HashSet;
@@ -34,8 +36,8 @@ use kube::runtime::{Controller, WatchStreamExt, controller, watcher};
 use kube::{Api, ResourceExt};
 use tokio::sync::watch;
 
-use crate::api::Registry;
 pub use reconcile::FIELD_MANAGER;
+use view::RegistryView;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct RunArgs {
@@ -103,7 +105,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     let client = kube::Client::try_default().await.context(
         "connecting to Kubernetes (in-cluster service account, or KUBECONFIG / ~/.kube/config)",
     )?;
-    let registries: Api<Registry> = match &args.namespace {
+    let registries: Api<RegistryView> = match &args.namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
@@ -183,8 +185,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
     };
-    // The store holds every Registry for the operator's lifetime; managedFields (parsed JSON,
-    // several KiB per object in memory) are never read, so they are dropped before it.
+    // The store holds every Registry for the operator's lifetime, as a view without
+    // status.images; managedFields (parsed JSON, several KiB per object) are never read
+    // either, so they are dropped before it.
     let (store, writer) = reflector::store();
     let objects = watcher(registries, watcher::Config::default().any_semantic())
         .default_backoff()
@@ -277,10 +280,10 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
 }
 
 fn objects_in(
-    store: &Store<Registry>,
+    store: &Store<RegistryView>,
     ctx: &context::Context,
     shard: u32,
-) -> Vec<ObjectRef<Registry>> {
+) -> Vec<ObjectRef<RegistryView>> {
     store
         .state()
         .into_iter()
@@ -294,7 +297,7 @@ fn objects_in(
 }
 
 /// Ready once the caches hold the cluster's state (Registries, and the Secrets' versions).
-async fn readiness(store: Store<Registry>, ctx: Arc<context::Context>, ready: Arc<AtomicBool>) {
+async fn readiness(store: Store<RegistryView>, ctx: Arc<context::Context>, ready: Arc<AtomicBool>) {
     // Polled again and again: the store's readiness signal wakes only its latest waiter, and
     // the controller waits on it too.
     loop {
@@ -313,7 +316,7 @@ async fn readiness(store: Store<Registry>, ctx: Arc<context::Context>, ready: Ar
 
 /// Forgets deleted Registries (and objects of shards no longer held): their remembered facts,
 /// their metric series, the versions of Secrets nobody names any more.
-async fn prune(store: Store<Registry>, ctx: Arc<context::Context>) {
+async fn prune(store: Store<RegistryView>, ctx: Arc<context::Context>) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         tick.tick().await;

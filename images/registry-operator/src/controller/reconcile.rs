@@ -1,12 +1,13 @@
 //! Reconcile one Registry as a short pipeline of phases: skip what is not ours or not due,
 //! take a scan slot, read the Secrets, scan, remember the outcome, write it.
 
+use std::hash::Hasher;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::ResourceExt;
 use kube::runtime::controller::Action;
+use kube::{Api, ResourceExt};
 use rand::Rng;
 
 use super::changes;
@@ -15,6 +16,8 @@ use super::credentials::SecretProblem;
 use super::memory::{Outcome, PendingEvent};
 use super::metrics::{ObjectLabels, ScanLabels};
 use super::secrets::{self, Inputs};
+use super::snapshot::Snapshot;
+use super::view::RegistryView;
 use super::writer::{self, Written};
 use crate::api::{MIN_SCAN_INTERVAL, Registry, RegistryStatus, ScanStatus};
 use crate::registry::{Image, ScanOptions, ScanReport, TagFilter, Target, scan};
@@ -26,6 +29,8 @@ pub use super::writer::FIELD_MANAGER;
 pub enum Error {
     #[error("writing status: {0}")]
     Status(#[source] kube::Error),
+    #[error("reading the status of the last scan: {0}")]
+    Restore(#[source] kube::Error),
     /// Anything but a 404 (403, 429, 5xx, a timeout): retried, the status is left alone.
     #[error("reading {what} Secret {name:?}: {source}")]
     SecretRead {
@@ -38,13 +43,13 @@ pub enum Error {
 
 /// The object being reconciled and the facts every phase needs about it.
 struct Job {
-    obj: Arc<Registry>,
+    obj: Arc<RegistryView>,
     key: String,
     uid: String,
     interval: Duration,
 }
 
-pub async fn reconcile(obj: Arc<Registry>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile(obj: Arc<RegistryView>, ctx: Arc<Context>) -> Result<Action, Error> {
     let ns = obj.namespace().unwrap_or_default();
     let name = obj.name_any();
     // Not our shard: another replica works on it. Losing the shard mid-way cancels everything
@@ -72,11 +77,14 @@ async fn pipeline(job: &Job, ctx: &Context) -> Result<Action, Error> {
     if job.obj.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
+    // The phases that talk to the API server or a registry are boxed: thousands of
+    // reconciles can wait for a scan slot at once, and each should hold only a few words
+    // while it waits, not the state of a scan.
     if job.obj.spec.suspend == Some(true) {
-        return suspend(job, ctx).await;
+        return Box::pin(suspend(job, ctx)).await;
     }
     if has_unwritten(job, ctx) {
-        return write(job, ctx).await;
+        return Box::pin(write(job, ctx)).await;
     }
     if let Some(wait) = not_due(job, ctx) {
         return Ok(Action::requeue(wait));
@@ -85,13 +93,15 @@ async fn pipeline(job: &Job, ctx: &Context) -> Result<Action, Error> {
     let Ok(_slot) = ctx.admission.acquire(&ns).await else {
         return Ok(Action::await_change()); // shutting down
     };
+    Box::pin(scan_and_write(job, ctx)).await
+}
+
+async fn scan_and_write(job: &Job, ctx: &Context) -> Result<Action, Error> {
+    restore(job, ctx).await?;
     let outcome = match prepare(job, ctx).await? {
         Ok((target, inputs)) => {
-            // Read once: the scan keeps these tags' digests if they fail, the events compare
-            // against them.
-            let before = baseline(job, ctx);
-            let result = run_scan(job, ctx, &target, &inputs, before.as_deref()).await;
-            outcome_of_scan(job, ctx, result, inputs.versions, before)
+            let result = run_scan(job, ctx, &target, &inputs).await;
+            outcome_of_scan(job, ctx, result, inputs.versions)
         }
         Err((problem, versions)) => outcome_of_failure(job, ctx, &problem, versions),
     };
@@ -108,7 +118,8 @@ async fn suspend(job: &Job, ctx: &Context) -> Result<Action, Error> {
     });
     if !already {
         let sctx = status_context(job, ctx, None);
-        writer::write_status(ctx, &job.obj, status::suspended(previous, &sctx))
+        let patch = status::suspended(conditions(job), &sctx);
+        writer::write_status(ctx, &job.obj, &patch)
             .await
             .map_err(Error::Status)?;
     }
@@ -162,6 +173,51 @@ fn not_due(job: &Job, ctx: &Context) -> Option<Duration> {
     }
 }
 
+/// After a restart (or when a shard moves here) nothing is remembered about the object: the
+/// images of its status stand in for the last scan, read with one GET because the watch
+/// cache holds none.
+async fn restore(job: &Job, ctx: &Context) -> Result<(), Error> {
+    let remembered = ctx
+        .recall(&job.key, &job.uid, |m| m.last.is_some())
+        .unwrap_or(false);
+    let listed = job
+        .obj
+        .status
+        .as_ref()
+        .is_some_and(|s| s.tag_count.unwrap_or(0) > 0);
+    if remembered || !listed {
+        return Ok(());
+    }
+    let api: Api<Registry> =
+        Api::namespaced(ctx.client.clone(), &job.obj.namespace().unwrap_or_default());
+    let Some(full) = api
+        .get_opt(&job.obj.name_any())
+        .await
+        .map_err(Error::Restore)?
+    else {
+        return Ok(());
+    };
+    if full.uid().as_deref() != Some(job.uid.as_str()) {
+        return Ok(());
+    }
+    let Some(status) = full.status else {
+        return Ok(());
+    };
+    let images = status.images.unwrap_or_default();
+    // A status that lists every tag is a baseline for change events; a capped one only
+    // teaches facts.
+    let complete = status.omitted_tags.unwrap_or(0) == 0 && status.last_scan_status.is_some();
+    let snapshot = Snapshot::of_status(&images, complete);
+    let hash = images_hash(&images);
+    ctx.with_memory(&job.key, &job.uid, |m| {
+        if m.last.is_none() {
+            m.last = Some(snapshot);
+            m.written_images = Some(hash);
+        }
+    });
+    Ok(())
+}
+
 type Prepared = Result<(Target, Inputs), ((&'static str, String), String)>;
 
 /// The target and the Secrets' contents. A problem the user must fix (bad URL, missing or
@@ -186,21 +242,14 @@ async fn run_scan(
     ctx: &Context,
     target: &Target,
     inputs: &Inputs,
-    before: Option<&[Image]>,
 ) -> Result<ScanReport, crate::registry::ScanError> {
-    let mut known = ctx
-        .recall(&job.key, &job.uid, |m| m.facts.clone())
+    // Known digests need no GET; a tag that cannot be read this time keeps the digest it had.
+    let (known, known_tags) = ctx
+        .recall(&job.key, &job.uid, |m| {
+            m.last.as_ref().map(|s| (s.known(), s.known_tags()))
+        })
+        .flatten()
         .unwrap_or_default();
-    // After a restart the status still knows every listed digest's facts.
-    let previous = job.obj.status.as_ref();
-    for (digest, facts) in previous.map(status::known_facts).unwrap_or_default() {
-        known.entry(digest).or_insert(facts);
-    }
-    // A tag that cannot be read this time keeps the digest it had.
-    let mut known_tags = previous.map(status::known_tags).unwrap_or_default();
-    for image in before.into_iter().flatten() {
-        known_tags.insert(image.tag.clone(), image.digest.clone());
-    }
     let spec = &job.obj.spec;
     let filter = spec.tag_filter.clone().unwrap_or_default();
     let client = ctx.registry_client(spec.insecure_skip_verify == Some(true), inputs.ca.clone())?;
@@ -218,26 +267,11 @@ async fn run_scan(
     scan(&client, target, inputs.credentials.as_ref(), &options).await
 }
 
-/// The images change events compare against: the last good scan, from memory or (after a
-/// restart) from the status when it lists every tag.
-fn baseline(job: &Job, ctx: &Context) -> Option<Vec<Image>> {
-    ctx.recall(&job.key, &job.uid, |m| m.tags.clone())
-        .flatten()
-        .or_else(|| {
-            job.obj
-                .status
-                .as_ref()
-                .filter(|s| s.omitted_tags.unwrap_or(0) == 0 && s.last_scan_status.is_some())
-                .and_then(|s| s.images.clone())
-        })
-}
-
 fn outcome_of_scan(
     job: &Job,
     ctx: &Context,
     result: Result<ScanReport, crate::registry::ScanError>,
     versions: String,
-    before: Option<Vec<Image>>,
 ) -> Outcome {
     let report = match result {
         Ok(r) => r,
@@ -259,7 +293,7 @@ fn outcome_of_scan(
     tracing::info!(registry = %job.key, tags = report.images.len(), gets = report.requests.manifest_gets, ms = report.duration.as_millis() as u64, "scan succeeded");
 
     let previous = job.obj.status.as_ref();
-    let status = status::succeeded(previous, &report, &status_context_now(job, ctx));
+    let mut status = status::succeeded(conditions(job), &report, &status_context_now(job, ctx));
     let mut events = Vec::new();
     if !previous.is_some_and(|s| s.last_scan_status == Some(ScanStatus::Success)) {
         events.push(event(
@@ -274,6 +308,12 @@ fn outcome_of_scan(
     {
         events.push(event(true, status::REASON_TAGS_UNREADABLE, note));
     }
+    // The images change events compare against: the last good scan, if it listed every tag.
+    let before = ctx
+        .recall(&job.key, &job.uid, |m| {
+            m.last.as_ref().filter(|s| s.complete).map(Snapshot::images)
+        })
+        .flatten();
     if let Some(before) = before {
         let c = changes::diff(&before, &report.images);
         for (tags, reason, verb) in [
@@ -286,19 +326,23 @@ fn outcome_of_scan(
             }
         }
     }
-    // A status that lists every tag is the baseline itself (the store holds it, failures
-    // keep it); only a capped one needs the full list kept here, or memory would hold every
-    // tag twice.
-    let capped = status.omitted_tags.unwrap_or(0) > 0;
-    ctx.with_memory(&job.key, &job.uid, |m| {
+    let snapshot = Snapshot::of_scan(&report.images, &report.facts);
+    let hash = images_hash(status.images.as_deref().unwrap_or_default());
+    let unchanged = ctx.with_memory(&job.key, &job.uid, |m| {
         m.inputs = Some(versions);
         m.scanned_at = Some(Instant::now());
-        m.facts = report.facts;
-        m.tags = capped.then_some(report.images);
+        m.last = Some(snapshot);
+        m.written_images == Some(hash)
     });
+    // The status already lists these images: a steady-state rescan writes only its times
+    // and counters.
+    if unchanged {
+        status.images = None;
+    }
     Outcome {
         generation: job.obj.metadata.generation,
-        status,
+        status: status::StatusPatch { status, clear: &[] },
+        images_hash: (!unchanged).then_some(hash),
         events,
     }
 }
@@ -319,7 +363,7 @@ fn outcome_of_failure(
         m.scanned_at = Some(Instant::now());
     });
     let status = status::failed(
-        job.obj.status.as_ref(),
+        conditions(job),
         reason,
         message,
         &status_context_now(job, ctx),
@@ -327,6 +371,7 @@ fn outcome_of_failure(
     Outcome {
         generation: job.obj.metadata.generation,
         status,
+        images_hash: None,
         events: vec![event(true, reason, message.clone())],
     }
 }
@@ -340,7 +385,7 @@ async fn write(job: &Job, ctx: &Context) -> Result<Action, Error> {
     else {
         return Ok(Action::requeue(jitter(job.interval)));
     };
-    match writer::write_status(ctx, &job.obj, outcome.status).await {
+    match writer::write_status(ctx, &job.obj, &outcome.status).await {
         Ok(Written::Done) => {}
         Ok(Written::Gone) => {
             ctx.forget(&job.key);
@@ -348,7 +393,12 @@ async fn write(job: &Job, ctx: &Context) -> Result<Action, Error> {
         }
         Err(e) => return Err(Error::Status(e)),
     }
-    ctx.with_memory(&job.key, &job.uid, |m| m.unwritten = None);
+    ctx.with_memory(&job.key, &job.uid, |m| {
+        m.unwritten = None;
+        if outcome.images_hash.is_some() {
+            m.written_images = outcome.images_hash;
+        }
+    });
     ctx.backoff.reset(&job.key);
     for e in outcome.events {
         writer::publish(ctx, &job.obj, &e).await;
@@ -387,6 +437,22 @@ fn object_labels(key: &str) -> ObjectLabels {
     }
 }
 
+/// The conditions the status has now (a patch replaces the list).
+fn conditions(job: &Job) -> &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition] {
+    job.obj
+        .status
+        .as_ref()
+        .map_or(&[][..], |s| &s.conditions[..])
+}
+
+/// Identifies the `images` a status holds, to leave them out of a patch that would not
+/// change them.
+fn images_hash(images: &[Image]) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    h.write(&serde_json::to_vec(images).unwrap_or_default());
+    h.finish()
+}
+
 /// The `Degraded` condition's message when it is `True`.
 fn degraded_message(s: &RegistryStatus) -> Option<String> {
     s.conditions
@@ -422,7 +488,7 @@ fn jitter(interval: Duration) -> Duration {
 }
 
 /// Per-object exponential backoff with jitter; a success resets it.
-pub fn error_policy(obj: Arc<Registry>, error: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(obj: Arc<RegistryView>, error: &Error, ctx: Arc<Context>) -> Action {
     let key = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
     let wait = ctx.backoff.next(&key);
     tracing::warn!(registry = %key, %error, retry_in_ms = wait.as_millis() as u64, "reconcile failed; retrying");

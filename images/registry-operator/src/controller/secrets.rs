@@ -18,7 +18,7 @@ use super::context::Context;
 use super::credentials::{self, SecretProblem};
 use super::metrics::{Metrics, WatchLabels};
 use super::reconcile::Error;
-use crate::api::Registry;
+use super::view::RegistryView;
 use crate::registry::{Credentials, Target};
 
 /// The version string of a Secret that does not exist.
@@ -49,7 +49,7 @@ impl SecretVersions {
     }
 
     /// What the versions of the Secrets `obj` names are now, as far as the watch knows.
-    pub fn versions_of(&self, obj: &Registry) -> String {
+    pub fn versions_of(&self, obj: &RegistryView) -> String {
         let ns = obj.namespace().unwrap_or_default();
         let versions = self.versions.lock().expect("secret versions poisoned");
         named(obj)
@@ -78,7 +78,7 @@ impl SecretVersions {
 }
 
 /// Names of the Secrets a Registry uses, credentials first.
-pub fn named(obj: &Registry) -> impl Iterator<Item = &str> {
+pub fn named(obj: &RegistryView) -> impl Iterator<Item = &str> {
     let creds = obj
         .spec
         .credentials_secret
@@ -92,9 +92,9 @@ pub fn named(obj: &Registry) -> impl Iterator<Item = &str> {
 /// counted; the watcher retries with backoff.
 pub fn triggers(
     api: Api<PartialObjectMeta<Secret>>,
-    registries: Store<Registry>,
+    registries: Store<RegistryView>,
     ctx: Arc<Context>,
-) -> impl Stream<Item = ObjectRef<Registry>> + Send + 'static {
+) -> impl Stream<Item = ObjectRef<RegistryView>> + Send + 'static {
     watcher(api, watcher::Config::default().any_semantic())
         .default_backoff()
         .flat_map(move |event| {
@@ -130,14 +130,14 @@ pub fn watch_error(metrics: &Metrics, watch: &'static str, error: &dyn std::fmt:
 
 fn changed(
     ctx: &Context,
-    registries: &Store<Registry>,
+    registries: &Store<RegistryView>,
     secret: &PartialObjectMeta<Secret>,
     version: String,
-) -> Vec<ObjectRef<Registry>> {
+) -> Vec<ObjectRef<RegistryView>> {
     let (Some(ns), name) = (secret.namespace(), secret.name_any()) else {
         return Vec::new();
     };
-    let refs: Vec<ObjectRef<Registry>> = registries
+    let refs: Vec<ObjectRef<RegistryView>> = registries
         .state()
         .into_iter()
         .filter(|r| r.namespace().as_deref() == Some(ns.as_str()))
@@ -154,7 +154,7 @@ fn changed(
 /// alone); `Ok(Err(problem))` for a missing or unusable Secret (a failed scan the user fixes).
 pub async fn read_inputs(
     ctx: &Context,
-    obj: &Registry,
+    obj: &RegistryView,
     target: &Target,
 ) -> Result<Result<Inputs, (SecretProblem, String)>, Error> {
     let ns = obj.namespace().unwrap_or_default();

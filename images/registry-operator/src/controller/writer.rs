@@ -1,5 +1,5 @@
-//! Writes to the API server about a Registry: its status (server-side apply, guarded by the
-//! object's UID and resourceVersion) and its Events.
+//! Writes to the API server about a Registry: its status (a JSON merge patch of the fields
+//! that change, guarded by the object's UID and resourceVersion) and its Events.
 
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::{Event, EventType};
@@ -8,7 +8,9 @@ use kube::{Api, Resource, ResourceExt};
 use super::context::Context;
 use super::memory::PendingEvent;
 use super::metrics::WriteLabels;
-use crate::api::{Registry, RegistryStatus};
+use super::view::RegistryView;
+use crate::api::Registry;
+use crate::status::StatusPatch;
 
 pub const FIELD_MANAGER: &str = "registry-operator";
 
@@ -19,37 +21,44 @@ pub enum Written {
     Gone,
 }
 
-/// Applies `status` to the object `obj` was read from, and to no other: the UID and the
+/// Patches the status of the object `obj` was read from, and of no other: the UID and the
 /// resourceVersion are preconditions, so an object recreated under the same name mid-scan
 /// (new UID) is never given the old object's results. A concurrent change (409) is retried by
 /// the caller with the fresh object.
+///
+/// A merge patch rather than a server-side apply: an apply must restate every field the
+/// manager owns (or they are removed), so each scan would send every image again; a patch
+/// sends what changed, and a failure leaves the last good images alone by construction.
 pub async fn write_status(
     ctx: &Context,
-    obj: &Registry,
-    status: RegistryStatus,
+    obj: &RegistryView,
+    status: &StatusPatch,
 ) -> Result<Written, kube::Error> {
     let api: Api<Registry> =
         Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
     let patch = serde_json::json!({
-        "apiVersion": Registry::api_version(&()),
-        "kind": Registry::kind(&()),
         "metadata": {
             "uid": obj.metadata.uid,
             "resourceVersion": obj.metadata.resource_version,
         },
-        "status": status,
+        "status": status.to_json(),
     });
+    let bytes = serde_json::to_vec(&patch).map_or(0, |b| b.len());
     let result = api
         .patch_status(
             &obj.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
+            &PatchParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..PatchParams::default()
+            },
+            &Patch::Merge(&patch),
         )
         .await;
     let label = match &result {
         Ok(_) => "success",
         Err(_) => "failure",
     };
+    ctx.metrics.status_write_bytes.inc_by(bytes as u64);
     ctx.metrics
         .status_writes
         .get_or_create(&WriteLabels { result: label })
@@ -61,7 +70,7 @@ pub async fn write_status(
     }
 }
 
-pub async fn publish(ctx: &Context, obj: &Registry, pending: &PendingEvent) {
+pub async fn publish(ctx: &Context, obj: &RegistryView, pending: &PendingEvent) {
     let event = Event {
         type_: if pending.warning {
             EventType::Warning

@@ -28,7 +28,7 @@ pub struct Image {
 }
 
 /// One platform-specific image of a multi-arch index.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Platform {
     pub os: String,
@@ -44,7 +44,7 @@ pub struct Platform {
 
 /// What a manifest digest resolves to; the same for every tag that points at it, so an earlier
 /// scan's facts let a rescan skip the manifest GET.
-#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ManifestFacts {
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -1,0 +1,268 @@
+//! The last good scan of one Registry as the operator keeps it between scans: every tag and
+//! the facts of every distinct manifest, packed (tag names in one string, sha256 digests as
+//! bytes, each manifest's facts once however many tags point at it). It feeds the next scan
+//! (no GET for known digests, failed tags keep their digest) and the change events, so the
+//! watch cache does not have to hold `status.images`.
+
+use std::collections::HashMap;
+
+use crate::registry::{Image, ManifestFacts, Platform};
+
+pub struct Snapshot {
+    /// Tag names back to back, in version order.
+    names: Box<str>,
+    tags: Box<[Tag]>,
+    manifests: Box<[Manifest]>,
+    /// The few tags that carry a note, by index.
+    notes: Box<[(u32, Box<str>)]>,
+    /// Every tag of the repository is here (a snapshot read back from a capped status is not).
+    pub complete: bool,
+}
+
+struct Tag {
+    /// Where the name ends in `names`.
+    end: u32,
+    manifest: u32,
+}
+
+struct Manifest {
+    digest: Digest,
+    size: Option<i64>,
+    media_type: Option<MediaType>,
+    platforms: Box<[Platform]>,
+    /// The facts are complete: the next scan may trust them instead of a GET.
+    trusted: bool,
+}
+
+#[derive(PartialEq, Eq, Hash, Clone)]
+enum Digest {
+    Sha256([u8; 32]),
+    Other(Box<str>),
+}
+
+enum MediaType {
+    Known(&'static str),
+    Other(Box<str>),
+}
+
+const KNOWN_MEDIA_TYPES: [&str; 6] = [
+    "application/vnd.oci.image.manifest.v1+json",
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.v2+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+    "application/vnd.docker.distribution.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v1+prettyjws",
+];
+
+impl Digest {
+    fn new(s: &str) -> Self {
+        let mut bytes = [0u8; 32];
+        match s.strip_prefix("sha256:") {
+            Some(h) if h.len() == 64 && hex::decode_to_slice(h, &mut bytes).is_ok() => {
+                // Upper-case hex would not round-trip; such digests stay text.
+                if h.bytes().all(|b| !b.is_ascii_uppercase()) {
+                    return Digest::Sha256(bytes);
+                }
+                Digest::Other(s.into())
+            }
+            _ => Digest::Other(s.into()),
+        }
+    }
+
+    fn text(&self) -> String {
+        match self {
+            Digest::Sha256(b) => format!("sha256:{}", hex::encode(b)),
+            Digest::Other(s) => s.to_string(),
+        }
+    }
+}
+
+impl MediaType {
+    fn new(s: &str) -> Self {
+        match KNOWN_MEDIA_TYPES.iter().find(|k| **k == s) {
+            Some(k) => MediaType::Known(k),
+            None => MediaType::Other(s.into()),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            MediaType::Known(s) => s,
+            MediaType::Other(s) => s,
+        }
+    }
+}
+
+impl Snapshot {
+    /// From a scan: its full image list and the facts it vouches for.
+    pub fn of_scan(images: &[Image], facts: &HashMap<String, ManifestFacts>) -> Self {
+        Self::build(images, true, |i| {
+            i.note.is_none() && facts.get(&i.digest) == Some(&ManifestFacts::of(i))
+        })
+    }
+
+    /// From a status written earlier (after a restart): images without a note have complete
+    /// facts; `complete` says whether the status lists every tag.
+    pub fn of_status(images: &[Image], complete: bool) -> Self {
+        Self::build(images, complete, |i| i.note.is_none())
+    }
+
+    fn build(images: &[Image], complete: bool, trusted: impl Fn(&Image) -> bool) -> Self {
+        let mut names = String::new();
+        let mut tags = Vec::with_capacity(images.len());
+        let mut manifests: Vec<Manifest> = Vec::new();
+        let mut index: HashMap<(Digest, ManifestFacts), u32> = HashMap::new();
+        let mut notes = Vec::new();
+        for (i, image) in images.iter().enumerate() {
+            names.push_str(&image.tag);
+            let facts = ManifestFacts::of(image);
+            let digest = Digest::new(&image.digest);
+            let trusted = trusted(image);
+            let slot = *index.entry((digest.clone(), facts)).or_insert_with(|| {
+                manifests.push(Manifest {
+                    digest,
+                    size: image.size,
+                    media_type: image.media_type.as_deref().map(MediaType::new),
+                    platforms: image.platforms.clone().into_boxed_slice(),
+                    trusted: false,
+                });
+                (manifests.len() - 1) as u32
+            });
+            manifests[slot as usize].trusted |= trusted;
+            tags.push(Tag {
+                end: names.len() as u32,
+                manifest: slot,
+            });
+            if let Some(note) = &image.note {
+                notes.push((i as u32, note.as_str().into()));
+            }
+        }
+        Self {
+            names: names.into_boxed_str(),
+            tags: tags.into_boxed_slice(),
+            manifests: manifests.into_boxed_slice(),
+            notes: notes.into_boxed_slice(),
+            complete,
+        }
+    }
+
+    fn tag(&self, i: usize) -> &str {
+        let start = if i == 0 { 0 } else { self.tags[i - 1].end } as usize;
+        &self.names[start..self.tags[i].end as usize]
+    }
+
+    /// The image list as the scan found it.
+    pub fn images(&self) -> Vec<Image> {
+        (0..self.tags.len())
+            .map(|i| {
+                let m = &self.manifests[self.tags[i].manifest as usize];
+                Image {
+                    tag: self.tag(i).to_string(),
+                    digest: m.digest.text(),
+                    size: m.size,
+                    media_type: m.media_type.as_ref().map(|t| t.as_str().to_string()),
+                    platforms: m.platforms.to_vec(),
+                    note: self
+                        .notes
+                        .iter()
+                        .find(|(n, _)| *n as usize == i)
+                        .map(|(_, note)| note.to_string()),
+                }
+            })
+            .collect()
+    }
+
+    /// Facts the next scan may use instead of a manifest GET.
+    pub fn known(&self) -> HashMap<String, ManifestFacts> {
+        self.manifests
+            .iter()
+            .filter(|m| m.trusted)
+            .map(|m| {
+                (
+                    m.digest.text(),
+                    ManifestFacts {
+                        size: m.size,
+                        media_type: m.media_type.as_ref().map(|t| t.as_str().to_string()),
+                        platforms: m.platforms.to_vec(),
+                    },
+                )
+            })
+            .collect()
+    }
+
+    /// Tag → digest: a tag the next scan cannot read keeps its digest.
+    pub fn known_tags(&self) -> HashMap<String, String> {
+        (0..self.tags.len())
+            .map(|i| {
+                let m = &self.manifests[self.tags[i].manifest as usize];
+                (self.tag(i).to_string(), m.digest.text())
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn image(tag: &str, n: u8, note: Option<&str>) -> Image {
+        Image {
+            tag: tag.into(),
+            digest: format!("sha256:{}", hex::encode([n; 32])),
+            size: Some(100 + i64::from(n)),
+            media_type: Some(KNOWN_MEDIA_TYPES[0].into()),
+            platforms: vec![],
+            note: note.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn round_trips_images_and_shares_manifests() {
+        let mut images = vec![
+            image("1.0", 1, None),
+            image("1.1", 1, None),
+            image("2.0", 2, Some("manifest could not be read")),
+        ];
+        images.push(Image {
+            tag: "odd".into(),
+            digest: "sha512:abc".into(),
+            size: None,
+            media_type: Some("application/x-custom".into()),
+            platforms: vec![Platform {
+                os: "linux".into(),
+                architecture: "arm64".into(),
+                variant: Some("v8".into()),
+                digest: "sha256:ff".into(),
+                size: Some(3),
+            }],
+            note: None,
+        });
+        images.push(Image {
+            digest: format!("sha256:{}", "AB".repeat(32)),
+            tag: "upper".into(),
+            ..image("x", 0, None)
+        });
+        let facts: HashMap<String, ManifestFacts> = images
+            .iter()
+            .filter(|i| i.note.is_none())
+            .map(|i| (i.digest.clone(), ManifestFacts::of(i)))
+            .collect();
+        let s = Snapshot::of_scan(&images, &facts);
+        assert_eq!(s.images(), images);
+        assert_eq!(s.manifests.len(), 4, "1.0 and 1.1 share one manifest");
+        assert_eq!(s.tags.len(), 5);
+        let known = s.known();
+        assert_eq!(known.len(), 3, "the noted tag's manifest is not trusted");
+        assert!(!known.contains_key(&images[2].digest));
+        assert_eq!(s.known_tags()["2.0"], images[2].digest);
+    }
+
+    #[test]
+    fn a_status_snapshot_trusts_images_without_notes() {
+        let images = vec![image("a", 1, None), image("b", 2, Some("size unknown"))];
+        let s = Snapshot::of_status(&images, false);
+        assert!(!s.complete);
+        assert_eq!(s.known().len(), 1);
+        assert_eq!(s.images(), images);
+    }
+}

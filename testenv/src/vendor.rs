@@ -69,13 +69,16 @@ pub enum Behaviour {
     ChangedShape,
 }
 
+/// A repository and its (tag, digest) pairs in tag order.
+type Truth = (String, Vec<(String, String)>);
+
 struct Shared {
     vendor: Vendor,
     upstream: url::Url,
     client: reqwest::Client,
     behaviour: Mutex<Behaviour>,
     /// The truth of the repository last listed from its first page: (tag, digest) in tag order.
-    truth: Mutex<Option<(String, Vec<(String, String)>)>>,
+    truth: Mutex<Option<Truth>>,
     /// (host, method, path and query) of every request.
     records: Mutex<Vec<(String, String, String)>>,
 }
@@ -127,14 +130,11 @@ impl VendorFixture {
         } else {
             let ca = ca.context("a vendor known by host is served over TLS: pass a CA")?;
             let leaf = ca.server_leaf(hosts);
-            let key = rustls::pki_types::PrivateKeyDer::try_from(
-                rustls::pki_types::pem::PemObject::from_pem_slice(leaf.key_pem.as_bytes())
-                    .map(|k: rustls::pki_types::PrivatePkcs8KeyDer<'static>| k)?,
-            )
-            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            let key: rustls::pki_types::PrivatePkcs8KeyDer<'static> =
+                rustls::pki_types::pem::PemObject::from_pem_slice(leaf.key_pem.as_bytes())?;
             let config = rustls::ServerConfig::builder()
                 .with_no_client_auth()
-                .with_single_cert(vec![leaf.cert_der.clone().into()], key)?;
+                .with_single_cert(vec![leaf.cert_der.clone().into()], key.into())?;
             let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
             let task = tokio::spawn(async move {
                 while let Ok((tcp, _)) = listener.accept().await {

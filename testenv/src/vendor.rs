@@ -194,6 +194,11 @@ impl VendorFixture {
     pub fn reset(&self) {
         self.shared.records.lock().unwrap().clear();
     }
+
+    /// Reads the repository from the registry again (after pushes or deletes).
+    pub fn refresh(&self) {
+        *self.shared.truth.lock().unwrap() = None;
+    }
 }
 
 fn is_native(vendor: Vendor, host: &str, method: &str, path: &str) -> bool {
@@ -308,11 +313,7 @@ async fn native(shared: &Shared, method: &str, path: &str) -> anyhow::Result<Res
     let Some(repo) = repository_of(shared.vendor, route) else {
         return Ok(StatusCode::NOT_FOUND.into_response());
     };
-    let first_page = match shared.vendor {
-        Vendor::DockerHub | Vendor::Harbor | Vendor::Quay => q.get("page").is_none_or(|p| p == "1"),
-        Vendor::Gar | Vendor::Acr => !q.contains_key("last"),
-    };
-    let truth = truth(shared, &repo, first_page).await?;
+    let truth = truth(shared, &repo).await?;
     let mut tags = truth;
     if let Behaviour::Lie { tag } = &behaviour {
         let other = tags
@@ -377,11 +378,10 @@ fn repository_of(vendor: Vendor, route: &str) -> Option<String> {
 
 const ACCEPT: &str = "application/vnd.oci.image.index.v1+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.docker.distribution.manifest.v2+json";
 
-/// Every tag of `repo` with its digest, read from the registry on a first page and kept for
-/// the pages that follow.
-async fn truth(shared: &Shared, repo: &str, fresh: bool) -> anyhow::Result<Vec<(String, String)>> {
-    if !fresh
-        && let Some((r, t)) = shared.truth.lock().unwrap().clone()
+/// Every tag of `repo` with its digest, read from the registry once (a tag list and a HEAD per
+/// tag, which a real vendor API does not cost) and kept until [`VendorFixture::refresh`].
+async fn truth(shared: &Shared, repo: &str) -> anyhow::Result<Vec<(String, String)>> {
+    if let Some((r, t)) = shared.truth.lock().unwrap().clone()
         && r == repo
     {
         return Ok(t);

@@ -321,6 +321,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let peers = Peers {
         skopeo: args.skopeo.clone(),
         crane: peers_dir.join("crane"),
+        ggcr: peers_dir.join("ggcr-digests"),
         regctl: peers_dir.join("regctl"),
         host: reg.host(),
         parallelism: args.peer_parallelism,
@@ -529,6 +530,17 @@ fn versions(
         (
             "regctl".into(),
             version_of(&peers.regctl, &["version"], |l| l.starts_with("VCSTag")),
+        ),
+        (
+            "ggcr-digests".into(),
+            std::fs::read_to_string(testenv::tools::repo_root().join("tools/peers/go.mod"))
+                .ok()
+                .and_then(|m| {
+                    m.lines()
+                        .find(|l| l.contains("github.com/google/go-containerregistry "))
+                        .map(|l| l.trim().replace("github.com/google/", ""))
+                })
+                .unwrap_or_else(|| "unknown".into()),
         ),
         (
             "jq".into(),

@@ -38,6 +38,7 @@ fn peer_color(p: Peer) -> &'static str {
         Peer::Skopeo => "#d62728",
         Peer::Crane => "#ff7f0e",
         Peer::Regctl => "#9467bd",
+        Peer::Ggcr => "#8c564b",
     }
 }
 

@@ -72,6 +72,20 @@ pub enum Behaviour {
 /// A repository and its (tag, digest) pairs in tag order.
 type Truth = (String, Vec<(String, String)>);
 
+/// One request the fixture answered.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seen {
+    pub host: String,
+    pub method: String,
+    /// Path and query.
+    pub path: String,
+    pub authorization: Option<String>,
+    pub body: String,
+}
+
+/// The access token the Docker Hub fixture hands out.
+pub const HUB_TOKEN: &str = "fixture-hub-access-token-0123456789";
+
 struct Shared {
     vendor: Vendor,
     upstream: url::Url,
@@ -79,8 +93,9 @@ struct Shared {
     behaviour: Mutex<Behaviour>,
     /// The truth of the repository last listed from its first page: (tag, digest) in tag order.
     truth: Mutex<Option<Truth>>,
-    /// (host, method, path and query) of every request.
-    records: Mutex<Vec<(String, String, String)>>,
+    records: Mutex<Vec<Seen>>,
+    /// Docker Hub's account: its token endpoint checks it, its tags API then wants the token.
+    hub_user: Mutex<Option<(String, String)>>,
 }
 
 /// A running fixture; stops when dropped.
@@ -117,6 +132,7 @@ impl VendorFixture {
             behaviour: Mutex::new(Behaviour::Honest),
             truth: Mutex::new(None),
             records: Mutex::new(Vec::new()),
+            hub_user: Mutex::new(None),
         });
         let app = Router::new().fallback(handle).with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -182,13 +198,17 @@ impl VendorFixture {
             .lock()
             .unwrap()
             .iter()
-            .filter(|(h, m, p)| is_native(self.shared.vendor, h, m, p))
+            .filter(|r| is_native(self.shared.vendor, &r.host, &r.method, &r.path))
             .count()
     }
 
-    /// Every request as (host, method, path and query).
-    pub fn requests(&self) -> Vec<(String, String, String)> {
+    pub fn requests(&self) -> Vec<Seen> {
         self.shared.records.lock().unwrap().clone()
+    }
+
+    /// From now on Docker Hub's token endpoint wants this account, and its tags API the token.
+    pub fn require_hub_user(&self, user: &str, password: &str) {
+        *self.shared.hub_user.lock().unwrap() = Some((user.into(), password.into()));
     }
 
     pub fn reset(&self) {
@@ -226,19 +246,37 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         .path_and_query()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "/".into());
-    shared
-        .records
-        .lock()
-        .unwrap()
-        .push((host.clone(), method.clone(), path.clone()));
+    let authorization = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     if is_native(shared.vendor, &host, &method, &path) {
-        return match native(&shared, &method, &path).await {
+        let body = axum::body::to_bytes(req.into_body(), 1 << 20)
+            .await
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        shared.records.lock().unwrap().push(Seen {
+            host: host.clone(),
+            method: method.clone(),
+            path: path.clone(),
+            authorization: authorization.clone(),
+            body: body.clone(),
+        });
+        return match native(&shared, &method, &path, authorization.as_deref(), &body).await {
             Ok(r) => r,
             Err(e) => {
                 (StatusCode::INTERNAL_SERVER_ERROR, format!("fixture: {e:#}")).into_response()
             }
         };
     }
+    shared.records.lock().unwrap().push(Seen {
+        host: host.clone(),
+        method: method.clone(),
+        path: path.clone(),
+        authorization,
+        body: String::new(),
+    });
     if host == "hub.docker.com" {
         return StatusCode::NOT_FOUND.into_response();
     }
@@ -264,7 +302,14 @@ fn json_reply(v: Value) -> Response {
 }
 
 /// Answers one native API request.
-async fn native(shared: &Shared, method: &str, path: &str) -> anyhow::Result<Response> {
+async fn native(
+    shared: &Shared,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+    body: &str,
+) -> anyhow::Result<Response> {
+    let hub_user = shared.hub_user.lock().unwrap().clone();
     let route = path.split('?').next().unwrap_or("");
     let q = query(path);
     // Detection probes answer whatever the behaviour, as the real services would.
@@ -288,9 +333,27 @@ async fn native(shared: &Shared, method: &str, path: &str) -> anyhow::Result<Res
         }
         // Docker Hub API reference, "Create access token": identifier + secret → access_token.
         (Vendor::DockerHub, "/v2/auth/token") if method == "POST" => {
-            return Ok(json_reply(
-                json!({ "access_token": "fixture-hub-access-token-0123456789" }),
-            ));
+            let sent: Value = serde_json::from_str(body).unwrap_or_default();
+            let ok = hub_user.as_ref().is_none_or(|(u, p)| {
+                sent["identifier"].as_str() == Some(u) && sent["secret"].as_str() == Some(p)
+            });
+            if !ok {
+                return Ok((
+                    StatusCode::UNAUTHORIZED,
+                    json_reply(json!({"message": "incorrect username or password"})),
+                )
+                    .into_response());
+            }
+            return Ok(json_reply(json!({ "access_token": HUB_TOKEN })));
+        }
+        (Vendor::DockerHub, _)
+            if hub_user.is_some() && authorization != Some(&format!("Bearer {HUB_TOKEN}")) =>
+        {
+            return Ok((
+                StatusCode::UNAUTHORIZED,
+                json_reply(json!({"message": "authentication required"})),
+            )
+                .into_response());
         }
         _ => {}
     }

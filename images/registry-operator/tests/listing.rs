@@ -8,13 +8,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use registry_operator::registry::{
-    ClientOptions, Lister, ListingMode, NativeOutcome, RegistryClient, RegistryState, ScanOptions,
-    ScanReport, Target, scan,
+    ClientOptions, Credentials, Lister, ListingMode, NativeOutcome, RegistryClient, RegistryState,
+    ScanOptions, ScanReport, Target, scan,
 };
 use testenv::certs::TestCa;
 use testenv::push::{Format, ImageSpec, Pusher};
 use testenv::registry::{RegistryOptions, RegistryServer};
-use testenv::vendor::{Behaviour, Vendor, VendorFixture};
+use testenv::vendor::{Behaviour, HUB_TOKEN, Vendor, VendorFixture};
 
 const REPO: &str = "team/app";
 const VENDORS: [Vendor; 5] = [
@@ -230,4 +230,72 @@ async fn distribution_mode_and_plain_registries_never_use_a_native_api() {
         .unwrap();
     assert_eq!(again.requests.native_requests, 0, "detection is remembered");
     assert_eq!(Lister::Distribution.as_str(), lister_of(&again));
+}
+
+#[tokio::test]
+async fn docker_hub_credentials_go_to_its_token_endpoint_only() {
+    let s = setup(Vendor::DockerHub).await;
+    s.fixture.require_hub_user("hubuser", "hub-password-123");
+    let creds = Credentials::new("hubuser", "hub-password-123");
+    let first = scan(&s.client, &s.target, Some(&creds), &ScanOptions::default())
+        .await
+        .unwrap();
+    common::assert_matches(&first, &s.pushed);
+    assert_eq!(lister_of(&first), "dockerhub", "{:?}", first.native);
+    let seen = s.fixture.requests();
+    let posts: Vec<_> = seen.iter().filter(|r| r.path == "/v2/auth/token").collect();
+    assert_eq!(posts.len(), 1, "{seen:#?}");
+    assert_eq!(posts[0].host, "hub.docker.com");
+    assert_eq!(posts[0].method, "POST");
+    assert!(posts[0].body.contains("\"secret\":\"hub-password-123\""));
+    for r in &seen {
+        let auth = r.authorization.as_deref().unwrap_or_default();
+        if r.host == "hub.docker.com" && r.path != "/v2/auth/token" {
+            assert_eq!(auth, format!("Bearer {HUB_TOKEN}"), "{r:?}");
+        }
+        if r.host != "hub.docker.com" {
+            assert!(
+                !auth.contains(HUB_TOKEN),
+                "the hub token left its host: {r:?}"
+            );
+            assert!(!r.body.contains("hub-password-123"), "{r:?}");
+        }
+    }
+
+    // The token is kept between scans.
+    s.fixture.reset();
+    let again = rescan_with(&s, &first, Some(&creds)).await;
+    assert_eq!(lister_of(&again), "dockerhub");
+    assert!(
+        s.fixture
+            .requests()
+            .iter()
+            .all(|r| r.path != "/v2/auth/token")
+    );
+
+    // A wrong password: the token endpoint refuses, the scan falls back, nothing leaks.
+    let wrong = Credentials::new("hubuser", "wrong-password-456");
+    let r = rescan_with(&s, &first, Some(&wrong)).await;
+    common::assert_matches(&r, &s.pushed);
+    assert_eq!(lister_of(&r), "distribution");
+    match &r.native {
+        Some(NativeOutcome::FellBack { reason, .. }) => {
+            assert!(reason.contains("401"), "{reason}");
+            assert!(!reason.contains("wrong-password-456"), "{reason}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn rescan_with(s: &Setup, previous: &ScanReport, creds: Option<&Credentials>) -> ScanReport {
+    let options = ScanOptions {
+        known: previous.facts.clone(),
+        known_tags: previous
+            .images
+            .iter()
+            .map(|i| (i.tag.clone(), i.digest.clone()))
+            .collect(),
+        ..ScanOptions::default()
+    };
+    scan(&s.client, &s.target, creds, &options).await.unwrap()
 }

@@ -729,6 +729,12 @@ impl<'a> Session<'a> {
         let status = response.status();
         self.observe(kind, method, Some(status.as_u16()));
         let headers = response.headers().clone();
+        if let Some(wait) = exhausted_for(&headers, SystemTime::now()) {
+            // The quota is spent: every scan of this host waits for its reset, instead of
+            // collecting 429s.
+            tracing::debug!(registry = %self.registry(), ?wait, "X-RateLimit-Remaining is 0; the host's gate is closed until the reset");
+            self.client.state.gates.close(url, wait.min(MAX_GATE_CLOSE));
+        }
         let mut reservation = None;
         let body = if *method == Method::HEAD {
             bytes::Bytes::new()
@@ -820,6 +826,24 @@ struct Payload<'p> {
     body: Option<bytes::Bytes>,
 }
 
+/// How long to wait when a response says its rate-limit quota is spent
+/// (`X-RateLimit-Remaining: 0`, as Docker Hub's and Quay's APIs send): until
+/// `X-RateLimit-Reset`, a Unix time (Docker Hub, GitHub) or, when small, seconds from now.
+fn exhausted_for(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let value = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<f64>().ok();
+    if value("x-ratelimit-remaining")? > 0.0 {
+        return None;
+    }
+    let reset = value("x-ratelimit-reset").filter(|r| r.is_finite() && *r >= 0.0)?;
+    // Ten years of seconds: anything larger is a timestamp.
+    if reset > 315_360_000.0 {
+        let at = SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs_f64(reset))?;
+        at.duration_since(now).ok().filter(|d| !d.is_zero())
+    } else {
+        Some(Duration::from_secs_f64(reset)).filter(|d| !d.is_zero())
+    }
+}
+
 enum Failure {
     Transient(ScanError),
     Fatal(ScanError),
@@ -845,4 +869,54 @@ async fn read_limited(
         buf.extend_from_slice(&chunk);
     }
     Ok(buf.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn a_spent_quota_waits_for_its_reset() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let at = |h: &[(&'static str, &str)]| exhausted_for(&headers(h), now);
+        assert_eq!(
+            at(&[
+                ("x-ratelimit-remaining", "0"),
+                ("x-ratelimit-reset", "1800000030")
+            ]),
+            Some(Duration::from_secs(30)),
+            "a Unix time"
+        );
+        assert_eq!(
+            at(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "12")]),
+            Some(Duration::from_secs(12)),
+            "seconds from now"
+        );
+        assert_eq!(
+            at(&[("x-ratelimit-remaining", "5"), ("x-ratelimit-reset", "12")]),
+            None
+        );
+        assert_eq!(
+            at(&[("x-ratelimit-remaining", "0")]),
+            None,
+            "no reset, no guess"
+        );
+        assert_eq!(
+            at(&[
+                ("x-ratelimit-remaining", "0"),
+                ("x-ratelimit-reset", "1700000000")
+            ]),
+            None,
+            "a reset in the past"
+        );
+        assert_eq!(at(&[("x-ratelimit-remaining", "x")]), None);
+    }
 }

@@ -344,6 +344,40 @@ mod tests {
     }
 
     #[test]
+    fn native_listing_says_which_api_gave_the_digests() {
+        let c = ctx(10);
+        let plain = succeeded(None, &report(&["1.0"]), &c);
+        assert!(plain.conditions.iter().all(|c| c.type_ != NATIVE_LISTING));
+        let mut r = report(&["1.0"]);
+        r.native = Some(NativeOutcome::Used(crate::registry::Lister::Harbor));
+        let used = succeeded(None, &r, &c);
+        let cond = used
+            .conditions
+            .iter()
+            .find(|c| c.type_ == NATIVE_LISTING)
+            .unwrap();
+        assert_eq!(
+            (cond.status.as_str(), cond.reason.as_str()),
+            ("True", REASON_NATIVE_LISTING_USED)
+        );
+        r.native = Some(NativeOutcome::FellBack {
+            lister: crate::registry::Lister::Harbor,
+            reason: "the Harbor artifacts API failed: HTTP 403".into(),
+        });
+        let fell = succeeded(Some(&used), &r, &c);
+        let cond = fell
+            .conditions
+            .iter()
+            .find(|c| c.type_ == NATIVE_LISTING)
+            .unwrap();
+        assert_eq!(
+            (cond.status.as_str(), cond.reason.as_str()),
+            ("False", REASON_NATIVE_LISTING_FELL_BACK)
+        );
+        assert!(cond.message.contains("HTTP 403"), "{}", cond.message);
+    }
+
+    #[test]
     fn unreadable_tags_degrade_but_do_not_fail() {
         let mut r = report(&["1.0", "2.0"]);
         r.images[1].note = Some("manifest could not be read: HTTP 500".into());

@@ -180,6 +180,15 @@ fn verdicts(r: &Results) -> Verdicts {
     }
 }
 
+/// A speed ratio: whole numbers when large, one decimal when close (a strong peer).
+fn times(x: f64) -> String {
+    if x >= 10.0 {
+        format!("{x:.0}×")
+    } else {
+        format!("{x:.1}×")
+    }
+}
+
 fn kib(bytes: usize) -> String {
     format!("{:.1} KiB", bytes as f64 / 1024.0)
 }
@@ -289,7 +298,7 @@ pub fn markdown(r: &Results, chart_link: &str) -> String {
             let each: Vec<String> = r
                 .peers
                 .iter()
-                .map(|p| format!("{} {:.0}×", p.peer.name(), p.measured.wall / first_wall))
+                .map(|p| format!("{} {}", p.peer.name(), times(p.measured.wall / first_wall)))
                 .collect();
             let _ = writeln!(
                 s,
@@ -499,14 +508,14 @@ pub fn markdown(r: &Results, chart_link: &str) -> String {
         for p in &r.peers {
             let _ = writeln!(
                 s,
-                "| {} | {:.1} s | {:.0} | {:.1} | {}/{tags} | **{:.0}×** | **{:.0}×** |",
+                "| {} | {:.1} s | {:.0} | {:.1} | {}/{tags} | **{}** | **{}** |",
                 p.peer.name(),
                 p.measured.wall,
                 tags as f64 / p.measured.wall,
                 p.measured.cpu,
                 p.check.ok,
-                p.measured.wall / first_wall,
-                p.measured.wall / rescan_wall
+                times(p.measured.wall / first_wall),
+                times(p.measured.wall / rescan_wall)
             );
         }
         let _ = writeln!(s, "\nThe scripts:\n");
@@ -543,9 +552,9 @@ pub fn markdown(r: &Results, chart_link: &str) -> String {
                 Some(run) => {
                     let _ = write!(
                         s,
-                        " {:.1} s ({:.0}×) |",
+                        " {:.1} s ({}) |",
                         run.measured.wall,
-                        run.measured.wall / median_wall(&point.first)
+                        times(run.measured.wall / median_wall(&point.first))
                     );
                 }
                 None => s.push_str(" not run |"),

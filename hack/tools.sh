@@ -4,7 +4,7 @@
 #   hack/tools.sh registry       -> dir with registry (CNCF distribution v3)
 #   hack/tools.sh chart          -> dir with helm, promtool (the chart render test)
 #   hack/tools.sh lint           -> dir with helm, promtool and, when it can be had, dmt
-#   hack/tools.sh peers          -> dir with crane, regctl (crane also serves the conformance suite's registry)
+#   hack/tools.sh peers          -> dir with crane, regctl, ggcr-digests (crane also serves the conformance suite's registry)
 #   hack/tools.sh docker-registry -> installs distribution 2.8 (Debian's docker-registry) when missing
 # Binaries are cached by version under $REGISTRY_OPERATOR_TOOLS (default ~/.cache/registry-operator-tools),
 # so only the first run pays for the build (kube-apiserver: 10-20 minutes on 2 cores).
@@ -82,9 +82,10 @@ case "${1:-}" in
     [[ -z $dmt ]] || link "$(realpath "$dmt")" "$out/dmt"
     echo "$out" ;;
   peers)
-    out=$cache/peers-$(sha256sum "$root/tools/peers/go.mod" | cut -c1-12)
+    out=$cache/peers-$(cat "$root/tools/peers/go.mod" "$root/tools/peers/cmd/ggcr-digests/main.go" | sha256sum | cut -c1-12)
     build peers "$out" crane github.com/google/go-containerregistry/cmd/crane
     build peers "$out" regctl github.com/regclient/regclient/cmd/regctl
+    build peers "$out" ggcr-digests ./cmd/ggcr-digests
     echo "$out" ;;
   docker-registry)
     # distribution 2.8 for the conformance suite: Debian packages it; nothing to build.

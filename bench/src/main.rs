@@ -7,6 +7,7 @@ mod ceiling;
 mod chart;
 mod fixture;
 mod meter;
+mod native;
 mod ours;
 mod peers;
 mod report;
@@ -106,6 +107,9 @@ pub struct Args {
     /// Skip the peers.
     #[arg(long)]
     skip_peers: bool,
+    /// Skip the native listing APIs' rescans (issue #12).
+    #[arg(long)]
+    skip_native: bool,
     /// oha (the ceiling's load tool).
     #[arg(long, default_value = "oha")]
     oha: PathBuf,
@@ -144,6 +148,8 @@ pub struct Results {
     pub ceiling: ceiling::Ceiling,
     pub first: Vec<ScanRun>,
     pub rescan: Vec<ScanRun>,
+    /// Rescans through each native listing API's fixture, and the distribution path.
+    pub native: Vec<native::NativeRun>,
     pub peers: Vec<PeerRun>,
     pub chart: Vec<ChartPoint>,
     pub scale: Vec<scale::ScaleResult>,
@@ -295,10 +301,27 @@ async fn run(args: Args) -> anyhow::Result<()> {
         median_wall(&rescan)
     ));
 
+    // 2b. Native listing APIs.
+    let mut native_runs = Vec::new();
+    if !args.skip_native {
+        say("rescans through the native listing APIs' fixtures");
+        native_runs = native::measure(&reg.url, &main_fx, args.concurrency, args.runs).await?;
+        for n in &native_runs {
+            say(format!(
+                "{}: {:.4} requests per tag, {:.3}s (lister {})",
+                n.path,
+                n.per_tag(),
+                n.seconds,
+                n.lister
+            ));
+        }
+    }
+
     // 3. Peers and the chart.
     let peers = Peers {
         skopeo: args.skopeo.clone(),
         crane: peers_dir.join("crane"),
+        ggcr: peers_dir.join("ggcr-digests"),
         regctl: peers_dir.join("regctl"),
         host: reg.host(),
         parallelism: args.peer_parallelism,
@@ -396,6 +419,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         ceiling,
         first,
         rescan,
+        native: native_runs,
         peers: main_peers,
         chart: chart_points,
         scale,
@@ -506,6 +530,17 @@ fn versions(
         (
             "regctl".into(),
             version_of(&peers.regctl, &["version"], |l| l.starts_with("VCSTag")),
+        ),
+        (
+            "ggcr-digests".into(),
+            std::fs::read_to_string(testenv::tools::repo_root().join("tools/peers/go.mod"))
+                .ok()
+                .and_then(|m| {
+                    m.lines()
+                        .find(|l| l.contains("github.com/google/go-containerregistry "))
+                        .map(|l| l.trim().replace("github.com/google/", ""))
+                })
+                .unwrap_or_else(|| "unknown".into()),
         ),
         (
             "jq".into(),

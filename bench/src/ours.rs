@@ -33,7 +33,8 @@ impl ScanRun {
     /// Every registry request the scan made (retries are inside the kinds).
     pub fn total_requests(&self) -> i64 {
         let r = &self.requests;
-        r.tag_pages + r.manifest_heads + r.manifest_gets + r.token_requests
+        // The CLI is one process: it probes for a native listing API (2 requests) every run.
+        r.tag_pages + r.manifest_heads + r.manifest_gets + r.token_requests + r.native_requests
     }
 
     /// HEAD requests per second of scan time.

@@ -1,5 +1,7 @@
 //! The tools people script instead: skopeo, crane and regctl, each listing the tags and then
-//! resolving every tag's digest with 8-way parallelism (`xargs -P 8`), the way a user writes it.
+//! resolving every tag's digest with 8-way parallelism (`xargs -P 8`), the way a user writes it;
+//! and the stronger peer, a small Go program on go-containerregistry (`tools/peers/cmd/ggcr-digests`)
+//! that lists and HEADs in one process with the same concurrency, what a competent user writes.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,9 +16,11 @@ pub enum Peer {
     Skopeo,
     Crane,
     Regctl,
+    /// go-containerregistry in one process (tools/peers/cmd/ggcr-digests).
+    Ggcr,
 }
 
-pub const ALL: [Peer; 3] = [Peer::Skopeo, Peer::Crane, Peer::Regctl];
+pub const ALL: [Peer; 4] = [Peer::Skopeo, Peer::Crane, Peer::Regctl, Peer::Ggcr];
 
 impl Peer {
     pub fn name(self) -> &'static str {
@@ -24,6 +28,7 @@ impl Peer {
             Peer::Skopeo => "skopeo",
             Peer::Crane => "crane",
             Peer::Regctl => "regctl",
+            Peer::Ggcr => "ggcr-digests",
         }
     }
 
@@ -38,6 +43,9 @@ impl Peer {
             }
             Peer::Regctl => {
                 "regctl registry set --tls disabled $HOST (once); regctl tag ls $R | xargs -P 8 -I{} sh -c 'echo \"$1 $(regctl image digest $2:$1)\"' _ {} $R"
+            }
+            Peer::Ggcr => {
+                "ggcr-digests -insecure -concurrency 8 $R (one Go process: go-containerregistry's remote.Puller lists the tags, then 8 workers HEAD them over one connection pool and token)"
             }
         }
     }
@@ -55,6 +63,7 @@ pub struct Peers {
     pub skopeo: PathBuf,
     pub crane: PathBuf,
     pub regctl: PathBuf,
+    pub ggcr: PathBuf,
     /// `host:port` of the registry.
     pub host: String,
     pub parallelism: usize,
@@ -95,6 +104,10 @@ impl Peers {
                 "set -euo pipefail\n{g} tag ls {r} \
                  | xargs -P {p} -I{{}} sh -c 'echo \"$1 $({g} image digest $2:$1)\"' _ {{}} {r}\n",
                 g = q(&self.regctl)
+            ),
+            Peer::Ggcr => format!(
+                "set -euo pipefail\n{g} -insecure -concurrency {p} {r}\n",
+                g = q(&self.ggcr)
             ),
         }
     }

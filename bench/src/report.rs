@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::chart::{Series, svg};
+use crate::native::NativeRun;
 use crate::ours::ScanRun;
 use crate::peers::{self, Peer, PeerRun};
 use crate::scale::ScaleResult;
@@ -21,6 +22,8 @@ const SHARD_CPU_TARGET: f64 = 1.2;
 const WIDE_MARGIN: f64 = 5.0;
 /// The scanner's tag page size (`n`).
 const PAGE_SIZE: i64 = 1000;
+/// Issue #12: requests per tag of a rescan through a native listing API, guard included.
+const NATIVE_TARGET: f64 = 0.05;
 
 fn med(runs: &[ScanRun], f: impl Fn(&ScanRun) -> f64) -> f64 {
     median(&runs.iter().map(f).collect::<Vec<_>>())
@@ -35,6 +38,7 @@ fn peer_color(p: Peer) -> &'static str {
         Peer::Skopeo => "#d62728",
         Peer::Crane => "#ff7f0e",
         Peer::Regctl => "#9467bd",
+        Peer::Ggcr => "#8c564b",
     }
 }
 
@@ -176,6 +180,15 @@ fn verdicts(r: &Results) -> Verdicts {
     }
 }
 
+/// A speed ratio: whole numbers when large, one decimal when close (a strong peer).
+fn times(x: f64) -> String {
+    if x >= 10.0 {
+        format!("{x:.0}×")
+    } else {
+        format!("{x:.1}×")
+    }
+}
+
 fn kib(bytes: usize) -> String {
     format!("{:.1} KiB", bytes as f64 / 1024.0)
 }
@@ -239,6 +252,29 @@ pub fn markdown(r: &Results, chart_link: &str) -> String {
         rs.total_requests() as f64 / tags as f64,
         mark(v.rescan_budget)
     );
+    if !r.native.is_empty() {
+        let natives: Vec<&NativeRun> = r
+            .native
+            .iter()
+            .filter(|n| n.path != "distribution")
+            .collect();
+        let worst = natives.iter().map(|n| n.per_tag()).fold(0.0, f64::max);
+        let all_native = natives.iter().all(|n| n.lister == n.path);
+        let all_right = r
+            .native
+            .iter()
+            .all(|n| n.check.ok == n.tags && n.check.wrong.is_empty());
+        let _ = writeln!(
+            s,
+            "| Rescan through a native listing API (issue #12): ≤ 0.05 requests per tag, guard HEADs included | {} (section 2b) | {} |",
+            natives
+                .iter()
+                .map(|n| format!("{} {:.4}", n.path, n.per_tag()))
+                .collect::<Vec<_>>()
+                .join(", "),
+            mark(worst <= NATIVE_TARGET && all_native && all_right)
+        );
+    }
     let fs = &r.first[0];
     let _ = writeln!(
         s,
@@ -262,7 +298,7 @@ pub fn markdown(r: &Results, chart_link: &str) -> String {
             let each: Vec<String> = r
                 .peers
                 .iter()
-                .map(|p| format!("{} {:.0}×", p.peer.name(), p.measured.wall / first_wall))
+                .map(|p| format!("{} {}", p.peer.name(), times(p.measured.wall / first_wall)))
                 .collect();
             let _ = writeln!(
                 s,
@@ -443,6 +479,8 @@ pub fn markdown(r: &Results, chart_link: &str) -> String {
         kib(r.first[0].status_bytes)
     );
 
+    native_section(&mut s, r);
+
     // Peers.
     let _ = writeln!(s, "## 3. Peers, {tags} tags\n");
     if r.peers.is_empty() {
@@ -470,14 +508,14 @@ pub fn markdown(r: &Results, chart_link: &str) -> String {
         for p in &r.peers {
             let _ = writeln!(
                 s,
-                "| {} | {:.1} s | {:.0} | {:.1} | {}/{tags} | **{:.0}×** | **{:.0}×** |",
+                "| {} | {:.1} s | {:.0} | {:.1} | {}/{tags} | **{}** | **{}** |",
                 p.peer.name(),
                 p.measured.wall,
                 tags as f64 / p.measured.wall,
                 p.measured.cpu,
                 p.check.ok,
-                p.measured.wall / first_wall,
-                p.measured.wall / rescan_wall
+                times(p.measured.wall / first_wall),
+                times(p.measured.wall / rescan_wall)
             );
         }
         let _ = writeln!(s, "\nThe scripts:\n");
@@ -514,9 +552,9 @@ pub fn markdown(r: &Results, chart_link: &str) -> String {
                 Some(run) => {
                     let _ = write!(
                         s,
-                        " {:.1} s ({:.0}×) |",
+                        " {:.1} s ({}) |",
                         run.measured.wall,
-                        run.measured.wall / median_wall(&point.first)
+                        times(run.measured.wall / median_wall(&point.first))
                     );
                 }
                 None => s.push_str(" not run |"),
@@ -579,6 +617,54 @@ pub fn markdown(r: &Results, chart_link: &str) -> String {
         let _ = writeln!(s, "- {note}");
     }
     s
+}
+
+fn native_section(s: &mut String, r: &Results) {
+    if r.native.is_empty() {
+        return;
+    }
+    let tags = r.fixture.tags();
+    let _ = writeln!(s, "## 2b. Native listing APIs, {tags}-tag rescan\n");
+    let _ = writeln!(
+        s,
+        "A rescan of bench/app (the first scan's facts and tags known) through each vendor's \
+         fixture server (testenv `vendor`: the documented response shapes, in front of the same \
+         registry; vendor hosts mapped to it with `ClientOptions::resolve`, over TLS where the \
+         vendor is https), against the distribution path, in-process through the library at \
+         concurrency {}. Requests count everything: native API pages (and probes or tokens), tag \
+         pages, the guard's HEADs (3 random tags, nothing changed), manifest GETs. Time is the \
+         median of {} rescans.\n",
+        r.args.concurrency, r.args.runs
+    );
+    let _ = writeln!(
+        s,
+        "| Path | Lister that ran | Native API requests | Tag pages | HEAD | GET | Requests | Requests per tag | Rescan time | Digests right |\n|---|---|---|---|---|---|---|---|---|---|"
+    );
+    for n in &r.native {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {} | {:.4} | {:.3} s | {}/{tags} |",
+            n.path,
+            n.lister,
+            n.requests.native_requests,
+            n.requests.tag_pages,
+            n.requests.manifest_heads,
+            n.requests.manifest_gets,
+            n.total_requests(),
+            n.per_tag(),
+            n.seconds,
+            n.check.ok
+        );
+    }
+    for n in r.native.iter().filter(|n| n.fell_back.is_some()) {
+        let _ = writeln!(
+            s,
+            "\n{} fell back to the distribution API: {}",
+            n.path,
+            n.fell_back.as_deref().unwrap_or_default()
+        );
+    }
+    let _ = writeln!(s);
 }
 
 fn scale_section(s: &mut String, r: &Results) {

@@ -398,10 +398,17 @@ fn challenge_for(gate: &BearerGate, path: &str, authorization: Option<&str>) -> 
 }
 
 async fn forward(shared: &Shared, req: Request, path: &str) -> anyhow::Result<Response> {
-    let url = shared
-        .upstream
-        .join(path)
-        .context("joining the upstream URL")?;
+    forward_to(&shared.client, &shared.upstream, req, path).await
+}
+
+/// Sends `req` to `upstream` + `path` as it came, and streams the answer back.
+pub(crate) async fn forward_to(
+    client: &reqwest::Client,
+    upstream: &url::Url,
+    req: Request,
+    path: &str,
+) -> anyhow::Result<Response> {
+    let url = upstream.join(path).context("joining the upstream URL")?;
     let (parts, body) = req.into_parts();
     let body = axum::body::to_bytes(body, usize::MAX)
         .await
@@ -412,10 +419,7 @@ async fn forward(shared: &Shared, req: Request, path: &str) -> anyhow::Result<Re
             headers.append(k.clone(), v.clone());
         }
     }
-    let mut out = shared
-        .client
-        .request(parts.method.clone(), url)
-        .headers(headers);
+    let mut out = client.request(parts.method.clone(), url).headers(headers);
     if !body.is_empty() || parts.headers.contains_key("content-length") {
         out = out.body(body);
     }

@@ -15,3 +15,4 @@ pub mod push;
 pub mod registry;
 pub mod schema1;
 pub mod token;
+pub mod vendor;

@@ -1,4 +1,4 @@
-// Builds the peer tools of `make bench` (hack/bench.sh): crane and regctl.
+// Builds the peer tools of `make bench` (hack/bench.sh): crane, regctl and cmd/ggcr-digests.
 module registry-operator/tools/peers
 
 go 1.26.0

@@ -117,6 +117,34 @@ pub struct RegistrySpec {
     /// Stop scanning; the last status stays as it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub suspend: Option<bool>,
+
+    /// How tags and their digests are listed. `Auto` (the default): through the registry's
+    /// own listing API where one is detected (Docker Hub, Harbor, Quay, Google Artifact
+    /// Registry/GCR, Azure ACR), up to 100 digests per request, each listing checked by HEADs
+    /// of a random sample and of every changed tag; on any disagreement or error the scan
+    /// uses the registry API instead. `Distribution`: always the registry API (the tag list
+    /// plus one HEAD per tag).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listing: Option<Listing>,
+}
+
+/// `spec.listing`.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+pub enum Listing {
+    #[default]
+    Auto,
+    Distribution,
+}
+
+impl Listing {
+    pub fn mode(self) -> crate::registry::ListingMode {
+        match self {
+            Self::Auto => crate::registry::ListingMode::Auto,
+            Self::Distribution => crate::registry::ListingMode::Distribution,
+        }
+    }
 }
 
 fn default_scan_interval() -> i64 {
@@ -204,7 +232,8 @@ pub struct RegistryStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_tags: Option<i64>,
     /// Standard conditions; `Ready` says whether `images` is current, `Degraded` whether some
-    /// tags could not be read.
+    /// tags could not be read, `NativeListing` (on registries with a native listing API)
+    /// whether that API gave the digests or why the scan used the registry API instead.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

@@ -6,7 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use crate::api::{RegistryStatus, ScanStatus};
 use std::collections::HashMap;
 
-use crate::registry::{Image, ManifestFacts, ScanReport};
+use crate::registry::{Image, ManifestFacts, NativeOutcome, ScanReport};
 
 pub const READY: &str = "Ready";
 /// True while the latest successful scan could not read some tags' manifests.
@@ -17,6 +17,11 @@ pub const REASON_ALL_TAGS_READ: &str = "AllTagsRead";
 pub const REASON_SECRET_NOT_FOUND: &str = "SecretNotFound";
 pub const REASON_SECRET_INVALID: &str = "SecretInvalid";
 pub const REASON_SUSPENDED: &str = "Suspended";
+/// On registries with a native listing API: whether it gave this scan's digests.
+pub const NATIVE_LISTING: &str = "NativeListing";
+pub const REASON_NATIVE_LISTING_USED: &str = "NativeListingUsed";
+pub const REASON_NATIVE_LISTING_FELL_BACK: &str = "NativeListingFellBack";
+pub const REASON_NATIVE_LISTING_OFF: &str = "NativeListingOff";
 
 /// `images` stays below this many bytes of JSON whatever `maxImages` says, so that a status
 /// (and a watch event carrying it) stays small: ~1,000 single-platform images fit.
@@ -81,6 +86,13 @@ pub fn succeeded(previous: &[Condition], report: &ScanReport, ctx: &Context) -> 
             ctx,
         ),
     };
+    let mut conditions = vec![
+        condition(previous, READY, true, REASON_SUCCEEDED, &message, ctx),
+        degraded,
+    ];
+    if let Some(native) = &report.native {
+        conditions.push(native_condition(previous, native, ctx));
+    }
     RegistryStatus {
         last_scan_status: Some(ScanStatus::Success),
         last_scan_time: Some(ctx.now.clone()),
@@ -94,10 +106,44 @@ pub fn succeeded(previous: &[Condition], report: &ScanReport, ctx: &Context) -> 
         last_scan_duration_ms: Some(report.duration.as_millis().min(i64::MAX as u128) as i64),
         last_scan_requests: Some(report.requests.clone()),
         failed_tags: Some(failed as i64),
-        conditions: vec![
-            condition(previous, READY, true, REASON_SUCCEEDED, &message, ctx),
-            degraded,
-        ],
+        conditions,
+    }
+}
+
+fn native_condition(
+    previous: &[Condition],
+    native: &NativeOutcome,
+    ctx: &Context,
+) -> Condition {
+    match native {
+        NativeOutcome::Used(l) => condition(
+            previous,
+            NATIVE_LISTING,
+            true,
+            REASON_NATIVE_LISTING_USED,
+            &format!(
+                "Digests came from the {} ({}), checked by HEADs through the registry API",
+                l.api_name(),
+                l.as_str()
+            ),
+            ctx,
+        ),
+        NativeOutcome::FellBack { reason, .. } => condition(
+            previous,
+            NATIVE_LISTING,
+            false,
+            REASON_NATIVE_LISTING_FELL_BACK,
+            &format!("This scan used the registry API: {reason}"),
+            ctx,
+        ),
+        NativeOutcome::Off { reason, .. } => condition(
+            previous,
+            NATIVE_LISTING,
+            false,
+            REASON_NATIVE_LISTING_OFF,
+            &format!("This scan used the registry API: {reason}"),
+            ctx,
+        ),
     }
 }
 
@@ -274,6 +320,7 @@ mod tests {
             vanished_tags: vec![],
             failed_tags: vec![],
             duration: Duration::from_millis(5),
+            native: None,
         }
     }
 
@@ -332,6 +379,40 @@ mod tests {
         let paused = suspended(c, &ctx(10));
         assert_eq!(paused.to_json()["nextScanTime"], serde_json::Value::Null);
         assert_eq!(paused.status.conditions[0].reason, REASON_SUSPENDED);
+    }
+
+    #[test]
+    fn native_listing_says_which_api_gave_the_digests() {
+        let c = ctx(10);
+        let plain = succeeded(&[], &report(&["1.0"]), &c);
+        assert!(plain.conditions.iter().all(|c| c.type_ != NATIVE_LISTING));
+        let mut r = report(&["1.0"]);
+        r.native = Some(NativeOutcome::Used(crate::registry::Lister::Harbor));
+        let used = succeeded(&[], &r, &c);
+        let cond = used
+            .conditions
+            .iter()
+            .find(|c| c.type_ == NATIVE_LISTING)
+            .unwrap();
+        assert_eq!(
+            (cond.status.as_str(), cond.reason.as_str()),
+            ("True", REASON_NATIVE_LISTING_USED)
+        );
+        r.native = Some(NativeOutcome::FellBack {
+            lister: crate::registry::Lister::Harbor,
+            reason: "the Harbor artifacts API failed: HTTP 403".into(),
+        });
+        let fell = succeeded(&used.conditions, &r, &c);
+        let cond = fell
+            .conditions
+            .iter()
+            .find(|c| c.type_ == NATIVE_LISTING)
+            .unwrap();
+        assert_eq!(
+            (cond.status.as_str(), cond.reason.as_str()),
+            ("False", REASON_NATIVE_LISTING_FELL_BACK)
+        );
+        assert!(cond.message.contains("HTTP 403"), "{}", cond.message);
     }
 
     #[test]

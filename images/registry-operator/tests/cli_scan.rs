@@ -260,3 +260,48 @@ async fn previous_holds_full_facts_beyond_the_status_cap() {
     assert_eq!(proxy.count("HEAD", "/manifests/"), TAGS);
     assert_eq!(second["images"], first["images"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_flag_chooses_between_the_native_api_and_the_registry_api() {
+    use testenv::vendor::{Vendor, VendorFixture};
+    let reg = RegistryServer::start(RegistryOptions::plain())
+        .await
+        .unwrap();
+    let pushed = common::seed_small(&reg, None, "cli/app").await;
+    let harbor = VendorFixture::start(Vendor::Harbor, &reg.url, None)
+        .await
+        .unwrap();
+    let lister_of = |o: &Output| {
+        assert!(o.status.success(), "{}", text(o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let images: Vec<registry_operator::registry::Image> =
+            serde_json::from_value(v["images"].clone()).unwrap();
+        common::assert_images(&images, &pushed);
+        (
+            v["lastScanRequests"]["lister"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string(),
+            v["lastScanRequests"]["nativeRequests"]
+                .as_i64()
+                .unwrap_or(-1),
+        )
+    };
+    let args = [
+        "--url",
+        &harbor.url,
+        "--repository",
+        "cli/app",
+        "-o",
+        "json",
+    ];
+    let off = run_scan(&[&args[..], &["--listing", "distribution"]].concat(), None);
+    assert_eq!(lister_of(&off), ("distribution".to_string(), 0));
+    assert_eq!(harbor.native_requests(), 0, "not even a probe");
+    let auto = run_scan(&args, None);
+    let (lister, native) = lister_of(&auto);
+    assert_eq!(lister, "harbor");
+    assert!(native >= 2, "a probe and a page: {native}");
+    let bad = run_scan(&[&args[..], &["--listing", "sometimes"]].concat(), None);
+    assert!(!bad.status.success());
+}

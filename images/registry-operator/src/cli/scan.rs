@@ -15,8 +15,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::{DEFAULT_MAX_IMAGES, RegistryStatus};
 use crate::registry::{
-    ClientOptions, Credentials, DEFAULT_MAX_TAGS, RegistryClient, RegistryState, RepositoryFacts,
-    ScanLimits, ScanOptions, TagFilter, Target, scan,
+    ClientOptions, Credentials, DEFAULT_MAX_TAGS, ListingMode, RegistryClient, RegistryState,
+    RepositoryFacts, ScanLimits, ScanOptions, TagFilter, Target, scan,
 };
 use crate::status;
 
@@ -66,9 +66,20 @@ pub struct ScanArgs {
     /// At most this many requests per second to the registry host (default: no ceiling).
     #[arg(long, value_parser = positive_rate)]
     requests_per_second: Option<f64>,
+    /// How tags and digests are listed: `auto` uses a registry's native listing API where
+    /// one is detected (checked by HEADs, falling back on any doubt), `distribution` always
+    /// the registry API.
+    #[arg(long, value_enum, default_value = "auto")]
+    listing: ListingArg,
     /// Output format.
     #[arg(long, short, value_enum, default_value = "table")]
     output: Output,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ListingArg {
+    Auto,
+    Distribution,
 }
 
 fn positive_rate(s: &str) -> Result<f64, String> {
@@ -132,6 +143,10 @@ async fn scan_once(args: &ScanArgs) -> anyhow::Result<()> {
                 ..ScanLimits::default()
             },
         },
+        listing: match args.listing {
+            ListingArg::Auto => ListingMode::Auto,
+            ListingArg::Distribution => ListingMode::Distribution,
+        },
         ..ScanOptions::default()
     };
     if let Some(p) = &previous {
@@ -155,6 +170,8 @@ async fn scan_once(args: &ScanArgs) -> anyhow::Result<()> {
         tokens = report.requests.token_requests,
         failed_tags = report.failed_tags.len(),
         retries = report.requests.retries,
+        native_requests = report.requests.native_requests,
+        lister = report.requests.lister.as_deref().unwrap_or_default(),
         ms = report.duration.as_millis() as u64,
         "scan finished"
     );

@@ -262,6 +262,7 @@ async fn run_scan(
         known,
         known_tags,
         limits: ctx.settings.limits,
+        listing: spec.listing.unwrap_or_default().mode(),
         ..ScanOptions::default()
     };
     scan(&client, target, inputs.credentials.as_ref(), &options).await

@@ -27,6 +27,11 @@ impl Credentials {
         &self.username
     }
 
+    /// For Docker Hub's token endpoint, which takes the credentials as JSON.
+    pub(crate) fn password(&self) -> &str {
+        &self.password
+    }
+
     pub(crate) fn basic_header(&self) -> String {
         let raw = format!("{}:{}", self.username, self.password);
         format!(

@@ -19,6 +19,8 @@ pub enum RequestKind {
     ManifestGet,
     Token,
     BlobHead,
+    /// A vendor's own listing API (and its detection probes and token).
+    NativeList,
 }
 
 impl RequestKind {
@@ -29,6 +31,7 @@ impl RequestKind {
             Self::ManifestGet => "manifest_get",
             Self::Token => "token",
             Self::BlobHead => "blob_head",
+            Self::NativeList => "native_list",
         }
     }
 }
@@ -52,6 +55,9 @@ pub struct ClientOptions {
     pub egress: Option<Arc<EgressPolicy>>,
     /// Memory for response bodies shared with other clients; `None` reserves nothing.
     pub body_budget: Option<Arc<BodyBudget>>,
+    /// Fixed addresses for host names (reqwest's `resolve`), ahead of DNS. Tests map vendor
+    /// hosts (registry-1.docker.io, gcr.io …) to loopback fixtures with it; empty otherwise.
+    pub resolve: Vec<(String, std::net::SocketAddr)>,
 }
 
 impl Default for ClientOptions {
@@ -65,6 +71,7 @@ impl Default for ClientOptions {
             user_agent: format!("registry-operator/{}", env!("CARGO_PKG_VERSION")),
             egress: None,
             body_budget: None,
+            resolve: Vec::new(),
         }
     }
 }
@@ -96,6 +103,9 @@ impl RegistryClient {
             .tls_danger_accept_invalid_certs(options.insecure_skip_verify);
         if let Some(policy) = &options.egress {
             builder = builder.dns_resolver(PolicyResolver::new(policy.clone()));
+        }
+        for (host, addr) in &options.resolve {
+            builder = builder.resolve(host, *addr);
         }
         if let Some(pem) = &options.ca_pem {
             let certs = reqwest::Certificate::from_pem_bundle(pem).map_err(|e| {

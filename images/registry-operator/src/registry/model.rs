@@ -82,6 +82,14 @@ pub struct RequestCounts {
     pub blob_heads: i64,
     /// Requests repeated after a 429, a 5xx or a connection error.
     pub retries: i64,
+    /// Requests to a registry's own listing API (detection probes and its token included).
+    #[serde(default)]
+    pub native_requests: i64,
+    /// Which lister gave the tags and their digests: `distribution` (the registry API: tag
+    /// list plus one HEAD per tag) or a native one (`dockerhub`, `harbor`, `quay`, `gar`,
+    /// `acr`), whose digests a sample of HEADs checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lister: Option<String>,
 }
 
 /// A tag whose manifest could not be read; the scan goes on without it.

@@ -17,11 +17,12 @@ use reqwest::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 
 use super::client::{RegistryClient, RequestKind};
+use super::listing::{self, Lister, ListingMode, NativeOutcome};
 use super::manifest::{self, ACCEPT_MANIFESTS, Kind, MANIFEST_BODY_LIMIT};
 use super::order::compare_tags;
 use super::schema1;
 use super::session::{Reply, Session};
-use super::tags::{TagFilter, list_tags};
+use super::tags::TagFilter;
 use super::{
     Credentials, Image, ManifestFacts, RequestCounts, ScanError, ScanLimits, TagFailure, Target,
 };
@@ -43,7 +44,10 @@ pub struct ScanOptions {
     pub known: HashMap<String, ManifestFacts>,
     pub limits: ScanLimits,
     /// Tag → digest as an earlier scan found them: a tag that cannot be read now keeps it.
+    /// A native listing's guard HEADs every tag whose digest is not the one found here.
     pub known_tags: HashMap<String, String>,
+    /// Whether a registry's native listing API may give the digests.
+    pub listing: ListingMode,
 }
 
 impl Default for ScanOptions {
@@ -56,6 +60,7 @@ impl Default for ScanOptions {
             known: HashMap::new(),
             limits: ScanLimits::default(),
             known_tags: HashMap::new(),
+            listing: ListingMode::default(),
         }
     }
 }
@@ -74,6 +79,8 @@ pub struct ScanReport {
     /// Tags whose manifest could not be read, in version order.
     pub failed_tags: Vec<TagFailure>,
     pub duration: Duration,
+    /// What became of a native listing API, when the registry has one.
+    pub native: Option<NativeOutcome>,
 }
 
 pub async fn scan(
@@ -105,10 +112,13 @@ pub async fn scan(
             token_requests: load(&c.token_requests),
             blob_heads: load(&c.blob_heads),
             retries: load(&c.retries),
+            native_requests: load(&c.native_requests),
+            lister: Some(found.lister.as_str().to_string()),
         },
         vanished_tags: found.vanished,
         failed_tags: found.failed,
         duration: started.elapsed(),
+        native: found.native,
     })
 }
 
@@ -117,6 +127,8 @@ struct Found {
     facts: HashMap<String, ManifestFacts>,
     vanished: Vec<String>,
     failed: Vec<TagFailure>,
+    lister: Lister,
+    native: Option<NativeOutcome>,
 }
 
 /// Splits a per-tag error from one that ends the scan: registry-wide problems, and anything
@@ -143,11 +155,19 @@ enum Resolution {
 
 async fn run(session: &Session<'_>, options: &ScanOptions) -> Result<Found, ScanError> {
     let concurrency = options.concurrency.max(1);
-    let tags = list_tags(session, options.page_size, &options.filter, &options.limits).await?;
-    let total = tags.len();
-    tracing::debug!(registry = %session.target.registry(), repository = session.target.repository(), tags = total, "listed tags");
+    let listed = listing::list(session, options, concurrency).await?;
+    let total = listed.tags.len();
+    tracing::debug!(registry = %session.target.registry(), repository = session.target.repository(), tags = total, lister = listed.lister.as_str(), "listed tags");
 
-    let heads: Vec<(String, Result<HeadOutcome, ScanError>)> = stream::iter(tags)
+    let mut resolved: Vec<(String, String)> = Vec::new();
+    let mut to_head = Vec::new();
+    for tag in listed.tags {
+        match listed.digests.get(&tag) {
+            Some(d) => resolved.push((tag, d.clone())),
+            None => to_head.push(tag),
+        }
+    }
+    let heads: Vec<(String, Result<HeadOutcome, ScanError>)> = stream::iter(to_head)
         .map(|tag| async move {
             let outcome = per_tag(session, head(session, &tag).await)?;
             Ok::<_, ScanError>((tag, outcome))
@@ -156,7 +176,6 @@ async fn run(session: &Session<'_>, options: &ScanOptions) -> Result<Found, Scan
         .try_collect()
         .await?;
 
-    let mut resolved: Vec<(String, String)> = Vec::new();
     let mut vanished = Vec::new();
     let mut head_failures: Vec<(String, ScanError)> = Vec::new();
     let mut fetched: HashMap<String, Option<Fetched>> = HashMap::new();
@@ -297,6 +316,8 @@ async fn run(session: &Session<'_>, options: &ScanOptions) -> Result<Found, Scan
         facts,
         vanished,
         failed,
+        lister: listed.lister,
+        native: listed.native,
     })
 }
 
@@ -441,7 +462,7 @@ async fn blob_size(session: &Session<'_>, digest: &str) -> Result<i64, ScanError
         .ok_or_else(|| session.invalid(&Method::HEAD, &url, "no Content-Length".into()))
 }
 
-enum HeadOutcome {
+pub(crate) enum HeadOutcome {
     Digest(String),
     /// The registry sent no digest on HEAD, so the manifest was fetched by tag instead.
     Fetched(String, Fetched),
@@ -449,7 +470,7 @@ enum HeadOutcome {
     Gone,
 }
 
-async fn head(session: &Session<'_>, tag: &str) -> Result<HeadOutcome, ScanError> {
+pub(crate) async fn head(session: &Session<'_>, tag: &str) -> Result<HeadOutcome, ScanError> {
     let url = session.target.manifest_url(tag);
     let reply = session
         .send(
@@ -516,7 +537,7 @@ async fn get_manifest(session: &Session<'_>, url: &url::Url) -> Result<Reply, Sc
         .await
 }
 
-enum Fetched {
+pub(crate) enum Fetched {
     Facts(ManifestFacts),
     Index(String, Vec<manifest::IndexEntry>),
     /// Media type and distinct layer blobs.
@@ -602,7 +623,7 @@ fn describe(body: &[u8], media_type: String) -> Fetched {
     }
 }
 
-fn valid_digest(d: &str) -> bool {
+pub(crate) fn valid_digest(d: &str) -> bool {
     d.len() <= 256
         && d.split_once(':').is_some_and(|(alg, hex)| {
             !alg.is_empty()

@@ -1,8 +1,8 @@
 //! One scan's conversation with a registry: authentication (anonymous, Basic, Bearer token),
 //! retries, redirects, deadlines, body limits and request counts.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, LOCATION, RETRY_AFTER, WWW_AUTHENTICATE};
@@ -42,6 +42,7 @@ pub(crate) struct Counters {
     pub manifest_gets: AtomicU64,
     pub token_requests: AtomicU64,
     pub blob_heads: AtomicU64,
+    pub native_requests: AtomicU64,
     pub retries: AtomicU64,
 }
 
@@ -69,7 +70,7 @@ pub(crate) struct Session<'a> {
     scan_timeout: Duration,
     /// Tokens this session sent or received, withheld from any message.
     tokens_seen: Mutex<Vec<String>>,
-    pub counters: Counters,
+    pub counters: Arc<Counters>,
 }
 
 impl<'a> Session<'a> {
@@ -79,9 +80,23 @@ impl<'a> Session<'a> {
         credentials: Option<&'a Credentials>,
         scan_timeout: Duration,
     ) -> Self {
+        Self::scoped(client, target, credentials, scan_timeout, "")
+    }
+
+    fn scoped(
+        client: &'a RegistryClient,
+        target: &'a Target,
+        credentials: Option<&'a Credentials>,
+        scan_timeout: Duration,
+        scope: &str,
+    ) -> Self {
+        let repository = match scope {
+            "" => target.repository().to_string(),
+            s => format!("{}#{s}", target.repository()),
+        };
         let auth_key = (
             target.base_url().to_string(),
-            target.repository().to_string(),
+            repository,
             credentials
                 .map(Credentials::fingerprint)
                 .unwrap_or_default(),
@@ -102,8 +117,27 @@ impl<'a> Session<'a> {
             deadline: Instant::now().checked_add(scan_timeout),
             scan_timeout,
             tokens_seen: Mutex::default(),
-            counters: Counters::default(),
+            counters: Arc::default(),
         }
+    }
+
+    /// A session for another API of the same scan (a vendor's listing API, on this host or
+    /// its documented API host): same deadline and request counts, but its learned auth mode
+    /// is kept apart under `scope`, since such an API may authenticate differently (Basic on
+    /// Harbor's, a `metadata_read` token on ACR's).
+    pub fn sibling<'b>(
+        &self,
+        target: &'b Target,
+        credentials: Option<&'b Credentials>,
+        scope: &str,
+    ) -> Session<'b>
+    where
+        'a: 'b,
+    {
+        let mut s = Session::scoped(self.client, target, credentials, self.scan_timeout, scope);
+        s.deadline = self.deadline;
+        s.counters = self.counters.clone();
+        s
     }
 
     fn registry(&self) -> String {
@@ -134,6 +168,7 @@ impl<'a> Session<'a> {
             RequestKind::ManifestGet => &self.counters.manifest_gets,
             RequestKind::Token => &self.counters.token_requests,
             RequestKind::BlobHead => &self.counters.blob_heads,
+            RequestKind::NativeList => &self.counters.native_requests,
         };
         c.fetch_add(1, Ordering::Relaxed);
     }
@@ -165,6 +200,20 @@ impl<'a> Session<'a> {
         accept: Option<&str>,
         body_limit: usize,
     ) -> Result<Reply, ScanError> {
+        self.send_body(kind, method, url, accept, body_limit, None)
+            .await
+    }
+
+    /// [`Session::send`] with a JSON request body (Docker Hub's token endpoint is a POST).
+    pub async fn send_body(
+        &self,
+        kind: RequestKind,
+        method: Method,
+        url: Url,
+        accept: Option<&str>,
+        body_limit: usize,
+        body: Option<bytes::Bytes>,
+    ) -> Result<Reply, ScanError> {
         let policy = &self.client.options.retry;
         let mut attempt = 0u32;
         let mut reauthenticated = false;
@@ -174,7 +223,17 @@ impl<'a> Session<'a> {
             attempt += 1;
             let (auth, sent) = self.authorization(&url).await?;
             let result = self
-                .exchange(kind, &method, &url, accept, auth.as_deref(), body_limit)
+                .exchange(
+                    kind,
+                    &method,
+                    &url,
+                    Payload {
+                        accept,
+                        body: body.clone(),
+                    },
+                    auth.as_deref(),
+                    body_limit,
+                )
                 .await;
             let reply = match result {
                 Ok(reply) => reply,
@@ -431,6 +490,39 @@ impl<'a> Session<'a> {
         }
     }
 
+    /// Sends the credentials as Basic from the first request (APIs that answer 401 without a
+    /// challenge, such as Harbor's).
+    pub fn assume_basic(&self) {
+        if self.credentials.is_some() {
+            *self.auth.lock().expect("auth mode poisoned") = AuthMode::Basic;
+        }
+    }
+
+    /// Uses a bearer token obtained outside the challenge flow (Docker Hub's `/v2/auth/token`)
+    /// for this session's host; `None` when the cached one is missing or expired.
+    pub fn cached_bearer(&self, key: &TokenKey) -> bool {
+        if self.client.state.tokens.get(key).is_some() {
+            *self.auth.lock().expect("auth mode poisoned") = AuthMode::Bearer(key.clone());
+            true
+        } else {
+            false
+        }
+    }
+
+    pub fn use_bearer(&self, key: TokenKey, token: String, lifetime: Duration) {
+        self.remember_token(&token);
+        self.client.state.tokens.put(key.clone(), token, lifetime);
+        *self.auth.lock().expect("auth mode poisoned") = AuthMode::Bearer(key);
+    }
+
+    pub fn credentials(&self) -> Option<&'a Credentials> {
+        self.credentials
+    }
+
+    pub fn client(&self) -> &'a RegistryClient {
+        self.client
+    }
+
     fn set_mode(&self, mode: AuthMode) {
         *self.auth.lock().expect("auth mode poisoned") = mode.clone();
         self.client.state.auth.put(self.auth_key.clone(), mode);
@@ -526,7 +618,10 @@ impl<'a> Session<'a> {
                     RequestKind::Token,
                     &Method::GET,
                     &url,
-                    Some("application/json"),
+                    Payload {
+                        accept: Some("application/json"),
+                        body: None,
+                    },
                     auth.as_deref(),
                     TOKEN_BODY_LIMIT,
                 )
@@ -586,7 +681,7 @@ impl<'a> Session<'a> {
         kind: RequestKind,
         method: &Method,
         url: &Url,
-        accept: Option<&str>,
+        payload: Payload<'_>,
         authorization: Option<&str>,
         limit: usize,
     ) -> Result<Reply, Failure> {
@@ -606,7 +701,7 @@ impl<'a> Session<'a> {
             .http
             .request(method.clone(), url.clone())
             .timeout(per_request);
-        if let Some(a) = accept {
+        if let Some(a) = payload.accept {
             req = req.header(ACCEPT, a);
         }
         if let Some(a) = authorization {
@@ -617,6 +712,11 @@ impl<'a> Session<'a> {
             })?;
             value.set_sensitive(true);
             req = req.header(AUTHORIZATION, value);
+        }
+        if let Some(body) = payload.body {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body);
         }
         let started = Instant::now();
         let response = match req.send().await {
@@ -629,6 +729,12 @@ impl<'a> Session<'a> {
         let status = response.status();
         self.observe(kind, method, Some(status.as_u16()));
         let headers = response.headers().clone();
+        if let Some(wait) = exhausted_for(&headers, SystemTime::now()) {
+            // The quota is spent: every scan of this host waits for its reset, instead of
+            // collecting 429s.
+            tracing::debug!(registry = %self.registry(), ?wait, "X-RateLimit-Remaining is 0; the host's gate is closed until the reset");
+            self.client.state.gates.close(url, wait.min(MAX_GATE_CLOSE));
+        }
         let mut reservation = None;
         let body = if *method == Method::HEAD {
             bytes::Bytes::new()
@@ -713,6 +819,31 @@ impl<'a> Session<'a> {
     }
 }
 
+/// What a request asks for and carries besides its URL.
+struct Payload<'p> {
+    accept: Option<&'p str>,
+    /// A JSON body (only Docker Hub's token POST has one).
+    body: Option<bytes::Bytes>,
+}
+
+/// How long to wait when a response says its rate-limit quota is spent
+/// (`X-RateLimit-Remaining: 0`, as Docker Hub's and Quay's APIs send): until
+/// `X-RateLimit-Reset`, a Unix time (Docker Hub, GitHub) or, when small, seconds from now.
+fn exhausted_for(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
+    let value = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<f64>().ok();
+    if value("x-ratelimit-remaining")? > 0.0 {
+        return None;
+    }
+    let reset = value("x-ratelimit-reset").filter(|r| r.is_finite() && *r >= 0.0)?;
+    // Ten years of seconds: anything larger is a timestamp.
+    if reset > 315_360_000.0 {
+        let at = SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs_f64(reset))?;
+        at.duration_since(now).ok().filter(|d| !d.is_zero())
+    } else {
+        Some(Duration::from_secs_f64(reset)).filter(|d| !d.is_zero())
+    }
+}
+
 enum Failure {
     Transient(ScanError),
     Fatal(ScanError),
@@ -738,4 +869,54 @@ async fn read_limited(
         buf.extend_from_slice(&chunk);
     }
     Ok(buf.freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn a_spent_quota_waits_for_its_reset() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let at = |h: &[(&'static str, &str)]| exhausted_for(&headers(h), now);
+        assert_eq!(
+            at(&[
+                ("x-ratelimit-remaining", "0"),
+                ("x-ratelimit-reset", "1800000030")
+            ]),
+            Some(Duration::from_secs(30)),
+            "a Unix time"
+        );
+        assert_eq!(
+            at(&[("x-ratelimit-remaining", "0"), ("x-ratelimit-reset", "12")]),
+            Some(Duration::from_secs(12)),
+            "seconds from now"
+        );
+        assert_eq!(
+            at(&[("x-ratelimit-remaining", "5"), ("x-ratelimit-reset", "12")]),
+            None
+        );
+        assert_eq!(
+            at(&[("x-ratelimit-remaining", "0")]),
+            None,
+            "no reset, no guess"
+        );
+        assert_eq!(
+            at(&[
+                ("x-ratelimit-remaining", "0"),
+                ("x-ratelimit-reset", "1700000000")
+            ]),
+            None,
+            "a reset in the past"
+        );
+        assert_eq!(at(&[("x-ratelimit-remaining", "x")]), None);
+    }
 }

@@ -20,7 +20,7 @@ pub struct Counters {
     pub huge_pages: AtomicUsize,
     /// Bytes of the `fat` page handed to the connection (the client stops reading early).
     pub fat_bytes: AtomicU64,
-    /// Requests for anything but a tag list.
+    /// Registry API (`/v2/`) requests for anything but a tag list.
     pub other: AtomicUsize,
 }
 
@@ -60,8 +60,12 @@ async fn answer(State(counters): State<Arc<Counters>>, req: Request) -> Response
     match path.as_str() {
         "/v2/huge/tags/list" => huge_page(&counters, &query),
         "/v2/fat/tags/list" => fat_page(counters),
-        _ => {
-            counters.other.fetch_add(1, Ordering::Relaxed);
+        p => {
+            // Registry API requests only: a scan's probes for a native listing API
+            // (`/api/v2.0/systeminfo`, `/api/v1/discovery`) are not manifest requests.
+            if p.starts_with("/v2/") {
+                counters.other.fetch_add(1, Ordering::Relaxed);
+            }
             StatusCode::NOT_FOUND.into_response()
         }
     }

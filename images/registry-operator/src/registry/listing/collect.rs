@@ -1,0 +1,106 @@
+//! What every native lister shares: the same tag checks, filter and limits as the
+//! distribution tag list, and a page budget.
+
+use std::collections::HashMap;
+
+use reqwest::{Method, StatusCode};
+use url::Url;
+
+use super::super::client::RequestKind;
+use super::super::scanner::valid_digest;
+use super::super::session::{Reply, Session};
+use super::super::target::valid_tag;
+use super::super::{ScanError, ScanLimits, TagFilter};
+
+pub(crate) struct Collector<'s, 'a> {
+    session: &'s Session<'a>,
+    filter: &'s TagFilter,
+    limits: &'s ScanLimits,
+    entries: Vec<(String, Option<String>)>,
+    index: HashMap<String, usize>,
+    pages: usize,
+}
+
+impl<'s, 'a> Collector<'s, 'a> {
+    pub fn new(session: &'s Session<'a>, filter: &'s TagFilter, limits: &'s ScanLimits) -> Self {
+        Self {
+            session,
+            filter,
+            limits,
+            entries: Vec::new(),
+            index: HashMap::new(),
+            pages: 0,
+        }
+    }
+
+    /// One tag and the digest the API names (`None`: the scan HEADs it). A tag listed twice
+    /// with two digests keeps neither: the guard's HEAD settles it.
+    pub fn add(&mut self, tag: &str, digest: Option<&str>) -> Result<(), ScanError> {
+        if !valid_tag(tag) || !self.filter.admits(tag) {
+            return Ok(());
+        }
+        let digest = digest.filter(|d| valid_digest(d)).map(str::to_string);
+        if let Some(&i) = self.index.get(tag) {
+            if self.entries[i].1 != digest {
+                self.entries[i].1 = None;
+            }
+            return Ok(());
+        }
+        if self.entries.len() >= self.limits.max_tags {
+            return Err(ScanError::TooManyTags {
+                registry: self.session.target.registry(),
+                repository: self.session.target.repository().to_string(),
+                limit: self.limits.max_tags,
+            });
+        }
+        self.index.insert(tag.to_string(), self.entries.len());
+        self.entries.push((tag.to_string(), digest));
+        Ok(())
+    }
+
+    /// GETs one page of a native API: JSON within the tag list's byte limit, within the page
+    /// budget, any status but 200 an error.
+    pub async fn page(&mut self, session: &Session<'_>, url: &Url) -> Result<Reply, ScanError> {
+        self.pages += 1;
+        if self.pages > self.limits.max_pages {
+            return Err(ScanError::TooManyTagPages {
+                registry: self.session.target.registry(),
+                repository: self.session.target.repository().to_string(),
+                limit: self.limits.max_pages,
+            });
+        }
+        let reply = session
+            .send(
+                RequestKind::NativeList,
+                Method::GET,
+                url.clone(),
+                Some("application/json"),
+                self.limits.max_page_bytes,
+            )
+            .await?;
+        if reply.status != StatusCode::OK {
+            return Err(session.status_error(&Method::GET, url, &reply));
+        }
+        Ok(reply)
+    }
+
+    /// Parses a page as `T`; a body of another shape is an error that names the API.
+    pub fn parse<T: serde::de::DeserializeOwned>(
+        &self,
+        session: &Session<'_>,
+        url: &Url,
+        reply: &Reply,
+    ) -> Result<T, ScanError> {
+        serde_json::from_slice(&reply.body).map_err(|e| {
+            session.invalid(
+                &Method::GET,
+                url,
+                format!("the response does not have the documented shape: {e}"),
+            )
+        })
+    }
+
+    pub fn finish(self) -> Vec<(String, Option<String>)> {
+        self.entries
+    }
+}

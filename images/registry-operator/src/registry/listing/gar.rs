@@ -1,0 +1,63 @@
+//! Google Artifact Registry and Container Registry: their `/v2/{repo}/tags/list` adds a
+//! `manifest` map (digest → `tag[]`, `mediaType`, `imageSizeBytes`, `timeCreatedMs`,
+//! `timeUploadedMs`; cloud.google.com/artifact-registry/docs/reference/docker-api) to the
+//! distribution answer, so the tag list names every tag's digest. Same host, same auth.
+
+use std::collections::HashMap;
+
+use reqwest::Method;
+use serde::Deserialize;
+
+use super::super::ScanError;
+use super::super::session::Session;
+use super::super::tags::next_link;
+use super::Collector;
+
+#[derive(Deserialize)]
+struct Page {
+    #[serde(default)]
+    tags: Option<Vec<String>>,
+    /// Required: without it this is a plain tag list, and not the shape documented.
+    manifest: HashMap<String, Manifest>,
+}
+
+#[derive(Deserialize)]
+struct Manifest {
+    #[serde(default)]
+    tag: Vec<String>,
+}
+
+pub(super) async fn list(
+    session: &Session<'_>,
+    out: &mut Collector<'_, '_>,
+    page_size: u32,
+) -> Result<(), ScanError> {
+    let target = session.target;
+    let mut url = target.tags_url(Some(page_size));
+    loop {
+        let reply = out.page(session, &url).await?;
+        let page: Page = out.parse(session, &url, &reply)?;
+        let by_tag: HashMap<&str, &str> = page
+            .manifest
+            .iter()
+            .flat_map(|(d, m)| m.tag.iter().map(move |t| (t.as_str(), d.as_str())))
+            .collect();
+        for t in page.tags.iter().flatten() {
+            out.add(t, by_tag.get(t.as_str()).copied())?;
+        }
+        let next = reply
+            .headers
+            .get_all(reqwest::header::LINK)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .find_map(next_link);
+        match next {
+            Some(next) => {
+                url = target
+                    .resolve_link(&next, &url)
+                    .map_err(|e| session.invalid(&Method::GET, &url, e))?
+            }
+            None => return Ok(()),
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! Where a scan learns each tag's digest: the distribution API (a tag list, then one HEAD per
+//! tag: always available) or, on registries that have one, the vendor's own listing API, which
+//! names the digest of up to 100 tags per request. A native listing is only trusted after
+//! [`guard`] has checked a sample of it against the distribution API; anything odd falls back
+//! to the distribution path for the scan. Sizes and platforms always come from the manifests.
+
+mod acr;
+mod collect;
+mod detect;
+mod dockerhub;
+mod gar;
+mod guard;
+mod harbor;
+mod quay;
+
+use std::collections::HashMap;
+
+use super::ScanOptions;
+use super::error::ScanError;
+use super::session::Session;
+use super::tags::list_tags;
+
+pub(crate) use collect::Collector;
+pub use detect::detect_by_host;
+
+/// `spec.listing` / `scan --listing`: whether a native listing API may be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ListingMode {
+    /// A native API where one is detected, guarded; the distribution API elsewhere.
+    #[default]
+    Auto,
+    /// Always the distribution API (tag list plus one HEAD per tag).
+    Distribution,
+}
+
+/// Which API listed the tags.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lister {
+    Distribution,
+    DockerHub,
+    Harbor,
+    Quay,
+    /// Google Artifact Registry and Container Registry: the tag list's `manifest` map.
+    Gar,
+    Acr,
+}
+
+impl Lister {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Distribution => "distribution",
+            Self::DockerHub => "dockerhub",
+            Self::Harbor => "harbor",
+            Self::Quay => "quay",
+            Self::Gar => "gar",
+            Self::Acr => "acr",
+        }
+    }
+
+    /// How messages name the vendor's API.
+    pub fn api_name(self) -> &'static str {
+        match self {
+            Self::Distribution => "distribution API",
+            Self::DockerHub => "Docker Hub tags API",
+            Self::Harbor => "Harbor artifacts API",
+            Self::Quay => "Quay tag API",
+            Self::Gar => "Artifact Registry tag list manifest map",
+            Self::Acr => "ACR tags API",
+        }
+    }
+}
+
+/// What became of a native listing this scan, for the object's `NativeListing` condition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NativeOutcome {
+    /// The native API gave the digests and the guard agreed.
+    Used(Lister),
+    /// The native API failed or disagreed; this scan used the distribution API.
+    FellBack { lister: Lister, reason: String },
+    /// An earlier disagreement turned the native API off until the operator restarts.
+    Off { lister: Lister, reason: String },
+}
+
+/// Every tag in listing order, and the digests vouched for (native and guarded, or HEADed by
+/// the guard); tags without one get their HEAD in the scan.
+pub(crate) struct Listed {
+    pub tags: Vec<String>,
+    pub digests: HashMap<String, String>,
+    pub lister: Lister,
+    pub native: Option<NativeOutcome>,
+}
+
+pub(crate) async fn list(
+    session: &Session<'_>,
+    options: &ScanOptions,
+    concurrency: usize,
+) -> Result<Listed, ScanError> {
+    if options.listing == ListingMode::Distribution {
+        return distribution(session, options, None).await;
+    }
+    let lister = detect::detect(session).await;
+    if lister == Lister::Distribution {
+        return distribution(session, options, None).await;
+    }
+    let base = session.target.base_url().to_string();
+    let listers = &session.client().state.listers;
+    if let Some(reason) = listers.off(&base) {
+        return distribution(
+            session,
+            options,
+            Some(NativeOutcome::Off { lister, reason }),
+        )
+        .await;
+    }
+    let mut collector = Collector::new(session, &options.filter, &options.limits);
+    let listed = match lister {
+        Lister::DockerHub => dockerhub::list(session, &mut collector).await,
+        Lister::Harbor => harbor::list(session, &mut collector).await,
+        Lister::Quay => quay::list(session, &mut collector).await,
+        Lister::Gar => gar::list(session, &mut collector, options.page_size).await,
+        Lister::Acr => acr::list(session, &mut collector).await,
+        Lister::Distribution => unreachable!("handled above"),
+    };
+    let fell_back = |reason: String| {
+        tracing::info!(registry = %session.target.registry(), repository = session.target.repository(), lister = lister.as_str(), %reason, "native listing not used; falling back to the distribution API");
+        Some(NativeOutcome::FellBack { lister, reason })
+    };
+    if let Err(e) = listed {
+        // Too many tags is the repository's size, not the API's fault: say so either way.
+        if matches!(e, ScanError::TooManyTags { .. }) {
+            return Err(e);
+        }
+        return distribution(
+            session,
+            options,
+            fell_back(format!("the {} failed: {e}", lister.api_name())),
+        )
+        .await;
+    }
+    let entries = collector.finish();
+    match guard::check(session, &entries, &options.known_tags, concurrency).await {
+        Ok(heads) => {
+            let mut digests: HashMap<String, String> = entries
+                .iter()
+                .filter_map(|(t, d)| d.clone().map(|d| (t.clone(), d)))
+                .collect();
+            digests.extend(heads);
+            Ok(Listed {
+                tags: entries.into_iter().map(|(t, _)| t).collect(),
+                digests,
+                lister,
+                native: Some(NativeOutcome::Used(lister)),
+            })
+        }
+        Err(guard::Verdict::Disagrees(why)) => {
+            let reason = format!(
+                "the {} disagreed with the registry: {why}; native listing is off for {} until the operator restarts",
+                lister.api_name(),
+                session.target.registry()
+            );
+            listers.turn_off(&base, reason.clone());
+            distribution(session, options, fell_back(reason)).await
+        }
+        Err(guard::Verdict::Failed(e)) => {
+            distribution(
+                session,
+                options,
+                fell_back(format!(
+                    "the guard's check of the {} could not finish: {e}",
+                    lister.api_name()
+                )),
+            )
+            .await
+        }
+    }
+}
+
+async fn distribution(
+    session: &Session<'_>,
+    options: &ScanOptions,
+    native: Option<NativeOutcome>,
+) -> Result<Listed, ScanError> {
+    let tags = list_tags(session, options.page_size, &options.filter, &options.limits).await?;
+    Ok(Listed {
+        tags,
+        digests: HashMap::new(),
+        lister: Lister::Distribution,
+        native,
+    })
+}

@@ -1,0 +1,104 @@
+//! In the controller, `spec.listing` reaches the scan: a Harbor (its fixture, in front of a real
+//! registry) is listed through its artifacts API and says so in `lastScanRequests.lister` and the
+//! `NativeListing` condition; `Distribution` turns that off; a lying API falls back with a
+//! condition that says why, and the images stay right.
+
+mod common;
+
+use common::operator::{self, Operator, status, wait_for};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use registry_operator::api::{Registry, ScanStatus};
+use registry_operator::status::{
+    NATIVE_LISTING, REASON_NATIVE_LISTING_FELL_BACK, REASON_NATIVE_LISTING_USED,
+};
+use testenv::controlplane;
+use testenv::registry::{RegistryOptions, RegistryServer};
+use testenv::vendor::{Behaviour, Vendor, VendorFixture};
+
+fn native_reason(r: &Registry) -> Option<String> {
+    status(r)
+        .conditions
+        .iter()
+        .find(|c| c.type_ == NATIVE_LISTING)
+        .map(|c| c.reason.clone())
+}
+
+fn lister(r: &Registry) -> Option<String> {
+    status(r).last_scan_requests.and_then(|q| q.lister)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spec_listing_reaches_the_scan_and_the_guard_shows_in_a_condition() {
+    let cp = controlplane::shared().await;
+    operator::install_crd(cp).await;
+    let ns = cp.create_namespace("listing").await;
+    let client = cp.client().await;
+    let reg = RegistryServer::start(RegistryOptions::plain())
+        .await
+        .unwrap();
+    let pushed = common::seed_small(&reg, None, "team/app").await;
+    let harbor = VendorFixture::start(Vendor::Harbor, &reg.url, None)
+        .await
+        .unwrap();
+    let op = Operator::start(cp, &ns, &[]).await;
+    let api: Api<Registry> = Api::namespaced(client.clone(), &ns);
+    api.create(
+        &PostParams::default(),
+        &operator::registry("app", &harbor.url, "team/app", serde_json::json!({})),
+    )
+    .await
+    .unwrap();
+    let ok = |r: &Registry| status(r).last_scan_status == Some(ScanStatus::Success);
+    let r = wait_for(&api, "app", &op, "native scan", ok).await;
+    common::assert_images(status(&r).images.as_deref().unwrap_or_default(), &pushed);
+    assert_eq!(lister(&r).as_deref(), Some("harbor"));
+    assert_eq!(
+        native_reason(&r).as_deref(),
+        Some(REASON_NATIVE_LISTING_USED)
+    );
+
+    let generation = |r: &Registry| r.metadata.generation;
+    let set_listing = |value: &'static str| {
+        let api = api.clone();
+        async move {
+            api.patch(
+                "app",
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"spec": {"listing": value}})),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let patched = set_listing("Distribution").await;
+    let want = generation(&patched);
+    let r = wait_for(&api, "app", &op, "distribution scan", |r| {
+        ok(r) && status(r).observed_generation == want
+    })
+    .await;
+    common::assert_images(status(&r).images.as_deref().unwrap_or_default(), &pushed);
+    assert_eq!(lister(&r).as_deref(), Some("distribution"));
+    assert_eq!(native_reason(&r), None, "no native API was asked");
+
+    // The API lies about a tag the status knows: the guard HEADs it, the scan falls back.
+    harbor.set_behaviour(Behaviour::Lie { tag: "2.0".into() });
+    let patched = set_listing("Auto").await;
+    let want = generation(&patched);
+    let r = wait_for(&api, "app", &op, "guarded scan", |r| {
+        ok(r) && status(r).observed_generation == want
+    })
+    .await;
+    common::assert_images(status(&r).images.as_deref().unwrap_or_default(), &pushed);
+    assert_eq!(lister(&r).as_deref(), Some("distribution"));
+    assert_eq!(
+        native_reason(&r).as_deref(),
+        Some(REASON_NATIVE_LISTING_FELL_BACK)
+    );
+    let message = status(&r)
+        .conditions
+        .iter()
+        .find(|c| c.type_ == NATIVE_LISTING)
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+    assert!(message.contains("tag 2.0 points at"), "{message}");
+}

@@ -55,7 +55,8 @@ pub async fn reconcile(obj: Arc<Registry>, ctx: Arc<Context>) -> Result<Action, 
     let job = Job {
         key: format!("{ns}/{name}"),
         uid: obj.uid().unwrap_or_default(),
-        interval: Duration::from_secs(obj.spec.scan_interval.max(MIN_SCAN_INTERVAL) as u64),
+        interval: Duration::from_secs(obj.spec.scan_interval.max(MIN_SCAN_INTERVAL) as u64)
+            .max(ctx.settings.min_scan_interval),
         obj,
     };
     tokio::select! {

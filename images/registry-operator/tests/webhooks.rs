@@ -201,6 +201,29 @@ async fn end_to_end(imp: Implementation, prefix: &str) {
         &["kind=\"distribution\"", "outcome=\"accepted\""],
     );
     assert!(accepted >= 1.0, "{m}");
+
+    // Deleting the manifest: the registry's delete event names the digest (2.8) or the tag
+    // (v3); either way the operator re-reads the tags that pointed at it and removes them.
+    pusher.delete_manifest(REPO, &second.digest).await.unwrap();
+    let gone = |r: &Registry| {
+        !status(r)
+            .images
+            .unwrap_or_default()
+            .iter()
+            .any(|i| i.tag == "2.0")
+    };
+    let r = wait_for(
+        &api,
+        "app",
+        &op,
+        "the deleted tag gone from the status",
+        gone,
+    )
+    .await;
+    assert_eq!(status(&r).tag_count, Some(1));
+    assert_eq!(status(&r).last_scan_time, scan_time, "still no full scan");
+    let removed = wait_event(&client, &ns, "TagsRemoved").await;
+    assert!(removed.contains("2.0"), "{removed}");
     assert!(
         !op.logs().contains(SECRET),
         "the secret never appears in a log line"
@@ -236,4 +259,163 @@ async fn wait_event(client: &kube::Client, ns: &str, reason: &str) -> String {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// A replica that does not hold the object's shard (here: the standby) answers the event and
+/// hands it to the leader through the object's annotation; the leader refreshes the tag and
+/// removes the annotation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_hands_events_over_to_the_shard_owner() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use registry_operator::webhook::auth::hub_signature;
+
+    let cp = controlplane::shared().await;
+    operator::install_crd(cp).await;
+    let ns = cp.create_namespace("hooks-handover").await;
+    let client = cp.client().await;
+    let reg = RegistryServer::start(RegistryOptions::plain())
+        .await
+        .unwrap();
+    let pusher = Pusher::new(&reg, None).unwrap();
+    pusher
+        .push_image(
+            REPO,
+            Some("1.0"),
+            &ImageSpec::new(Format::Docker, 21, &[1000]),
+        )
+        .await
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("secret");
+    std::fs::write(&secret_file, SECRET).unwrap();
+    let file = secret_file.to_str().unwrap().to_string();
+    let (port_a, port_b) = (testenv::tools::free_port(), testenv::tools::free_port());
+    let start = |identity: &'static str, port: u16| {
+        let file = file.clone();
+        let ns = ns.clone();
+        async move {
+            let addr = format!("127.0.0.1:{port}");
+            Operator::start_admin(
+                cp,
+                &ns,
+                &[
+                    "--identity",
+                    identity,
+                    "--webhook-addr",
+                    &addr,
+                    "--webhook-secret-file",
+                    &file,
+                ],
+            )
+            .await
+        }
+    };
+    let a = start("replica-a", port_a).await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let holder = leases
+            .get_opt("registry-operator")
+            .await
+            .unwrap()
+            .and_then(|l| l.spec?.holder_identity);
+        if holder.as_deref() == Some("replica-a") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "replica-a never led");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let b = start("replica-b", port_b).await;
+
+    let api: Api<Registry> = Api::namespaced(client.clone(), &ns);
+    api.create(
+        &PostParams::default(),
+        &operator::registry("app", &reg.url, REPO, serde_json::json!({})),
+    )
+    .await
+    .unwrap();
+    let scanned = |r: &Registry| status(r).last_scan_status == Some(ScanStatus::Success);
+    wait_for(&api, "app", &a, "first scan", scanned).await;
+
+    let second = pusher
+        .push_image(REPO, Some("2.0"), &ImageSpec::new(Format::Oci, 22, &[2000]))
+        .await
+        .unwrap();
+    // The standby's index must know the object before the event: it follows the same watch.
+    let body = serde_json::json!({"events": [{
+        "action": "push",
+        "target": {"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                   "repository": REPO, "tag": "2.0", "digest": second.digest},
+        "request": {"host": reg.host(), "method": "PUT"},
+    }]})
+    .to_string();
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // GitHub-style HMAC this time: any accepted proof will do.
+        let answer = http
+            .post(format!("http://127.0.0.1:{port_b}/webhook/distribution"))
+            .header(
+                "X-Hub-Signature-256",
+                hub_signature(SECRET.as_bytes(), body.as_bytes()),
+            )
+            .body(body.clone())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(answer.status(), 202);
+        if b.metric(
+            "registry_operator_webhook_requests_total",
+            &["outcome=\"handed_over\""],
+        )
+        .await
+            >= 1.0
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the standby never matched the object:\n{}",
+            b.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let has_new = |r: &Registry| {
+        let listed = status(r)
+            .images
+            .unwrap_or_default()
+            .iter()
+            .any(|i| i.tag == "2.0" && i.digest == second.digest);
+        let pending = r
+            .metadata
+            .annotations
+            .as_ref()
+            .is_some_and(|a| a.contains_key("registry.kubecontroller.io/webhook-pending"));
+        listed && !pending
+    };
+    let r = wait_for(
+        &api,
+        "app",
+        &a,
+        "the handed-over tag, annotation removed",
+        has_new,
+    )
+    .await;
+    assert!(status(&r).last_event_time.is_some());
+    assert_eq!(
+        a.metric(
+            "registry_operator_webhook_refreshes_total",
+            &["result=\"updated\""]
+        )
+        .await,
+        1.0,
+        "the leader refreshed once"
+    );
+    assert_eq!(
+        b.metric("registry_operator_webhook_refreshes_total", &[])
+            .await,
+        0.0,
+        "the standby never touched the registry"
+    );
 }

@@ -419,3 +419,182 @@ async fn a_standby_hands_events_over_to_the_shard_owner() {
         "the standby never touched the registry"
     );
 }
+
+/// Every sender kind through the real receiver, each with the proof its vendor can send: the
+/// documented payloads (src/webhook/testdata, each cited in its parser's tests) are accepted
+/// with the right secret (and parsed into events: `no_match`, since no Registry scans those
+/// repositories), refused with a wrong one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_kind_answers_to_the_proof_its_sender_can_send() {
+    use registry_operator::webhook::auth::hub_signature;
+
+    let cp = controlplane::shared().await;
+    operator::install_crd(cp).await;
+    let ns = cp.create_namespace("hooks-kinds").await;
+    let dir = tempfile::tempdir().unwrap();
+    let secret_file = dir.path().join("secret");
+    std::fs::write(&secret_file, SECRET).unwrap();
+    let port = testenv::tools::free_port();
+    let op = Operator::start(
+        cp,
+        &ns,
+        &[
+            "--webhook-addr",
+            &format!("127.0.0.1:{port}"),
+            "--webhook-secret-file",
+            secret_file.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let cloudevent = r#"{"specversion": "1.0", "id": "1", "source": "ci", "type": "io.example.image.pushed",
+                         "data": {"host": "registry.example.com", "repository": "team/app", "tag": "v2"}}"#;
+    /// How a sender proves it knows the secret.
+    #[derive(Clone, Copy)]
+    enum Proof {
+        Bearer,
+        RawHeader,
+        Query,
+        Hmac,
+    }
+    let cases: [(&str, &str, Proof); 8] = [
+        (
+            "distribution",
+            include_str!("../src/webhook/testdata/distribution-envelope.json"),
+            Proof::Bearer,
+        ),
+        (
+            "harbor",
+            include_str!("../src/webhook/testdata/harbor-default.json"),
+            Proof::RawHeader,
+        ),
+        (
+            "harbor",
+            include_str!("../src/webhook/testdata/harbor-cloudevents.json"),
+            Proof::RawHeader,
+        ),
+        (
+            "dockerhub",
+            include_str!("../src/webhook/testdata/dockerhub-push.json"),
+            Proof::Query,
+        ),
+        (
+            "quay",
+            include_str!("../src/webhook/testdata/quay-push.json"),
+            Proof::Query,
+        ),
+        (
+            "ghcr",
+            include_str!("../src/webhook/testdata/ghcr-package-published.json"),
+            Proof::Hmac,
+        ),
+        (
+            "acr",
+            include_str!("../src/webhook/testdata/acr-push.json"),
+            Proof::Bearer,
+        ),
+        ("cloudevents", cloudevent, Proof::Bearer),
+    ];
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // The receiver is up once the operator is: wait for it.
+    // (A GET: 405 from the router, not a request the receiver counts.)
+    while http
+        .get(format!("http://127.0.0.1:{port}/webhook/distribution"))
+        .send()
+        .await
+        .is_err()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the receiver never answered:\n{}",
+            op.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for (kind, body, proof) in cases {
+        for secret in [SECRET, "a-wrong-secret"] {
+            let mut url = format!("http://127.0.0.1:{port}/webhook/{kind}");
+            let mut req = http.post(&url);
+            match proof {
+                Proof::Bearer => req = req.bearer_auth(secret),
+                Proof::RawHeader => req = req.header("Authorization", secret),
+                Proof::Query => {
+                    url.push_str(&format!("?secret={secret}"));
+                    req = http.post(&url);
+                }
+                Proof::Hmac => {
+                    req = req.header(
+                        "X-Hub-Signature-256",
+                        hub_signature(secret.as_bytes(), body.as_bytes()),
+                    )
+                }
+            }
+            let status = req.body(body.to_string()).send().await.unwrap().status();
+            let want = if secret == SECRET { 202 } else { 401 };
+            assert_eq!(
+                status,
+                want,
+                "{kind} with {} secret",
+                if want == 202 { "the right" } else { "a wrong" }
+            );
+        }
+    }
+    // A GitHub signature over another body is refused.
+    let signed = hub_signature(SECRET.as_bytes(), b"{}");
+    let tampered = http
+        .post(format!("http://127.0.0.1:{port}/webhook/ghcr"))
+        .header("X-Hub-Signature-256", signed)
+        .body(include_str!(
+            "../src/webhook/testdata/ghcr-package-published.json"
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tampered.status(), 401);
+    let unknown = http
+        .post(format!("http://127.0.0.1:{port}/webhook/gitlab"))
+        .bearer_auth(SECRET)
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+
+    let m = op.metrics().await;
+    for kind in [
+        "distribution",
+        "harbor",
+        "dockerhub",
+        "quay",
+        "ghcr",
+        "acr",
+        "cloudevents",
+    ] {
+        let count = |outcome: &str| {
+            operator::sum_metric(
+                &m,
+                "registry_operator_webhook_requests_total",
+                &[
+                    &format!("kind=\"{kind}\""),
+                    &format!("outcome=\"{outcome}\""),
+                ],
+            )
+        };
+        let (matched, refused) = if kind == "harbor" {
+            (2.0, 2.0)
+        } else {
+            (1.0, 1.0)
+        };
+        assert_eq!(
+            count("no_match"),
+            matched,
+            "{kind}: parsed into events\n{m}"
+        );
+        let refused = if kind == "ghcr" {
+            refused + 1.0
+        } else {
+            refused
+        };
+        assert_eq!(count("unauthorized"), refused, "{kind}\n{m}");
+    }
+}

@@ -20,25 +20,7 @@ mod tests {
     use super::super::{Action, Kind, parse};
 
     /// The documented image push payload (push event, "Payload example: image push event").
-    const PUSH: &str = r#"{
-      "id": "cb8c3971-9adc-488b-xxxx-43cbb4974ff5",
-      "timestamp": "2017-11-17T16:52:01.343145347Z",
-      "action": "push",
-      "target": {
-        "mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-        "size": 524,
-        "digest": "sha256:80f0d5c8786bb9e621a45ece0db56d11cdc624ad20da9fe62e9d25490f331d7d",
-        "length": 524,
-        "repository": "hello-world",
-        "tag": "v1"
-      },
-      "request": {
-        "id": "3cbb6949-7549-4fa1-xxxx-a6d5451dffc7",
-        "host": "myregistry.azurecr.io",
-        "method": "PUT",
-        "useragent": "docker/17.09.0-ce go/go1.8.3 git-commit/afdb6d4 kernel/4.10.0-27-generic os/linux arch/amd64 UpstreamClient(Docker-Client/17.09.0-ce \\(linux\\))"
-      }
-    }"#;
+    const PUSH: &str = include_str!("testdata/acr-push.json");
 
     #[test]
     fn push() {

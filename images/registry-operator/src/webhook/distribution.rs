@@ -57,29 +57,7 @@ mod tests {
 
     /// The documented envelope (v1 media type, distribution 2.x) with a manifest push, a layer
     /// push and a pull: https://distribution.github.io/distribution/about/notifications/
-    const ENVELOPE: &str = r#"{"events": [
-      {"id": "asdf-asdf-asdf-asdf-0", "timestamp": "2006-01-02T15:04:05Z", "action": "push",
-       "target": {"mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-                  "size": 708, "length": 708,
-                  "digest": "sha256:fea8895f450959fa676bcc1df0611ea93823a735a01205fd8622846041d0c7cf",
-                  "repository": "library/test",
-                  "url": "https://example.com/v2/library/test/manifests/sha256:fea8895f450959fa676bcc1df0611ea93823a735a01205fd8622846041d0c7cf",
-                  "tag": "latest"},
-       "request": {"id": "asdfasdf", "addr": "client.local", "host": "registrycluster.local",
-                   "method": "PUT", "useragent": "test/0.1"},
-       "actor": {"name": "test-actor"},
-       "source": {"addr": "hostname.local:port"}},
-      {"id": "asdf-asdf-asdf-asdf-1", "timestamp": "2006-01-02T15:04:05Z", "action": "push",
-       "target": {"mediaType": "application/vnd.docker.container.image.rootfs.diff+x-gtar",
-                  "size": 2, "digest": "sha256:c3b3692957d439ac1928219a83fac91e7bf96c153725526874673ae1f2023f8d",
-                  "repository": "library/test",
-                  "url": "https://example.com/v2/library/test/blobs/sha256:c3b3"},
-       "request": {"host": "registrycluster.local", "method": "PUT"}},
-      {"id": "asdf-asdf-asdf-asdf-2", "action": "pull",
-       "target": {"mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-                  "repository": "library/test", "tag": "latest"},
-       "request": {"host": "registrycluster.local", "method": "GET"}}
-    ]}"#;
+    const ENVELOPE: &str = include_str!("testdata/distribution-envelope.json");
 
     #[test]
     fn manifest_pushes_with_a_tag_only() {

@@ -26,16 +26,7 @@ mod tests {
     use super::super::{Kind, parse};
 
     /// The documented example payload, trimmed of fields the parser does not read.
-    const PUSH: &str = r#"{
-      "callback_url": "https://registry.hub.docker.com/u/svendowideit/testhook/hook/2141b5bi5i5b02bec211i4eeih0242eg11000a/",
-      "push_data": {"pushed_at": 1417566161, "pusher": "trustedbuilder", "tag": "latest"},
-      "repository": {"comment_count": 0, "date_created": 1417494799, "description": "",
-                     "is_official": false, "is_private": true, "is_trusted": true,
-                     "name": "testhook", "namespace": "svendowideit", "owner": "svendowideit",
-                     "repo_name": "svendowideit/testhook",
-                     "repo_url": "https://registry.hub.docker.com/u/svendowideit/testhook/",
-                     "star_count": 0, "status": "Active"}
-    }"#;
+    const PUSH: &str = include_str!("testdata/dockerhub-push.json");
 
     #[test]
     fn push_is_on_docker_hub() {

@@ -72,25 +72,7 @@ mod tests {
     use super::super::{Kind, parse};
 
     /// A `package` event as GitHub documents its fields (trimmed to what identifies the image).
-    const PUBLISHED: &str = r#"{
-      "action": "published",
-      "package": {
-        "id": 1234, "name": "Hello-World", "namespace": "octo-org", "ecosystem": "CONTAINER",
-        "package_type": "CONTAINER", "html_url": "https://github.com/orgs/octo-org/packages/container/package/hello-world",
-        "owner": {"login": "octo-org", "id": 1, "type": "Organization"},
-        "package_version": {
-          "id": 5678, "version": "sha256:4f3a9b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a",
-          "name": "sha256:4f3a9b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a",
-          "container_metadata": {
-            "tag": {"name": "v1.2.0", "digest": "sha256:4f3a9b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a"},
-            "labels": {}, "manifest": {}
-          },
-          "package_url": "ghcr.io/octo-org/hello-world:v1.2.0"
-        }
-      },
-      "repository": {"full_name": "octo-org/hello-world"},
-      "sender": {"login": "octocat"}
-    }"#;
+    const PUBLISHED: &str = include_str!("testdata/ghcr-package-published.json");
 
     #[test]
     fn published_container_version() {

@@ -49,43 +49,10 @@ mod tests {
     use super::*;
 
     /// "Default" format, push artifact, as in Harbor's webhook documentation.
-    const DEFAULT: &str = r#"{
-      "type": "PUSH_ARTIFACT",
-      "occur_at": 1680501893,
-      "operator": "harbor-jobservice",
-      "event_data": {
-        "resources": [
-          {"digest": "sha256:954b378c375d852eb3c63ab88978f640b4348b01c1b3456a024a81536dafbbf4",
-           "tag": "sha256:954b378c375d852eb3c63ab88978f640b4348b01c1b3456a024a81536dafbbf4",
-           "resource_url": "localhost/harbor/alpine@sha256:954b378c375d852eb3c63ab88978f640b4348b01c1b3456a024a81536dafbbf4"},
-          {"digest": "sha256:954b378c375d852eb3c63ab88978f640b4348b01c1b3456a024a81536dafbbf4",
-           "tag": "3.17",
-           "resource_url": "harbor.example.com/harbor/alpine:3.17"}
-        ],
-        "repository": {"date_created": 1680501893, "name": "alpine", "namespace": "harbor",
-                       "repo_full_name": "harbor/alpine", "repo_type": "private"}
-      }
-    }"#;
+    const DEFAULT: &str = include_str!("testdata/harbor-default.json");
 
     /// "CloudEvents" format of the same push.
-    const CLOUDEVENTS: &str = r#"{
-      "specversion": "1.0",
-      "requestid": "2eedfab8-61d3-4f3c-8ec3-8f82d1ec4c84",
-      "id": "4b2f89a6-548d-4c12-9993-a1f5790b97d2",
-      "source": "/projects/1/webhook/policies/3",
-      "type": "harbor.artifact.pushed",
-      "datacontenttype": "application/json",
-      "time": "2023-04-03T06:20:10Z",
-      "data": {
-        "resources": [
-          {"digest": "sha256:954b378c375d852eb3c63ab88978f640b4348b01c1b3456a024a81536dafbbf4",
-           "tag": "3.17", "resource_url": "harbor.example.com/harbor/alpine:3.17"}
-        ],
-        "repository": {"date_created": 1680501893, "name": "alpine", "namespace": "harbor",
-                       "repo_full_name": "harbor/alpine", "repo_type": "private"}
-      },
-      "operator": "harbor-jobservice"
-    }"#;
+    const CLOUDEVENTS: &str = include_str!("testdata/harbor-cloudevents.json");
 
     #[test]
     fn every_resource_is_a_tag() {

@@ -38,14 +38,7 @@ mod tests {
     use super::super::{Kind, parse};
 
     /// The documented "Repository Push" example.
-    const PUSH: &str = r#"{
-      "name": "repository",
-      "repository": "dgangaia/test",
-      "namespace": "dgangaia",
-      "docker_url": "quay.io/dgangaia/test",
-      "homepage": "https://quay.io/repository/dgangaia/repository",
-      "updated_tags": ["latest"]
-    }"#;
+    const PUSH: &str = include_str!("testdata/quay-push.json");
 
     #[test]
     fn updated_tags() {

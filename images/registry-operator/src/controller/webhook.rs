@@ -64,7 +64,7 @@ impl Webhooks {
         );
         Ok(Arc::new(Self {
             index: Index::default(),
-            refresher: Arc::default(),
+            refresher: Arc::new(Refresher::new(ctx.settings.max_concurrent_scans)),
             ctx,
             secret,
         }))

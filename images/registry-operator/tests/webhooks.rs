@@ -53,6 +53,8 @@ async fn end_to_end(imp: Implementation, prefix: &str) {
             &format!("127.0.0.1:{port}"),
             "--webhook-secret-file",
             secret_file.to_str().unwrap(),
+            "--min-scan-interval",
+            "900",
         ],
     )
     .await;
@@ -86,6 +88,14 @@ async fn end_to_end(imp: Implementation, prefix: &str) {
     assert_eq!(images.len(), 1);
     assert_eq!(images[0].digest, first.digest);
     let scan_time = status(&r).last_scan_time.clone();
+    // --min-scan-interval lengthens the object's 300 s to 900 s.
+    let next = status(&r).next_scan_time.unwrap().0;
+    let after = next.duration_since(scan_time.clone().unwrap().0);
+    assert!(
+        (899..=1000).contains(&after.as_secs()),
+        "next scan {}s after the last",
+        after.as_secs()
+    );
     let lists_before = operator_requests(&reg, "GET", &format!("/v2/{REPO}/tags/list"));
 
     // Push a new tag: the registry's event, not a scan, brings it into the status.

@@ -13,6 +13,7 @@ mod peers;
 mod report;
 mod scale;
 mod sys;
+mod webhooks;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -104,6 +105,18 @@ pub struct Args {
     /// Time limit of one scale run, in seconds.
     #[arg(long, default_value_t = 1800)]
     scale_timeout: u64,
+    /// Pushes measured with registry webhooks (0 skips the webhook section).
+    #[arg(long, default_value_t = 200)]
+    webhook_pushes: usize,
+    /// Pushes measured with polling at the minimum scan interval (30 s each at most).
+    #[arg(long, default_value_t = 3)]
+    webhook_poll_pushes: usize,
+    /// Tags of the repository the webhook section's requests per day are computed for.
+    #[arg(long, default_value_t = 20)]
+    webhook_repo_tags: usize,
+    /// The safety-net scan interval with webhooks on (the module's `webhook.minScanInterval`).
+    #[arg(long, default_value_t = 3600)]
+    webhook_safety_interval: u64,
     /// Skip the peers.
     #[arg(long)]
     skip_peers: bool,
@@ -153,6 +166,7 @@ pub struct Results {
     pub peers: Vec<PeerRun>,
     pub chart: Vec<ChartPoint>,
     pub scale: Vec<scale::ScaleResult>,
+    pub webhooks: Option<webhooks::WebhookResult>,
     pub notes: Vec<String>,
     pub seconds: f64,
 }
@@ -408,6 +422,27 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
 
+    // 5. Webhooks against polling.
+    let webhook_result = if args.webhook_pushes > 0 {
+        let opts = webhooks::WebhookOptions {
+            operator: operator.clone(),
+            pushes: args.webhook_pushes,
+            poll_pushes: args.webhook_poll_pushes,
+            repo_tags: args.webhook_repo_tags,
+            safety_interval: args.webhook_safety_interval,
+            work: work.join("webhooks"),
+        };
+        std::fs::create_dir_all(&opts.work)?;
+        let w = webhooks::run(&opts).await?;
+        say(format!(
+            "webhooks: push to status p50 {:.0} ms, p99 {:.0} ms over {} pushes; {:.2} requests per event",
+            w.webhook_p50_ms, w.webhook_p99_ms, w.pushes, w.requests_per_event
+        ));
+        Some(w)
+    } else {
+        None
+    };
+
     let versions = versions(&operator, &registry_dir, &peers, &args.oha);
     let results = Results {
         args: args.clone(),
@@ -423,6 +458,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         peers: main_peers,
         chart: chart_points,
         scale,
+        webhooks: webhook_result,
         notes,
         seconds: started.elapsed().as_secs_f64(),
     };

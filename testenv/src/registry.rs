@@ -92,6 +92,16 @@ pub struct RegistryOptions {
     /// Serve HTTPS with a certificate from a fresh [`TestCa`] (SANs 127.0.0.1, localhost).
     pub tls: bool,
     pub implementation: Implementation,
+    /// A `notifications` endpoint the registry sends its events to (distribution only).
+    pub notify: Option<Notify>,
+}
+
+/// One endpoint of distribution's `notifications` configuration.
+#[derive(Clone, Debug)]
+pub struct Notify {
+    pub url: String,
+    /// The `Authorization` header sent with every event.
+    pub authorization: String,
 }
 
 impl RegistryOptions {
@@ -124,6 +134,15 @@ impl RegistryOptions {
     /// The same options served by another implementation.
     pub fn on(mut self, implementation: Implementation) -> Self {
         self.implementation = implementation;
+        self
+    }
+
+    /// The same options, the registry posting its events to `url` with this `Authorization`.
+    pub fn notifying(mut self, url: &str, authorization: &str) -> Self {
+        self.notify = Some(Notify {
+            url: url.into(),
+            authorization: authorization.into(),
+        });
         self
     }
 
@@ -233,7 +252,7 @@ impl RegistryServer {
         let mut last_err = None;
         for _attempt in 0..3 {
             let port = tools::free_port();
-            let mut config = config_yaml(root, port, tls, auth.as_ref());
+            let mut config = config_yaml(root, port, tls, auth.as_ref(), opts.notify.as_ref());
             if implementation == Implementation::Distribution28 {
                 // Old repositories still hold schema 1; 2.8 refuses new ones unless asked.
                 config.push_str("compatibility:\n  schema1:\n    enabled: true\n");
@@ -433,7 +452,13 @@ fn free_bytes(path: &Path) -> Option<u64> {
     Some(st.f_bavail as u64 * st.f_frsize as u64)
 }
 
-fn config_yaml(root: &Path, port: u16, tls: bool, auth: Option<&serde_json::Value>) -> String {
+fn config_yaml(
+    root: &Path,
+    port: u16,
+    tls: bool,
+    auth: Option<&serde_json::Value>,
+    notify: Option<&Notify>,
+) -> String {
     let mut http = json!({
         "addr": format!("127.0.0.1:{port}"),
         "secret": hex::encode(rand::random::<[u8; 16]>()),
@@ -457,6 +482,17 @@ fn config_yaml(root: &Path, port: u16, tls: bool, auth: Option<&serde_json::Valu
     });
     if let Some(auth) = auth {
         config["auth"] = auth.clone();
+    }
+    if let Some(n) = notify {
+        // Short retry backoff: a test's receiver may start after the registry.
+        config["notifications"] = json!({"endpoints": [{
+            "name": "testenv",
+            "url": n.url,
+            "headers": {"Authorization": [n.authorization]},
+            "timeout": "5s",
+            "threshold": 3,
+            "backoff": "500ms",
+        }]});
     }
     serde_yaml::to_string(&config).expect("serializing the registry config")
 }

@@ -415,6 +415,12 @@ fn every_setting_changed_lands_in_the_deployment() {
         ("leader-elect", "true"),
         ("leader-election-lease-name", "registry-operator"),
         ("shards", "6"),
+        ("webhook-addr", "0.0.0.0:8082"),
+        (
+            "webhook-secret-file",
+            "/etc/registry-operator/webhook/token",
+        ),
+        ("min-scan-interval", "7200"),
     ] {
         assert_eq!(flag(&a, name).as_deref(), Some(value), "--{name} in {a:?}");
     }
@@ -463,6 +469,73 @@ fn every_setting_changed_lands_in_the_deployment() {
             "eyJhdXRocyI6eyJtaXJyb3IuZXhhbXBsZS5vcmciOnsiYXV0aCI6ImJXbHljbTl5T20xcGNuSnZjaTF6WldOeVpYUT0ifX19"
         )
     );
+}
+
+/// Webhooks on: a Service for the receiver's named port, the shared secret mounted from the
+/// named Secret, and `patch` on Registries for the hand-over annotation (off: none of it).
+#[test]
+fn webhooks_render_their_service_secret_and_hand_over_permission() {
+    let on = Render::custom().objects();
+    let d = operator(&on);
+    let svc = find(&on, "Service", "registry-operator-webhook");
+    assert_eq!(
+        str_at(&svc.value, "spec.ports.0.targetPort"),
+        Some("webhook")
+    );
+    assert_eq!(str_at(&svc.value, "spec.selector.app"), Some(MODULE));
+    let ports = at(container(d, MODULE), "ports").unwrap();
+    assert!(
+        ports
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .any(|p| str_at(p, "name") == Some("webhook")
+                && at(p, "containerPort") == Some(&yaml("8082"))),
+        "{ports:?}"
+    );
+    let volumes = at(&d.value, "spec.template.spec.volumes").unwrap();
+    let secret = volumes
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| str_at(v, "name") == Some("webhook-secret"))
+        .expect("the webhook secret volume");
+    assert_eq!(str_at(secret, "secret.secretName"), Some("hooks"));
+    assert_eq!(str_at(secret, "secret.items.0.key"), Some("token"));
+    let mounts = at(container(d, MODULE), "volumeMounts").unwrap();
+    assert!(
+        mounts.as_sequence().unwrap().iter().any(|m| {
+            str_at(m, "name") == Some("webhook-secret")
+                && str_at(m, "mountPath") == Some("/etc/registry-operator/webhook")
+        }),
+        "{mounts:?}"
+    );
+    let registry_verbs = |objs: &[Obj]| -> Vec<String> {
+        let role = find(
+            objs,
+            "ClusterRole",
+            "d8:registry-operator:registry-operator",
+        );
+        at(&role.value, "rules")
+            .and_then(Value::as_sequence)
+            .unwrap()
+            .iter()
+            .filter(|r| at(r, "resources") == Some(&yaml("[registries]")))
+            .flat_map(|r| at(r, "verbs").and_then(Value::as_sequence).unwrap().clone())
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(registry_verbs(&on), ["get", "list", "watch", "patch"]);
+
+    let off = Render::defaults().objects();
+    assert!(
+        !off.iter()
+            .any(|o| o.kind() == "Service" && o.name() == "registry-operator-webhook")
+    );
+    assert_eq!(registry_verbs(&off), ["get", "list", "watch"]);
+    let a = args(operator(&off));
+    assert_eq!(flag(&a, "webhook-addr"), None);
+    assert_eq!(flag(&a, "min-scan-interval"), None);
 }
 
 #[test]

@@ -231,6 +231,10 @@ pub struct RegistryStatus {
     /// known digest and carry a `note`; the `Degraded` condition names the first).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_tags: Option<i64>,
+    /// When a registry webhook event last updated `images` (only the tags it named were read
+    /// again; the periodic scan still runs as a safety net).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_event_time: Option<Time>,
     /// Standard conditions; `Ready` says whether `images` is current, `Degraded` whether some
     /// tags could not be read, `NativeListing` (on registries with a native listing API)
     /// whether that API gave the digests or why the scan used the registry API instead.

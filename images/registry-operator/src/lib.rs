@@ -8,3 +8,4 @@ pub mod cli;
 pub mod controller;
 pub mod registry;
 pub mod status;
+pub mod webhook;

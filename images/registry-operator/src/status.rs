@@ -6,7 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use crate::api::{RegistryStatus, ScanStatus};
 use std::collections::HashMap;
 
-use crate::registry::{Image, ManifestFacts, NativeOutcome, ScanReport};
+use crate::registry::{Image, ManifestFacts, NativeOutcome, RefreshReport, ScanReport};
 
 pub const READY: &str = "Ready";
 /// True while the latest successful scan could not read some tags' manifests.
@@ -106,15 +106,13 @@ pub fn succeeded(previous: &[Condition], report: &ScanReport, ctx: &Context) -> 
         last_scan_duration_ms: Some(report.duration.as_millis().min(i64::MAX as u128) as i64),
         last_scan_requests: Some(report.requests.clone()),
         failed_tags: Some(failed as i64),
+        // Left as it is: only events set it.
+        last_event_time: None,
         conditions,
     }
 }
 
-fn native_condition(
-    previous: &[Condition],
-    native: &NativeOutcome,
-    ctx: &Context,
-) -> Condition {
+fn native_condition(previous: &[Condition], native: &NativeOutcome, ctx: &Context) -> Condition {
     match native {
         NativeOutcome::Used(l) => condition(
             previous,
@@ -212,6 +210,39 @@ fn with_others(previous: &[Condition], new: Condition) -> Vec<Condition> {
         .collect();
     all.insert(0, new);
     all
+}
+
+/// A webhook event re-read some tags: only they change. `known` is every tag known before (the
+/// status's `images`, or the full list when the status is capped) and `unlisted` how many
+/// existing tags `known` lacks. Everything the last scan said (its time, message, conditions)
+/// stays: the patch carries only the images, their counts and the event's time. Returns the
+/// patch and the new full list.
+pub fn event_applied(
+    known: &[Image],
+    unlisted: usize,
+    report: &RefreshReport,
+    ctx: &Context,
+) -> (StatusPatch, Vec<Image>) {
+    let mut by_tag: std::collections::BTreeMap<&str, &Image> =
+        known.iter().map(|i| (i.tag.as_str(), i)).collect();
+    for gone in &report.gone {
+        by_tag.remove(gone.as_str());
+    }
+    for image in &report.images {
+        by_tag.insert(image.tag.as_str(), image);
+    }
+    let mut all: Vec<Image> = by_tag.into_values().cloned().collect();
+    all.sort_by(|a, b| crate::registry::order::compare_tags(&a.tag, &b.tag));
+    let total = all.len() + unlisted;
+    let images = cap(&all, ctx.max_images, ctx.byte_budget);
+    let status = RegistryStatus {
+        tag_count: Some(total as i64),
+        omitted_tags: Some((total - images.len()) as i64),
+        images: Some(images),
+        last_event_time: Some(ctx.now.clone()),
+        ..RegistryStatus::default()
+    };
+    (StatusPatch { status, clear: &[] }, all)
 }
 
 /// What an earlier status teaches the next scan: each listed digest's size and platforms, so
@@ -450,6 +481,35 @@ mod tests {
             .find(|c| c.type_ == DEGRADED)
             .unwrap();
         assert_eq!(degraded.status, "False");
+    }
+
+    #[test]
+    fn an_event_changes_only_its_tags() {
+        let ok = succeeded(&[], &report(&["1.0", "1.1", "2.0"]), &ctx(2));
+        assert_eq!(ok.omitted_tags, Some(1));
+        let mut moved = image("1.1");
+        moved.digest = format!("sha256:{:0>64}", "f");
+        let r = RefreshReport {
+            images: vec![image("3.0"), moved.clone()],
+            facts: Default::default(),
+            gone: vec!["2.0".into()],
+            failed: vec![],
+            requests: RequestCounts::default(),
+            duration: Duration::ZERO,
+        };
+        let known = ok.images.clone().unwrap();
+        let (patch, all) = event_applied(&known, 1, &r, &ctx(2));
+        let s = &patch.status;
+        let tags: Vec<_> = all.iter().map(|i| i.tag.as_str()).collect();
+        assert_eq!(tags, ["1.1", "3.0"]);
+        assert_eq!(s.tag_count, Some(3), "1.0 is still there, just not listed");
+        assert_eq!(s.omitted_tags, Some(1));
+        assert_eq!(s.images.as_ref().unwrap()[0], moved);
+        assert_eq!(s.last_event_time, Some(ctx(2).now));
+        let json = patch.to_json();
+        for untouched in ["message", "lastScanTime", "lastScanStatus", "conditions"] {
+            assert!(json.get(untouched).is_none(), "{untouched} in {json}");
+        }
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub struct Settings {
     pub body_budget: Arc<BodyBudget>,
     /// Ceiling on requests per second to one registry host, across all scans.
     pub requests_per_second: Option<f64>,
+    /// Floor under every Registry's scan interval (`--min-scan-interval`; zero: none).
+    pub min_scan_interval: Duration,
 }
 
 /// insecureSkipVerify and the CA bundle: what sets a pooled client apart.

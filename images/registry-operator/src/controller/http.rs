@@ -65,7 +65,7 @@ pub async fn serve(
     }
 }
 
-async fn spawn(
+pub(super) async fn spawn(
     addr: SocketAddr,
     app: Router,
     mut shutdown: watch::Receiver<bool>,

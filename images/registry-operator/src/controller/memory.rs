@@ -1,9 +1,11 @@
 //! What the operator remembers about one Registry between scans (lost on restart; the status
 //! then stands in for it).
 
+use std::hash::Hasher;
 use std::time::Instant;
 
 use super::snapshot::Snapshot;
+use crate::registry::Image;
 use crate::status::StatusPatch;
 
 pub struct Memory {
@@ -21,6 +23,8 @@ pub struct Memory {
     /// A finished scan whose status write has not gone through yet: a retry writes it again
     /// instead of scanning again.
     pub unwritten: Option<Outcome>,
+    /// A scan is running: webhook refreshes wait for its write, which would undo theirs.
+    pub scanning: bool,
 }
 
 /// A finished scan, ready to be written.
@@ -50,6 +54,15 @@ impl Memory {
             last: None,
             written_images: None,
             unwritten: None,
+            scanning: false,
         }
     }
+}
+
+/// Identifies the `images` a status holds, to leave them out of a patch that would not
+/// change them.
+pub fn images_hash(images: &[Image]) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    h.write(&serde_json::to_vec(images).unwrap_or_default());
+    h.finish()
 }

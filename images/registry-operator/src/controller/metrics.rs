@@ -44,6 +44,20 @@ pub struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    /// The sender kind from the path (`distribution`, `harbor`, …; `unknown` for others).
+    pub kind: &'static str,
+    /// `accepted`, `handed_over`, `no_match`, `ignored`, `unauthorized`, `too_large`, `invalid`.
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefreshLabels {
+    /// `updated`, `unchanged`, `skipped` or `failed`.
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ObjectLabels {
     pub namespace: String,
     pub name: String,
@@ -63,6 +77,8 @@ pub struct Metrics {
     pub last_success_timestamp: Family<ObjectLabels, Gauge<i64, AtomicI64>>,
     pub scan_interval: Family<ObjectLabels, Gauge<i64, AtomicI64>>,
     pub leader: Gauge<i64, AtomicI64>,
+    pub webhook_requests: Family<WebhookLabels, Counter>,
+    pub webhook_refreshes: Family<RefreshLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -141,6 +157,18 @@ impl Default for Metrics {
             "1 when this replica works on at least one shard",
             leader.clone(),
         );
+        let webhook_requests = Family::<WebhookLabels, Counter>::default();
+        registry.register(
+            "webhook_requests",
+            "Webhook requests by sender kind and outcome (unauthorized: wrong or missing secret)",
+            webhook_requests.clone(),
+        );
+        let webhook_refreshes = Family::<RefreshLabels, Counter>::default();
+        registry.register(
+            "webhook_refreshes",
+            "Targeted refreshes of a Registry's tags triggered by webhook events",
+            webhook_refreshes.clone(),
+        );
         Self {
             registry,
             scans,
@@ -155,6 +183,8 @@ impl Default for Metrics {
             last_success_timestamp,
             scan_interval,
             leader,
+            webhook_requests,
+            webhook_refreshes,
         }
     }
 }

@@ -16,7 +16,10 @@ mod reconcile;
 mod secrets;
 pub mod shards;
 mod snapshot;
+mod targeted;
 mod view;
+mod webhook;
+mod webhook_index;
 mod writer;
 
 use std::collections::HashSet;
@@ -84,6 +87,8 @@ pub struct RunArgs {
     pub limits: limits::LimitArgs,
     #[command(flatten)]
     pub egress: egress::EgressArgs,
+    #[command(flatten)]
+    pub webhook: webhook::WebhookArgs,
     /// Shards the Registry objects are split into (by a stable hash of namespace/name); each
     /// replica works on the shards whose Lease it holds. Every replica must use the same number.
     #[arg(long, env = "SHARDS", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=256))]
@@ -173,6 +178,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         requests_per_second: args
             .registry_requests_per_second
             .filter(|r| r.is_finite() && *r > 0.0),
+        min_scan_interval: Duration::from_secs(args.webhook.min_scan_interval.unwrap_or(0)),
     };
     let ctx = Arc::new(context::Context::new(
         client.clone(),
@@ -181,6 +187,17 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         settings,
         ownership.clone(),
     ));
+    let hooks = match (
+        &args.webhook.webhook_addr,
+        &args.webhook.webhook_secret_file,
+    ) {
+        (Some(addr), Some(file)) => {
+            let hooks = webhook::Webhooks::new(ctx.clone(), file.clone())?;
+            webhook::serve(*addr, hooks.clone(), shutdown_rx.clone()).await?;
+            Some(hooks)
+        }
+        _ => None,
+    };
     let secrets: Api<PartialObjectMeta<Secret>> = match &args.namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
@@ -193,6 +210,11 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         .default_backoff()
         .modify(|r| r.metadata.managed_fields = None)
         .reflect(writer)
+        .inspect(move |event| {
+            if let (Ok(event), Some(hooks)) = (event, &hooks) {
+                hooks.observe(event);
+            }
+        })
         .applied_objects();
     let controller = Controller::for_stream(objects, store.clone());
     tokio::spawn(prune(store.clone(), ctx.clone()));

@@ -1,7 +1,6 @@
 //! Reconcile one Registry as a short pipeline of phases: skip what is not ours or not due,
 //! take a scan slot, read the Secrets, scan, remember the outcome, write it.
 
-use std::hash::Hasher;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,14 +12,14 @@ use rand::Rng;
 use super::changes;
 use super::context::Context;
 use super::credentials::SecretProblem;
-use super::memory::{Outcome, PendingEvent};
+use super::memory::{Outcome, PendingEvent, images_hash};
 use super::metrics::{ObjectLabels, ScanLabels};
 use super::secrets::{self, Inputs};
 use super::snapshot::Snapshot;
 use super::view::RegistryView;
 use super::writer::{self, Written};
 use crate::api::{MIN_SCAN_INTERVAL, Registry, RegistryStatus, ScanStatus};
-use crate::registry::{Image, ScanOptions, ScanReport, TagFilter, Target, scan};
+use crate::registry::{ScanOptions, ScanReport, TagFilter, Target, scan};
 use crate::status::{self, REASON_SUCCEEDED, REASON_SUSPENDED};
 
 pub use super::writer::FIELD_MANAGER;
@@ -60,7 +59,8 @@ pub async fn reconcile(obj: Arc<RegistryView>, ctx: Arc<Context>) -> Result<Acti
     let job = Job {
         key: format!("{ns}/{name}"),
         uid: obj.uid().unwrap_or_default(),
-        interval: Duration::from_secs(obj.spec.scan_interval.max(MIN_SCAN_INTERVAL) as u64),
+        interval: Duration::from_secs(obj.spec.scan_interval.max(MIN_SCAN_INTERVAL) as u64)
+            .max(ctx.settings.min_scan_interval),
         obj,
     };
     tokio::select! {
@@ -97,6 +97,7 @@ async fn pipeline(job: &Job, ctx: &Context) -> Result<Action, Error> {
 }
 
 async fn scan_and_write(job: &Job, ctx: &Context) -> Result<Action, Error> {
+    let _scanning = Scanning::start(job, ctx);
     restore(job, ctx).await?;
     let outcome = match prepare(job, ctx).await? {
         Ok((target, inputs)) => {
@@ -109,6 +110,28 @@ async fn scan_and_write(job: &Job, ctx: &Context) -> Result<Action, Error> {
     write(job, ctx).await
 }
 
+/// Marks the object as being scanned until dropped (however the scan ends, cancellation
+/// included).
+struct Scanning<'a> {
+    job: &'a Job,
+    ctx: &'a Context,
+}
+
+impl<'a> Scanning<'a> {
+    fn start(job: &'a Job, ctx: &'a Context) -> Self {
+        ctx.with_memory(&job.key, &job.uid, |m| m.scanning = true);
+        Self { job, ctx }
+    }
+}
+
+impl Drop for Scanning<'_> {
+    fn drop(&mut self) {
+        let job = self.job;
+        self.ctx
+            .with_memory(&job.key, &job.uid, |m| m.scanning = false);
+    }
+}
+
 /// Suspended: say so once, then wait for a change.
 async fn suspend(job: &Job, ctx: &Context) -> Result<Action, Error> {
     let previous = job.obj.status.as_ref();
@@ -119,7 +142,7 @@ async fn suspend(job: &Job, ctx: &Context) -> Result<Action, Error> {
     if !already {
         let sctx = status_context(job, ctx, None);
         let patch = status::suspended(conditions(job), &sctx);
-        writer::write_status(ctx, &job.obj, &patch)
+        writer::write_status(ctx, job.obj.as_ref(), &patch)
             .await
             .map_err(Error::Status)?;
     }
@@ -230,7 +253,8 @@ async fn prepare(job: &Job, ctx: &Context) -> Result<Prepared, Error> {
             return Ok(Err(((e.reason().as_str(), e.to_string()), versions)));
         }
     };
-    let inputs = secrets::read_inputs(ctx, &job.obj, &target).await?;
+    let ns = job.obj.namespace().unwrap_or_default();
+    let inputs = secrets::read_inputs(ctx, &ns, &job.obj.spec, &target).await?;
     Ok(match inputs {
         Ok(inputs) => Ok((target, inputs)),
         Err((SecretProblem { reason, message }, versions)) => Err(((reason, message), versions)),
@@ -386,7 +410,7 @@ async fn write(job: &Job, ctx: &Context) -> Result<Action, Error> {
     else {
         return Ok(Action::requeue(jitter(job.interval)));
     };
-    match writer::write_status(ctx, &job.obj, &outcome.status).await {
+    match writer::write_status(ctx, job.obj.as_ref(), &outcome.status).await {
         Ok(Written::Done) => {}
         Ok(Written::Gone) => {
             ctx.forget(&job.key);
@@ -402,7 +426,7 @@ async fn write(job: &Job, ctx: &Context) -> Result<Action, Error> {
     });
     ctx.backoff.reset(&job.key);
     for e in outcome.events {
-        writer::publish(ctx, &job.obj, &e).await;
+        writer::publish(ctx, job.obj.as_ref(), &e).await;
     }
     Ok(Action::requeue(jitter(job.interval)))
 }
@@ -444,14 +468,6 @@ fn conditions(job: &Job) -> &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Co
         .status
         .as_ref()
         .map_or(&[][..], |s| &s.conditions[..])
-}
-
-/// Identifies the `images` a status holds, to leave them out of a patch that would not
-/// change them.
-fn images_hash(images: &[Image]) -> u64 {
-    let mut h = std::hash::DefaultHasher::new();
-    h.write(&serde_json::to_vec(images).unwrap_or_default());
-    h.finish()
 }
 
 /// The `Degraded` condition's message when it is `True`.

@@ -19,6 +19,7 @@ use super::credentials::{self, SecretProblem};
 use super::metrics::{Metrics, WatchLabels};
 use super::reconcile::Error;
 use super::view::RegistryView;
+use crate::api::RegistrySpec;
 use crate::registry::{Credentials, Target};
 
 /// The version string of a Secret that does not exist.
@@ -150,15 +151,16 @@ fn changed(
     refs
 }
 
-/// Reads the Secrets `obj` names. `Err` for API errors other than 404 (retried, status left
-/// alone); `Ok(Err(problem))` for a missing or unusable Secret (a failed scan the user fixes).
+/// Reads the Secrets `spec` names in namespace `ns`. `Err` for API errors other than 404
+/// (retried, status left alone); `Ok(Err(problem))` for a missing or unusable Secret (a failed
+/// scan the user fixes).
 pub async fn read_inputs(
     ctx: &Context,
-    obj: &RegistryView,
+    ns: &str,
+    spec: &RegistrySpec,
     target: &Target,
 ) -> Result<Result<Inputs, (SecretProblem, String)>, Error> {
-    let ns = obj.namespace().unwrap_or_default();
-    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), &ns);
+    let api: Api<Secret> = Api::namespaced(ctx.client.clone(), ns);
     let mut versions = Vec::new();
     let mut inputs = Inputs::default();
     let mut problem = None;
@@ -179,7 +181,7 @@ pub async fn read_inputs(
         versions.push(version);
         Ok::<_, Error>(loaded)
     };
-    if let Some(r) = &obj.spec.credentials_secret {
+    if let Some(r) = &spec.credentials_secret {
         match read(&r.name, "credentials")
             .await?
             .and_then(|s| credentials::credentials_from(&s, target))
@@ -188,7 +190,7 @@ pub async fn read_inputs(
             Err(p) => problem = Some(p),
         }
     }
-    if let Some(r) = &obj.spec.ca_secret {
+    if let Some(r) = &spec.ca_secret {
         match read(&r.name, "CA")
             .await?
             .and_then(|s| credentials::ca_from(&s, r.key.as_deref()))

@@ -8,7 +8,6 @@ use kube::{Api, Resource, ResourceExt};
 use super::context::Context;
 use super::memory::PendingEvent;
 use super::metrics::WriteLabels;
-use super::view::RegistryView;
 use crate::api::Registry;
 use crate::status::StatusPatch;
 
@@ -29,17 +28,17 @@ pub enum Written {
 /// A merge patch rather than a server-side apply: an apply must restate every field the
 /// manager owns (or they are removed), so each scan would send every image again; a patch
 /// sends what changed, and a failure leaves the last good images alone by construction.
-pub async fn write_status(
+pub async fn write_status<K: Resource<DynamicType = ()>>(
     ctx: &Context,
-    obj: &RegistryView,
+    obj: &K,
     status: &StatusPatch,
 ) -> Result<Written, kube::Error> {
     let api: Api<Registry> =
         Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
     let patch = serde_json::json!({
         "metadata": {
-            "uid": obj.metadata.uid,
-            "resourceVersion": obj.metadata.resource_version,
+            "uid": obj.meta().uid,
+            "resourceVersion": obj.meta().resource_version,
         },
         "status": status.to_json(),
     });
@@ -70,7 +69,11 @@ pub async fn write_status(
     }
 }
 
-pub async fn publish(ctx: &Context, obj: &RegistryView, pending: &PendingEvent) {
+pub async fn publish<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    obj: &K,
+    pending: &PendingEvent,
+) {
     let event = Event {
         type_: if pending.warning {
             EventType::Warning

@@ -122,6 +122,80 @@ pub async fn scan(
     })
 }
 
+/// What [`refresh`] learned about the tags it was given.
+#[derive(Debug, Clone)]
+pub struct RefreshReport {
+    /// The given tags that exist, with their digest and facts, in version order.
+    pub images: Vec<Image>,
+    /// Complete facts of the digests in `images` (as [`ScanReport::facts`]).
+    pub facts: HashMap<String, ManifestFacts>,
+    /// Given tags the registry no longer has (404).
+    pub gone: Vec<String>,
+    /// Given tags that could not be read; they keep whatever the caller knew.
+    pub failed: Vec<TagFailure>,
+    pub requests: RequestCounts,
+    pub duration: Duration,
+}
+
+/// Re-reads only `tags` (a webhook said they changed): one HEAD each, and one GET per digest
+/// `options.known` does not have yet — no tag list. Tags outside `options.filter` are skipped.
+pub async fn refresh(
+    client: &RegistryClient,
+    target: &Target,
+    credentials: Option<&Credentials>,
+    tags: &[String],
+    options: &ScanOptions,
+) -> Result<RefreshReport, ScanError> {
+    let started = Instant::now();
+    let session = Session::new(client, target, credentials, options.timeout);
+    let tags: Vec<String> = tags
+        .iter()
+        .filter(|t| options.filter.admits(t))
+        .cloned()
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let run = tokio::time::timeout(
+        options.timeout.saturating_add(Duration::from_secs(5)),
+        resolve(&session, options, tags, Vec::new()),
+    );
+    let (found, failures) = run.await.map_err(|_| ScanError::Timeout {
+        what: format!("refresh of {}/{}", target.registry(), target.repository()),
+        after: options.timeout,
+    })??;
+    let c = &session.counters;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as i64;
+    let failed_tags: HashSet<&str> = failures.iter().map(|(t, _)| t.as_str()).collect();
+    Ok(RefreshReport {
+        // A tag whose HEAD failed is listed with the caller's old digest: leave it to them.
+        images: found
+            .images
+            .into_iter()
+            .filter(|i| !failed_tags.contains(i.tag.as_str()))
+            .collect(),
+        facts: found.facts,
+        gone: found.vanished,
+        failed: failures
+            .into_iter()
+            .map(|(tag, e)| TagFailure {
+                tag,
+                message: e.to_string(),
+                reason: e.reason().as_str(),
+            })
+            .collect(),
+        requests: RequestCounts {
+            tag_pages: load(&c.tag_pages),
+            manifest_heads: load(&c.manifest_heads),
+            manifest_gets: load(&c.manifest_gets),
+            token_requests: load(&c.token_requests),
+            blob_heads: load(&c.blob_heads),
+            retries: load(&c.retries),
+            ..RequestCounts::default()
+        },
+        duration: started.elapsed(),
+    })
+}
+
 struct Found {
     images: Vec<Image>,
     facts: HashMap<String, ManifestFacts>,
@@ -159,6 +233,7 @@ async fn run(session: &Session<'_>, options: &ScanOptions) -> Result<Found, Scan
     let total = listed.tags.len();
     tracing::debug!(registry = %session.target.registry(), repository = session.target.repository(), tags = total, lister = listed.lister.as_str(), "listed tags");
 
+    // A native listing already gave (and the guard checked) these digests: no HEAD for them.
     let mut resolved: Vec<(String, String)> = Vec::new();
     let mut to_head = Vec::new();
     for tag in listed.tags {
@@ -167,7 +242,43 @@ async fn run(session: &Session<'_>, options: &ScanOptions) -> Result<Found, Scan
             None => to_head.push(tag),
         }
     }
-    let heads: Vec<(String, Result<HeadOutcome, ScanError>)> = stream::iter(to_head)
+    let (mut found, mut failures) = resolve(session, options, to_head, resolved).await?;
+    if !failures.is_empty()
+        && (failures.len() == total || failures.len() * 100 > total * FAILED_TAGS_LIMIT_PERCENT)
+    {
+        let failed = failures.len();
+        let (tag, first) = failures.swap_remove(0);
+        return Err(ScanError::TooManyTagFailures {
+            failed,
+            total,
+            tag,
+            first: Box::new(first),
+        });
+    }
+    found.failed = failures
+        .into_iter()
+        .map(|(tag, e)| TagFailure {
+            tag,
+            message: e.to_string(),
+            reason: e.reason().as_str(),
+        })
+        .collect();
+    found.lister = listed.lister;
+    found.native = listed.native;
+    Ok(found)
+}
+
+/// HEADs `tags` and resolves every digest not known yet (of those and of the tags already
+/// `resolved`): what a scan does after listing, and all a refresh does. Per-tag failures are
+/// returned in version order (`Found::failed` empty).
+async fn resolve(
+    session: &Session<'_>,
+    options: &ScanOptions,
+    tags: Vec<String>,
+    mut resolved: Vec<(String, String)>,
+) -> Result<(Found, Vec<(String, ScanError)>), ScanError> {
+    let concurrency = options.concurrency.max(1);
+    let heads: Vec<(String, Result<HeadOutcome, ScanError>)> = stream::iter(tags)
         .map(|tag| async move {
             let outcome = per_tag(session, head(session, &tag).await)?;
             Ok::<_, ScanError>((tag, outcome))
@@ -288,37 +399,17 @@ async fn run(session: &Session<'_>, options: &ScanOptions) -> Result<Found, Scan
     }
 
     failures.sort_by(|a, b| compare_tags(&a.0, &b.0));
-    if !failures.is_empty()
-        && (failures.len() == total || failures.len() * 100 > total * FAILED_TAGS_LIMIT_PERCENT)
-    {
-        let failed = failures.len();
-        let (tag, first) = failures.swap_remove(0);
-        return Err(ScanError::TooManyTagFailures {
-            failed,
-            total,
-            tag,
-            first: Box::new(first),
-        });
-    }
-    let failed = failures
-        .into_iter()
-        .map(|(tag, e)| TagFailure {
-            tag,
-            message: e.to_string(),
-            reason: e.reason().as_str(),
-        })
-        .collect();
-
     images.sort_by(|a, b| compare_tags(&a.tag, &b.tag));
     vanished.sort_by(|a, b| compare_tags(a, b));
-    Ok(Found {
+    let found = Found {
         images,
         facts,
         vanished,
-        failed,
-        lister: listed.lister,
-        native: listed.native,
-    })
+        failed: Vec::new(),
+        lister: Lister::Distribution,
+        native: None,
+    };
+    Ok((found, failures))
 }
 
 /// Platform sizes of new indexes: one GET per child digest nobody has resolved yet. A child

@@ -1,0 +1,291 @@
+//! Targeted refreshes: a webhook said some tags of a Registry changed, so only those are read
+//! again (one HEAD each, one manifest GET per new digest) and only they change in the status.
+//! Events for one object that arrive while it is being refreshed are coalesced into the next
+//! round. The object is read fresh from the API server (not from the watch cache) and written
+//! through the usual guarded status write; the periodic scan stays the safety net.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::{Api, ResourceExt};
+
+use super::changes;
+use super::context::Context;
+use super::memory::PendingEvent;
+use super::memory::images_hash;
+use super::metrics::RefreshLabels;
+use super::secrets;
+use super::snapshot::Snapshot;
+use super::writer::{self, Written};
+use crate::api::Registry;
+use crate::registry::{Image, ScanOptions, TagFilter, Target, refresh};
+use crate::status;
+
+/// Tags remembered per object between rounds; more than this waits for the periodic scan.
+const MAX_PENDING_TAGS: usize = 256;
+/// How long a first event waits for the rest of its burst.
+const GATHER: Duration = Duration::from_millis(100);
+/// How often a refresh that waits for a running scan looks again.
+const DEFER: Duration = Duration::from_millis(500);
+/// The object is being scanned: the scan's write would undo the refresh, so it waits.
+const DEFERRED: &str = "deferred";
+
+/// What to read again for one object.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Work {
+    #[serde(default)]
+    pub tags: BTreeSet<String>,
+    /// Manifests deleted by digest: every tag that pointed at one is read again.
+    #[serde(default)]
+    pub digests: BTreeSet<String>,
+}
+
+impl Work {
+    pub fn merge(&mut self, other: Work) {
+        for t in other.tags {
+            if self.tags.len() < MAX_PENDING_TAGS {
+                self.tags.insert(t);
+            }
+        }
+        for d in other.digests {
+            if self.digests.len() < MAX_PENDING_TAGS {
+                self.digests.insert(d);
+            }
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tags.is_empty() && self.digests.is_empty()
+    }
+}
+
+/// Object key → work not started yet. A key is present while its worker runs.
+pub struct Refresher {
+    pending: Mutex<HashMap<String, Option<Work>>>,
+    /// Refreshes running at once across all objects (as many as scans may).
+    running: tokio::sync::Semaphore,
+}
+
+impl Refresher {
+    pub fn new(max_running: usize) -> Self {
+        Self {
+            pending: Mutex::default(),
+            running: tokio::sync::Semaphore::new(max_running.max(1)),
+        }
+    }
+}
+
+impl Refresher {
+    /// Queues `work` for the object `key` (namespace/name); starts its worker if none runs.
+    pub fn submit(self: &Arc<Self>, ctx: &Arc<Context>, key: String, work: Work) {
+        let mut pending = self.pending.lock().expect("refresh queue poisoned");
+        match pending.get_mut(&key) {
+            Some(slot) => slot.get_or_insert_with(Work::default).merge(work),
+            None => {
+                pending.insert(key.clone(), Some(work));
+                tokio::spawn(self.clone().worker(ctx.clone(), key));
+            }
+        }
+    }
+
+    async fn worker(self: Arc<Self>, ctx: Arc<Context>, key: String) {
+        tokio::time::sleep(GATHER).await;
+        loop {
+            let work = {
+                let mut pending = self.pending.lock().expect("refresh queue poisoned");
+                match pending.get_mut(&key).and_then(Option::take) {
+                    Some(w) => w,
+                    None => {
+                        pending.remove(&key);
+                        return;
+                    }
+                }
+            };
+            let Ok(_permit) = self.running.acquire().await else {
+                return;
+            };
+            let result = match refresh_object(&ctx, &key, &work).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(registry = %key, error = %e, "webhook refresh failed; the periodic scan will catch up");
+                    "failed"
+                }
+            };
+            if result == DEFERRED {
+                drop(_permit);
+                {
+                    let mut pending = self.pending.lock().expect("refresh queue poisoned");
+                    if let Some(slot) = pending.get_mut(&key) {
+                        slot.get_or_insert_with(Work::default).merge(work);
+                    }
+                }
+                tokio::time::sleep(DEFER).await;
+                continue;
+            }
+            ctx.metrics
+                .webhook_refreshes
+                .get_or_create(&RefreshLabels { result })
+                .inc();
+        }
+    }
+}
+
+/// Reads `work`'s tags of the object `key` again and writes what changed. Returns the result
+/// label; `Err` for what the periodic scan must report instead.
+async fn refresh_object(ctx: &Context, key: &str, work: &Work) -> anyhow::Result<&'static str> {
+    let (ns, name) = key.split_once('/').unwrap_or(("", key));
+    let api: Api<Registry> = Api::namespaced(ctx.client.clone(), ns);
+    // A conflicting write (a scan finished meanwhile) is retried on the fresh object.
+    for _ in 0..3 {
+        if !ctx.shards.is_held(ctx.shards.shard_of(ns, name)) {
+            return Ok("skipped");
+        }
+        let Some(obj) = api.get_opt(name).await? else {
+            return Ok("skipped");
+        };
+        let scanning = ctx
+            .recall(key, &obj.uid().unwrap_or_default(), |m| {
+                m.scanning || m.unwritten.is_some()
+            })
+            .unwrap_or(false);
+        if scanning {
+            return Ok(DEFERRED);
+        }
+        if obj.metadata.deletion_timestamp.is_some() || obj.spec.suspend == Some(true) {
+            return Ok("skipped");
+        }
+        // Not scanned yet: the first scan reads every tag anyway.
+        let Some(previous) = obj.status.clone().filter(|s| s.last_scan_status.is_some()) else {
+            return Ok("skipped");
+        };
+        let uid = obj.uid().unwrap_or_default();
+        let target = Target::new(&obj.spec.url, &obj.spec.repository)?;
+        let inputs = match secrets::read_inputs(ctx, ns, &obj.spec, &target).await? {
+            Ok(inputs) => inputs,
+            Err((problem, _)) => anyhow::bail!("{}", problem.message),
+        };
+        // The full list of the last scan when memory has it; else the status's.
+        let full = ctx
+            .recall(key, &uid, |m| {
+                m.last.as_ref().filter(|s| s.complete).map(Snapshot::images)
+            })
+            .flatten();
+        let (known, unlisted) = match full {
+            Some(tags) => (tags, 0),
+            // A capped status without the full list (just restarted): an event's tag may be one
+            // left out, so neither "added" nor the count could be told right. The next scan is.
+            None if previous.omitted_tags.unwrap_or(0) > 0 => return Ok("skipped"),
+            None => (previous.images.clone().unwrap_or_default(), 0),
+        };
+        let tags: Vec<String> = work
+            .tags
+            .iter()
+            .cloned()
+            .chain(
+                known
+                    .iter()
+                    .filter(|i| work.digests.contains(&i.digest))
+                    .map(|i| i.tag.clone()),
+            )
+            .collect();
+        if tags.is_empty() {
+            return Ok("unchanged");
+        }
+        let mut facts = ctx
+            .recall(key, &uid, |m| m.last.as_ref().map(Snapshot::known))
+            .flatten()
+            .unwrap_or_default();
+        for (digest, f) in status::known_facts(&previous) {
+            facts.entry(digest).or_insert(f);
+        }
+        let spec = &obj.spec;
+        let filter = spec.tag_filter.clone().unwrap_or_default();
+        let options = ScanOptions {
+            concurrency: spec
+                .concurrency
+                .map_or(ctx.settings.scan_concurrency, |c| c.max(1) as usize),
+            timeout: ctx.settings.scan_timeout,
+            filter: TagFilter::new(filter.include.as_deref(), filter.exclude.as_deref())?,
+            known: facts,
+            limits: ctx.settings.limits,
+            ..ScanOptions::default()
+        };
+        let client =
+            ctx.registry_client(spec.insecure_skip_verify == Some(true), inputs.ca.clone())?;
+        let report = refresh(
+            &client,
+            &target,
+            inputs.credentials.as_ref(),
+            &tags,
+            &options,
+        )
+        .await?;
+        for failure in &report.failed {
+            tracing::info!(registry = %key, tag = %failure.tag, error = %failure.message, "tag could not be read after a webhook event");
+        }
+        let sctx = status::Context {
+            generation: obj.metadata.generation,
+            now: Time(k8s_openapi::jiff::Timestamp::now()),
+            next_scan: previous.next_scan_time.clone(),
+            max_images: spec
+                .max_images
+                .map_or(ctx.settings.max_images, |m| m as usize)
+                .max(1),
+            byte_budget: status::IMAGES_BYTE_BUDGET,
+        };
+        let (patch, all) = status::event_applied(&known, unlisted, &report, &sctx);
+        let mut facts = options.known;
+        facts.extend(report.facts.iter().map(|(d, f)| (d.clone(), f.clone())));
+        let c = changes::diff(&known, &all);
+        if c == changes::Changes::default() {
+            remember(ctx, key, &uid, &facts, &all, None);
+            return Ok("unchanged");
+        }
+        match writer::write_status(ctx, &obj, &patch).await {
+            Ok(Written::Done) => remember(ctx, key, &uid, &facts, &all, Some(&patch.status)),
+            Ok(Written::Gone) => return Ok("skipped"),
+            Err(kube::Error::Api(e)) if e.code == 409 => continue,
+            Err(e) => return Err(e.into()),
+        }
+        tracing::info!(registry = %key, added = c.added.len(), changed = c.changed.len(), removed = c.removed.len(), heads = report.requests.manifest_heads, gets = report.requests.manifest_gets, "tags refreshed by a webhook event");
+        for (tags, reason, verb) in [
+            (&c.added, "TagsAdded", "added"),
+            (&c.changed, "DigestsChanged", "changed digest"),
+            (&c.removed, "TagsRemoved", "removed"),
+        ] {
+            if !tags.is_empty() {
+                let note = format!("{} (webhook event)", changes::summary(verb, tags));
+                let event = PendingEvent {
+                    warning: false,
+                    reason: reason.to_string(),
+                    note,
+                };
+                writer::publish(ctx, &obj, &event).await;
+            }
+        }
+        return Ok("updated");
+    }
+    anyhow::bail!("the object kept changing while its status was written")
+}
+
+/// Keeps what the refresh learned for the next scan: the new full list with every digest's
+/// facts, and which images the status now holds when `written`.
+fn remember(
+    ctx: &Context,
+    key: &str,
+    uid: &str,
+    facts: &HashMap<String, crate::registry::ManifestFacts>,
+    all: &[Image],
+    written: Option<&crate::api::RegistryStatus>,
+) {
+    let snapshot = Snapshot::of_scan(all, facts);
+    let hash = written.map(|s| images_hash(s.images.as_deref().unwrap_or_default()));
+    ctx.with_memory(key, uid, |m| {
+        m.last = Some(snapshot);
+        if hash.is_some() {
+            m.written_images = hash;
+        }
+    });
+}

@@ -13,8 +13,10 @@ use super::memory::Memory;
 use super::metrics::{Metrics, RequestCounter};
 use super::secrets::SecretVersions;
 use super::shards::Ownership;
+use crate::api::RegistrySpec;
 use crate::registry::{
     BodyBudget, ClientOptions, EgressPolicy, RegistryClient, RegistryState, ScanError, ScanLimits,
+    ScanOptions, TagFilter,
 };
 
 #[derive(Debug, Clone)]
@@ -108,6 +110,22 @@ impl Context {
         .with_observer(Arc::new(RequestCounter(self.metrics.clone())));
         clients.insert(key, client.clone());
         Ok(client)
+    }
+
+    /// How scans (and webhook refreshes) of an object with this spec run; what is known from
+    /// earlier scans is the caller's to add.
+    pub fn scan_options(&self, spec: &RegistrySpec) -> Result<ScanOptions, ScanError> {
+        let filter = spec.tag_filter.clone().unwrap_or_default();
+        Ok(ScanOptions {
+            concurrency: spec
+                .concurrency
+                .map_or(self.settings.scan_concurrency, |c| c.max(1) as usize),
+            timeout: self.settings.scan_timeout,
+            filter: TagFilter::new(filter.include.as_deref(), filter.exclude.as_deref())?,
+            limits: self.settings.limits,
+            listing: spec.listing.unwrap_or_default().mode(),
+            ..ScanOptions::default()
+        })
     }
 
     /// Runs `f` on what is remembered about `key` (a fresh record if the UID changed).

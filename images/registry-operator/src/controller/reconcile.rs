@@ -19,7 +19,7 @@ use super::snapshot::Snapshot;
 use super::view::RegistryView;
 use super::writer::{self, Written};
 use crate::api::{MIN_SCAN_INTERVAL, Registry, RegistryStatus, ScanStatus};
-use crate::registry::{ScanOptions, ScanReport, TagFilter, Target, scan};
+use crate::registry::{ScanOptions, ScanReport, Target, scan};
 use crate::status::{self, REASON_SUCCEEDED, REASON_SUSPENDED};
 
 pub use super::writer::FIELD_MANAGER;
@@ -275,19 +275,11 @@ async fn run_scan(
         .flatten()
         .unwrap_or_default();
     let spec = &job.obj.spec;
-    let filter = spec.tag_filter.clone().unwrap_or_default();
     let client = ctx.registry_client(spec.insecure_skip_verify == Some(true), inputs.ca.clone())?;
     let options = ScanOptions {
-        concurrency: spec
-            .concurrency
-            .map_or(ctx.settings.scan_concurrency, |c| c.max(1) as usize),
-        timeout: ctx.settings.scan_timeout,
-        filter: TagFilter::new(filter.include.as_deref(), filter.exclude.as_deref())?,
         known,
         known_tags,
-        limits: ctx.settings.limits,
-        listing: spec.listing.unwrap_or_default().mode(),
-        ..ScanOptions::default()
+        ..ctx.scan_options(spec)?
     };
     scan(&client, target, inputs.credentials.as_ref(), &options).await
 }

@@ -20,7 +20,7 @@ use super::secrets;
 use super::snapshot::Snapshot;
 use super::writer::{self, Written};
 use crate::api::Registry;
-use crate::registry::{Image, ScanOptions, TagFilter, Target, refresh};
+use crate::registry::{Image, ScanOptions, Target, refresh};
 use crate::status;
 
 /// Tags remembered per object between rounds; more than this waits for the periodic scan.
@@ -201,16 +201,10 @@ async fn refresh_object(ctx: &Context, key: &str, work: &Work) -> anyhow::Result
             facts.entry(digest).or_insert(f);
         }
         let spec = &obj.spec;
-        let filter = spec.tag_filter.clone().unwrap_or_default();
+        // Native listing plays no part: a refresh HEADs the named tags.
         let options = ScanOptions {
-            concurrency: spec
-                .concurrency
-                .map_or(ctx.settings.scan_concurrency, |c| c.max(1) as usize),
-            timeout: ctx.settings.scan_timeout,
-            filter: TagFilter::new(filter.include.as_deref(), filter.exclude.as_deref())?,
             known: facts,
-            limits: ctx.settings.limits,
-            ..ScanOptions::default()
+            ..ctx.scan_options(spec)?
         };
         let client =
             ctx.registry_client(spec.insecure_skip_verify == Some(true), inputs.ca.clone())?;

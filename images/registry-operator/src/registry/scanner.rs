@@ -9,7 +9,6 @@
 //! registry-wide problem (TLS, rate limit, deadline) or too many failing tags fail the scan.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures::{StreamExt, TryStreamExt, stream};
@@ -100,20 +99,12 @@ pub async fn scan(
         what: format!("scan of {}/{}", target.registry(), target.repository()),
         after: options.timeout,
     })??;
-    let c = &session.counters;
-    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as i64;
     Ok(ScanReport {
         images: found.images,
         facts: found.facts,
         requests: RequestCounts {
-            tag_pages: load(&c.tag_pages),
-            manifest_heads: load(&c.manifest_heads),
-            manifest_gets: load(&c.manifest_gets),
-            token_requests: load(&c.token_requests),
-            blob_heads: load(&c.blob_heads),
-            retries: load(&c.retries),
-            native_requests: load(&c.native_requests),
             lister: Some(found.lister.as_str().to_string()),
+            ..session.counters.counts()
         },
         vanished_tags: found.vanished,
         failed_tags: found.failed,
@@ -163,8 +154,6 @@ pub async fn refresh(
         what: format!("refresh of {}/{}", target.registry(), target.repository()),
         after: options.timeout,
     })??;
-    let c = &session.counters;
-    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed) as i64;
     let failed_tags: HashSet<&str> = failures.iter().map(|(t, _)| t.as_str()).collect();
     Ok(RefreshReport {
         // A tag whose HEAD failed is listed with the caller's old digest: leave it to them.
@@ -183,15 +172,7 @@ pub async fn refresh(
                 reason: e.reason().as_str(),
             })
             .collect(),
-        requests: RequestCounts {
-            tag_pages: load(&c.tag_pages),
-            manifest_heads: load(&c.manifest_heads),
-            manifest_gets: load(&c.manifest_gets),
-            token_requests: load(&c.token_requests),
-            blob_heads: load(&c.blob_heads),
-            retries: load(&c.retries),
-            ..RequestCounts::default()
-        },
+        requests: session.counters.counts(),
         duration: started.elapsed(),
     })
 }

@@ -46,6 +46,23 @@ pub(crate) struct Counters {
     pub retries: AtomicU64,
 }
 
+impl Counters {
+    /// What was counted so far, as a scan reports it.
+    pub fn counts(&self) -> super::RequestCounts {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed) as i64;
+        super::RequestCounts {
+            tag_pages: load(&self.tag_pages),
+            manifest_heads: load(&self.manifest_heads),
+            manifest_gets: load(&self.manifest_gets),
+            token_requests: load(&self.token_requests),
+            blob_heads: load(&self.blob_heads),
+            retries: load(&self.retries),
+            native_requests: load(&self.native_requests),
+            lister: None,
+        }
+    }
+}
+
 const MAX_REDIRECTS: usize = 5;
 const TOKEN_BODY_LIMIT: usize = 1 << 20;
 /// Tokens remembered per session for scrubbing messages; a scan rarely sees more than two.

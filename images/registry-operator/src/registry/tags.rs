@@ -129,12 +129,7 @@ pub(crate) async fn list_tags(
                 tags.push(tag);
             }
         }
-        let next = reply
-            .headers
-            .get_all(reqwest::header::LINK)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find_map(next_link);
+        let next = next_page(&reply.headers);
         url = match next {
             Some(next) => {
                 probed_after = None;
@@ -167,6 +162,15 @@ pub(crate) async fn list_tags(
         repository: target.repository().to_string(),
         limit: limits.max_pages,
     })
+}
+
+/// The `rel="next"` link among a response's `Link` headers.
+pub fn next_page(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    headers
+        .get_all(reqwest::header::LINK)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(next_link)
 }
 
 /// The target of the `rel="next"` link in a `Link` header value (which may hold several links).

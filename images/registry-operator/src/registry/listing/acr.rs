@@ -9,7 +9,7 @@ use serde::Deserialize;
 
 use super::super::ScanError;
 use super::super::session::Session;
-use super::super::tags::next_link;
+use super::super::tags::next_page;
 use super::Collector;
 use super::detect::api_url;
 
@@ -42,12 +42,7 @@ pub(super) async fn list(
         for t in &page.tags {
             out.add(&t.name, t.digest.as_deref())?;
         }
-        let next = reply
-            .headers
-            .get_all(reqwest::header::LINK)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find_map(next_link);
+        let next = next_page(&reply.headers);
         match next {
             Some(next) => {
                 url = target

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::super::ScanError;
 use super::super::session::Session;
-use super::super::tags::next_link;
+use super::super::tags::next_page;
 use super::Collector;
 
 #[derive(Deserialize)]
@@ -45,12 +45,7 @@ pub(super) async fn list(
         for t in page.tags.iter().flatten() {
             out.add(t, by_tag.get(t.as_str()).copied())?;
         }
-        let next = reply
-            .headers
-            .get_all(reqwest::header::LINK)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .find_map(next_link);
+        let next = next_page(&reply.headers);
         match next {
             Some(next) => {
                 url = target

@@ -94,7 +94,7 @@ pub struct ScaleResult {
 }
 
 /// One Prometheus sample: metric name, labels, value.
-type Sample = (String, BTreeMap<String, String>, f64);
+pub type Sample = (String, BTreeMap<String, String>, f64);
 
 /// Parses the Prometheus text format (enough of it for counters and gauges).
 pub fn parse_prometheus(text: &str) -> Vec<Sample> {
@@ -246,7 +246,8 @@ impl OperatorMetrics {
     }
 }
 
-async fn operator_metrics(http: &reqwest::Client, url: &str) -> anyhow::Result<OperatorMetrics> {
+/// The samples a /metrics endpoint serves now.
+pub async fn scrape(http: &reqwest::Client, url: &str) -> anyhow::Result<Vec<Sample>> {
     let text = http
         .get(url)
         .send()
@@ -254,7 +255,11 @@ async fn operator_metrics(http: &reqwest::Client, url: &str) -> anyhow::Result<O
         .error_for_status()?
         .text()
         .await?;
-    let samples = parse_prometheus(&text);
+    Ok(parse_prometheus(&text))
+}
+
+async fn operator_metrics(http: &reqwest::Client, url: &str) -> anyhow::Result<OperatorMetrics> {
+    let samples = scrape(http, url).await?;
     let scans = "registry_operator_scans_total";
     let mut requests = BTreeMap::new();
     for (n, l, v) in &samples {

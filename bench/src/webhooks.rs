@@ -17,7 +17,7 @@ use testenv::controlplane::ControlPlane;
 use testenv::push::{Format, ImageSpec, Pusher};
 use testenv::registry::{RegistryOptions, RegistryServer};
 
-use crate::scale::{parse_prometheus, sum};
+use crate::scale::{scrape, sum};
 use crate::sys;
 
 pub struct WebhookOptions {
@@ -251,14 +251,7 @@ async fn registry_requests(
     http: &reqwest::Client,
     url: &str,
 ) -> anyhow::Result<std::collections::BTreeMap<String, f64>> {
-    let text = http
-        .get(url)
-        .send()
-        .await?
-        .error_for_status()?
-        .text()
-        .await?;
-    let samples = parse_prometheus(&text);
+    let samples = scrape(http, url).await?;
     let mut out = std::collections::BTreeMap::new();
     for (n, l, _) in &samples {
         if n == "registry_operator_registry_requests_total"

@@ -271,7 +271,8 @@ impl FaultProxy {
     }
 }
 
-async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+/// A request's method, path with query, and Authorization header, as the recorders keep them.
+pub(crate) fn request_line(req: &Request) -> (String, String, Option<String>) {
     let method = req.method().to_string();
     let path = req
         .uri()
@@ -283,6 +284,11 @@ async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
+    (method, path, authorization)
+}
+
+async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    let (method, path, authorization) = request_line(&req);
     shared
         .arrivals
         .lock()

@@ -112,11 +112,17 @@ impl Context {
         Ok(client)
     }
 
-    /// How scans (and webhook refreshes) of an object with this spec run; what is known from
-    /// earlier scans is the caller's to add.
-    pub fn scan_options(&self, spec: &RegistrySpec) -> Result<ScanOptions, ScanError> {
+    /// How scans (and webhook refreshes) of an object with this spec run in `namespace` (the
+    /// tenant whose share of shared resources they use); what is known from earlier scans is
+    /// the caller's to add.
+    pub fn scan_options(
+        &self,
+        namespace: &str,
+        spec: &RegistrySpec,
+    ) -> Result<ScanOptions, ScanError> {
         let filter = spec.tag_filter.clone().unwrap_or_default();
         Ok(ScanOptions {
+            tenant: namespace.to_string(),
             concurrency: spec
                 .concurrency
                 .map_or(self.settings.scan_concurrency, |c| c.max(1) as usize),

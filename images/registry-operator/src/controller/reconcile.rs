@@ -279,7 +279,7 @@ async fn run_scan(
     let options = ScanOptions {
         known,
         known_tags,
-        ..ctx.scan_options(spec)?
+        ..ctx.scan_options(&job.obj.namespace().unwrap_or_default(), spec)?
     };
     scan(&client, target, inputs.credentials.as_ref(), &options).await
 }

@@ -204,7 +204,7 @@ async fn refresh_object(ctx: &Context, key: &str, work: &Work) -> anyhow::Result
         // Native listing plays no part: a refresh HEADs the named tags.
         let options = ScanOptions {
             known: facts,
-            ..ctx.scan_options(spec)?
+            ..ctx.scan_options(&obj.namespace().unwrap_or_default(), spec)?
         };
         let client =
             ctx.registry_client(spec.insecure_skip_verify == Some(true), inputs.ca.clone())?;

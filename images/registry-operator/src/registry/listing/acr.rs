@@ -7,11 +7,11 @@
 use reqwest::Method;
 use serde::Deserialize;
 
-use super::super::ScanError;
-use super::super::session::Session;
-use super::super::tags::next_page;
 use super::Collector;
 use super::detect::api_url;
+use crate::registry::ScanError;
+use crate::registry::protocol::next_page;
+use crate::registry::session::Session;
 
 const PAGE_SIZE: u32 = 100;
 

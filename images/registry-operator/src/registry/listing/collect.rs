@@ -6,11 +6,11 @@ use std::collections::HashMap;
 use reqwest::{Method, StatusCode};
 use url::Url;
 
-use super::super::client::RequestKind;
-use super::super::scanner::valid_digest;
-use super::super::session::{Reply, Session};
-use super::super::target::valid_tag;
-use super::super::{ScanError, ScanLimits, TagFilter};
+use crate::registry::protocol::{TagFilter, valid_digest};
+use crate::registry::session::{Reply, Session};
+use crate::registry::target::valid_tag;
+use crate::registry::transport::RequestKind;
+use crate::registry::{ScanError, ScanLimits};
 
 pub(crate) struct Collector<'s, 'a> {
     session: &'s Session<'a>,

@@ -5,11 +5,11 @@
 use reqwest::{Method, StatusCode};
 use url::Url;
 
-use super::super::ScanError;
-use super::super::client::RequestKind;
-use super::super::session::Session;
-use super::super::target::Target;
-use super::Lister;
+use super::{Lister, Listers};
+use crate::registry::ScanError;
+use crate::registry::session::Session;
+use crate::registry::target::Target;
+use crate::registry::transport::RequestKind;
 
 const PROBE_BODY_LIMIT: usize = 1 << 20;
 
@@ -31,13 +31,12 @@ pub fn detect_by_host(target: &Target) -> Option<Lister> {
     None
 }
 
-pub(super) async fn detect(session: &Session<'_>) -> Lister {
+pub(super) async fn detect(session: &Session<'_>, listers: &Listers) -> Lister {
     let target = session.target;
     if let Some(l) = detect_by_host(target) {
         return l;
     }
     let base = target.base_url().to_string();
-    let listers = &session.client().state.listers;
     if let Some(l) = listers.detected(&base) {
         return l;
     }

@@ -11,13 +11,13 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 
-use super::super::auth::TokenKey;
-use super::super::client::RequestKind;
-use super::super::session::Session;
-use super::super::target::Target;
-use super::super::{Credentials, ScanError};
 use super::Collector;
 use super::detect::api_url;
+use crate::registry::auth::TokenKey;
+use crate::registry::session::Session;
+use crate::registry::target::Target;
+use crate::registry::transport::RequestKind;
+use crate::registry::{Credentials, ScanError};
 
 pub(crate) const HUB_API: &str = "https://hub.docker.com";
 const PAGE_SIZE: u32 = 100;

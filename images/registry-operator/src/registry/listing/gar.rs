@@ -8,10 +8,10 @@ use std::collections::HashMap;
 use reqwest::Method;
 use serde::Deserialize;
 
-use super::super::ScanError;
-use super::super::session::Session;
-use super::super::tags::next_page;
 use super::Collector;
+use crate::registry::ScanError;
+use crate::registry::protocol::next_page;
+use crate::registry::session::Session;
 
 #[derive(Deserialize)]
 struct Page {

@@ -8,9 +8,9 @@ use std::collections::HashMap;
 use futures::{StreamExt, stream};
 use rand::seq::IndexedRandom;
 
-use super::super::ScanError;
-use super::super::scanner::{HeadOutcome, head};
-use super::super::session::Session;
+use crate::registry::ScanError;
+use crate::registry::protocol::{HeadOutcome, head};
+use crate::registry::session::Session;
 
 /// Unchanged tags HEADed per scan: cheap, and over many scans a lying API cannot hide.
 pub(crate) const SAMPLE: usize = 3;

@@ -6,10 +6,10 @@
 
 use serde::Deserialize;
 
-use super::super::ScanError;
-use super::super::session::Session;
 use super::Collector;
 use super::detect::api_url;
+use crate::registry::ScanError;
+use crate::registry::session::Session;
 
 const PAGE_SIZE: usize = 100;
 

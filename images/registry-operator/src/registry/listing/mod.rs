@@ -12,16 +12,30 @@ mod gar;
 mod guard;
 mod harbor;
 mod quay;
+mod state;
 
 use std::collections::HashMap;
 
-use super::ScanOptions;
+use super::ScanLimits;
 use super::error::ScanError;
+use super::protocol::{TagFilter, list_tags};
 use super::session::Session;
-use super::tags::list_tags;
 
 pub(crate) use collect::Collector;
 pub use detect::detect_by_host;
+pub(crate) use state::Listers;
+
+/// What a listing needs of the scan's options.
+pub(crate) struct ListRequest<'o> {
+    pub mode: ListingMode,
+    /// `n` asked for per tag list page.
+    pub page_size: u32,
+    pub filter: &'o TagFilter,
+    pub limits: &'o ScanLimits,
+    /// Tag → digest of the previous scan: the guard HEADs every tag that changed.
+    pub known_tags: &'o HashMap<String, String>,
+    pub concurrency: usize,
+}
 
 /// `spec.listing` / `scan --listing`: whether a native listing API may be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -92,18 +106,17 @@ pub(crate) struct Listed {
 
 pub(crate) async fn list(
     session: &Session<'_>,
-    options: &ScanOptions,
-    concurrency: usize,
+    listers: &Listers,
+    options: &ListRequest<'_>,
 ) -> Result<Listed, ScanError> {
-    if options.listing == ListingMode::Distribution {
+    if options.mode == ListingMode::Distribution {
         return distribution(session, options, None).await;
     }
-    let lister = detect::detect(session).await;
+    let lister = detect::detect(session, listers).await;
     if lister == Lister::Distribution {
         return distribution(session, options, None).await;
     }
     let base = session.target.base_url().to_string();
-    let listers = &session.client().state.listers;
     if let Some(reason) = listers.off(&base) {
         return distribution(
             session,
@@ -112,7 +125,7 @@ pub(crate) async fn list(
         )
         .await;
     }
-    let mut collector = Collector::new(session, &options.filter, &options.limits);
+    let mut collector = Collector::new(session, options.filter, options.limits);
     let listed = match lister {
         Lister::DockerHub => dockerhub::list(session, &mut collector).await,
         Lister::Harbor => harbor::list(session, &mut collector).await,
@@ -138,7 +151,7 @@ pub(crate) async fn list(
         .await;
     }
     let entries = collector.finish();
-    match guard::check(session, &entries, &options.known_tags, concurrency).await {
+    match guard::check(session, &entries, options.known_tags, options.concurrency).await {
         Ok(heads) => {
             let mut digests: HashMap<String, String> = entries
                 .iter()
@@ -177,10 +190,10 @@ pub(crate) async fn list(
 
 async fn distribution(
     session: &Session<'_>,
-    options: &ScanOptions,
+    options: &ListRequest<'_>,
     native: Option<NativeOutcome>,
 ) -> Result<Listed, ScanError> {
-    let tags = list_tags(session, options.page_size, &options.filter, &options.limits).await?;
+    let tags = list_tags(session, options.page_size, options.filter, options.limits).await?;
     Ok(Listed {
         tags,
         digests: HashMap::new(),

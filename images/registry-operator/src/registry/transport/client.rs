@@ -1,15 +1,14 @@
-//! The shared HTTP side of the scan core: one connection pool per TLS setting, the state that
-//! outlives a scan (auth, tokens, rate-limit gates), and a hook that lets the controller count
-//! requests for its metrics.
+//! The HTTP side of the scan core: one connection pool per TLS setting, the rate-limit gates
+//! every request passes, and a hook that lets the controller count requests for its metrics.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::ScanError;
 use super::budget::BodyBudget;
 use super::egress::{EgressPolicy, PolicyResolver};
+use super::ratelimit::HostGates;
 use super::retry::RetryPolicy;
-use super::state::RegistryState;
+use crate::registry::error::ScanError;
 
 /// What a request was for; tests and metrics count requests by kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -76,11 +75,11 @@ impl Default for ClientOptions {
     }
 }
 
-/// Cheap to clone; clones share the pool and the state.
+/// Cheap to clone; clones share the pool and the gates.
 #[derive(Clone)]
-pub struct RegistryClient {
+pub(crate) struct Transport {
     pub(crate) http: reqwest::Client,
-    pub(crate) state: Arc<RegistryState>,
+    pub(crate) gates: Arc<HostGates>,
     pub(crate) options: Arc<ClientOptions>,
     pub(crate) observer: Option<Arc<dyn RequestObserver>>,
 }
@@ -90,8 +89,8 @@ pub fn install_crypto_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
-impl RegistryClient {
-    pub fn new(options: ClientOptions) -> Result<Self, ScanError> {
+impl Transport {
+    pub fn new(options: ClientOptions, gates: Arc<HostGates>) -> Result<Self, ScanError> {
         install_crypto_provider();
         let mut builder = reqwest::Client::builder()
             .user_agent(options.user_agent.clone())
@@ -123,21 +122,9 @@ impl RegistryClient {
             .map_err(|e| ScanError::InvalidConfig(format!("building the HTTP client: {e}")))?;
         Ok(Self {
             http,
-            state: Arc::new(RegistryState::default()),
+            gates,
             options: Arc::new(options),
             observer: None,
         })
-    }
-
-    /// Shares auth state, tokens and rate-limit gates with other clients (the controller keeps
-    /// one for all its clients, so state survives across scans and TLS settings).
-    pub fn with_state(mut self, state: Arc<RegistryState>) -> Self {
-        self.state = state;
-        self
-    }
-
-    pub fn with_observer(mut self, observer: Arc<dyn RequestObserver>) -> Self {
-        self.observer = Some(observer);
-        self
     }
 }

@@ -3,8 +3,8 @@
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 use sha2::{Digest as _, Sha256, Sha512};
 
-use super::Platform;
 use super::schema1::{self, SCHEMA1_MANIFEST, SCHEMA1_SIGNED};
+use crate::registry::Platform;
 
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";

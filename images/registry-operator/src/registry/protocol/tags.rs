@@ -5,10 +5,10 @@ use std::collections::HashSet;
 use regex::Regex;
 use reqwest::{Method, StatusCode};
 
-use super::client::RequestKind;
-use super::session::Session;
-use super::target::valid_tag;
-use super::{ScanError, ScanLimits};
+use crate::registry::session::Session;
+use crate::registry::target::valid_tag;
+use crate::registry::transport::RequestKind;
+use crate::registry::{ScanError, ScanLimits};
 
 /// Include/exclude patterns over tag names.
 #[derive(Debug, Clone, Default)]

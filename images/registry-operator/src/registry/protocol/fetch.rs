@@ -1,0 +1,100 @@
+//! `GET /v2/<name>/manifests/<reference>`: a manifest body, verified against its digest, and
+//! what it says (size, platforms, layers).
+
+use reqwest::header::CONTENT_TYPE;
+use reqwest::{Method, StatusCode};
+
+use super::manifest::{self, ACCEPT_MANIFESTS, Kind, MANIFEST_BODY_LIMIT};
+use super::schema1;
+use crate::registry::ManifestFacts;
+use crate::registry::error::ScanError;
+use crate::registry::session::{Reply, Session};
+use crate::registry::transport::RequestKind;
+
+pub(crate) async fn get_manifest(
+    session: &Session<'_>,
+    url: &url::Url,
+) -> Result<Reply, ScanError> {
+    session
+        .send(
+            RequestKind::ManifestGet,
+            Method::GET,
+            url.clone(),
+            Some(ACCEPT_MANIFESTS),
+            MANIFEST_BODY_LIMIT,
+        )
+        .await
+}
+
+pub(crate) enum Fetched {
+    Facts(ManifestFacts),
+    Index(String, Vec<manifest::IndexEntry>),
+    /// Media type and distinct layer blobs.
+    Schema1(String, Vec<String>),
+}
+
+/// `Ok(None)` for a digest the registry no longer has.
+pub(crate) async fn fetch(
+    session: &Session<'_>,
+    digest: &str,
+) -> Result<Option<Fetched>, ScanError> {
+    let url = session.target.manifest_url(digest);
+    let reply = get_manifest(session, &url).await?;
+    match reply.status {
+        StatusCode::NOT_FOUND => Ok(None),
+        s if s.is_success() => {
+            if !manifest::verify(&reply.body, digest) {
+                return Err(session.invalid(
+                    &Method::GET,
+                    &url,
+                    format!("manifest does not match its digest {digest}"),
+                ));
+            }
+            let media_type =
+                manifest::media_type_of(&reply.body, reply.header(CONTENT_TYPE.as_str()));
+            Ok(Some(describe(&reply.body, media_type)))
+        }
+        _ => Err(session.status_error(&Method::GET, &url, &reply)),
+    }
+}
+
+/// What a verified manifest body says. A body that does not parse as its declared type keeps
+/// its digest without a size rather than failing the scan.
+pub(crate) fn describe(body: &[u8], media_type: String) -> Fetched {
+    let sizeless = |media_type: String| {
+        Fetched::Facts(ManifestFacts {
+            size: None,
+            media_type: Some(media_type).filter(|m| !m.is_empty()),
+            platforms: Vec::new(),
+        })
+    };
+    match manifest::kind_of(&media_type) {
+        Kind::Image => {
+            let size = manifest::image_size(body)
+                .inspect_err(
+                    |e| tracing::warn!(%media_type, error = %e, "manifest has no usable size"),
+                )
+                .ok();
+            Fetched::Facts(ManifestFacts {
+                size,
+                media_type: Some(media_type),
+                platforms: Vec::new(),
+            })
+        }
+        Kind::Index => match manifest::index_entries(body) {
+            Ok(entries) => Fetched::Index(media_type, entries),
+            Err(e) => {
+                tracing::warn!(%media_type, error = %e, "index has no usable platforms");
+                sizeless(media_type)
+            }
+        },
+        Kind::Schema1 => match schema1::blob_sums(body) {
+            Ok(blobs) => Fetched::Schema1(media_type, blobs),
+            Err(e) => {
+                tracing::warn!(%media_type, error = %e, "schema 1 manifest has no usable layers");
+                sizeless(media_type)
+            }
+        },
+        Kind::Unknown => sizeless(media_type),
+    }
+}

@@ -1,0 +1,75 @@
+//! `HEAD /v2/<name>/manifests/<tag>`: a tag's digest from `Docker-Content-Digest`, with a GET
+//! by tag for registries that send none (or refuse HEAD).
+
+use reqwest::header::CONTENT_TYPE;
+use reqwest::{Method, StatusCode};
+
+use super::digest::valid_digest;
+use super::fetch::{Fetched, describe, get_manifest};
+use super::manifest::{self, ACCEPT_MANIFESTS};
+use crate::registry::error::ScanError;
+use crate::registry::session::Session;
+use crate::registry::transport::RequestKind;
+
+pub(crate) enum HeadOutcome {
+    Digest(String),
+    /// The registry sent no digest on HEAD, so the manifest was fetched by tag instead.
+    Fetched(String, Fetched),
+    /// Deleted between listing and HEAD.
+    Gone,
+}
+
+pub(crate) async fn head(session: &Session<'_>, tag: &str) -> Result<HeadOutcome, ScanError> {
+    let url = session.target.manifest_url(tag);
+    let reply = session
+        .send(
+            RequestKind::ManifestHead,
+            Method::HEAD,
+            url.clone(),
+            Some(ACCEPT_MANIFESTS),
+            0,
+        )
+        .await?;
+    match reply.status {
+        StatusCode::NOT_FOUND => return Ok(HeadOutcome::Gone),
+        s if s.is_success() => {
+            if let Some(d) = reply
+                .header("docker-content-digest")
+                .filter(|d| valid_digest(d))
+            {
+                return Ok(HeadOutcome::Digest(d.to_string()));
+            }
+        }
+        // Registries without HEAD support answer 405; the GET below still works.
+        StatusCode::METHOD_NOT_ALLOWED => {}
+        _ => return Err(session.status_error(&Method::HEAD, &url, &reply)),
+    }
+    let reply = get_manifest(session, &url).await?;
+    match reply.status {
+        StatusCode::NOT_FOUND => Ok(HeadOutcome::Gone),
+        s if s.is_success() => {
+            let digest = match reply
+                .header("docker-content-digest")
+                .filter(|d| valid_digest(d))
+            {
+                Some(d) if manifest::verify(&reply.body, d) => d.to_string(),
+                Some(d) => {
+                    return Err(session.invalid(
+                        &Method::GET,
+                        &url,
+                        format!("manifest does not match its digest {d}"),
+                    ));
+                }
+                None => manifest::registry_digest(&reply.body),
+            };
+            let media_type =
+                manifest::media_type_of(&reply.body, reply.header(CONTENT_TYPE.as_str()));
+            // Whatever it is (an index too), it is described now: no second GET by digest.
+            Ok(HeadOutcome::Fetched(
+                digest,
+                describe(&reply.body, media_type),
+            ))
+        }
+        _ => Err(session.status_error(&Method::GET, &url, &reply)),
+    }
+}

@@ -36,14 +36,14 @@ pub(super) async fn list(
     let mut url = target.tags_url(Some(page_size));
     loop {
         let reply = out.page(session, &url).await?;
-        let page: Page = out.parse(session, &url, &reply)?;
+        let page: Page = out.parse(session, &url, &reply).await?;
         let by_tag: HashMap<&str, &str> = page
             .manifest
             .iter()
             .flat_map(|(d, m)| m.tag.iter().map(move |t| (t.as_str(), d.as_str())))
             .collect();
         for t in page.tags.iter().flatten() {
-            out.add(t, by_tag.get(t.as_str()).copied())?;
+            out.add(t, by_tag.get(t.as_str()).copied()).await?;
         }
         let next = next_page(&reply.headers);
         match next {

@@ -7,7 +7,7 @@ use reqwest::{Method, StatusCode};
 
 use crate::registry::session::Session;
 use crate::registry::target::valid_tag;
-use crate::registry::transport::RequestKind;
+use crate::registry::transport::{RequestKind, offload};
 use crate::registry::{ScanError, ScanLimits};
 
 /// Include/exclude patterns over tag names.
@@ -52,6 +52,9 @@ struct TagPage {
     tags: Option<Vec<String>>,
 }
 
+/// Names checked between two yields to the runtime: about a millisecond of work.
+const YIELD_EVERY: usize = 1024;
+
 /// Every tag, in the order the registry lists them, without duplicates.
 pub(crate) async fn list_tags(
     session: &Session<'_>,
@@ -95,7 +98,13 @@ pub(crate) async fn list_tags(
             _ => return Err(session.status_error(&Method::GET, &url, &reply)),
         }
         first = false;
-        let page: TagPage = serde_json::from_slice(&reply.body).map_err(|e| {
+        // Up to 4 MiB of JSON: parsed off the runtime's workers.
+        let body = reply.body.clone();
+        let page: TagPage = offload(session.tenant, body.len(), move || {
+            serde_json::from_slice(&body).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| {
             session.invalid(
                 &Method::GET,
                 &url,
@@ -112,7 +121,11 @@ pub(crate) async fn list_tags(
         }
         let page_len = page_tags.len();
         let last_listed = page_tags.last().cloned();
-        for tag in page_tags {
+        for (i, tag) in page_tags.into_iter().enumerate() {
+            // A page may hold a million names: let the worker's other tasks run in between.
+            if i % YIELD_EVERY == YIELD_EVERY - 1 {
+                tokio::task::yield_now().await;
+            }
             // A name that is not a tag must never become part of a request path.
             if !valid_tag(&tag) {
                 tracing::warn!(registry = %target.registry(), repository = target.repository(), tag = %tag.escape_debug().to_string().chars().take(80).collect::<String>(), "registry listed an invalid tag name; skipped");

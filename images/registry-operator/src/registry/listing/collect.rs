@@ -44,7 +44,7 @@ impl<'s, 'a> Collector<'s, 'a> {
     pub async fn add(&mut self, tag: &str, digest: Option<&str>) -> Result<(), ScanError> {
         // A page may name a million tags: let the worker's other tasks run in between.
         self.added = self.added.wrapping_add(1);
-        if self.added % YIELD_EVERY == 0 {
+        if self.added.is_multiple_of(YIELD_EVERY) {
             tokio::task::yield_now().await;
         }
         if !valid_tag(tag) || !self.filter.admits(tag) {

@@ -103,9 +103,27 @@ impl<'s, 'a> Collector<'s, 'a> {
         url: &Url,
         reply: &Reply,
     ) -> Result<T, ScanError> {
+        self.parse_then(session, url, reply, |t| t).await
+    }
+
+    /// [`Collector::parse`], then `then` on the page, also off the async workers.
+    pub async fn parse_then<T, R, F>(
+        &self,
+        session: &Session<'_>,
+        url: &Url,
+        reply: &Reply,
+        then: F,
+    ) -> Result<R, ScanError>
+    where
+        T: serde::de::DeserializeOwned,
+        R: Send + 'static,
+        F: FnOnce(T) -> R + Send + 'static,
+    {
         let body = reply.body.clone();
         offload(session.tenant, body.len(), move || {
-            serde_json::from_slice(&body).map_err(|e| e.to_string())
+            serde_json::from_slice(&body)
+                .map(then)
+                .map_err(|e| e.to_string())
         })
         .await
         .map_err(|e| {

@@ -34,6 +34,7 @@ pub use limits::{DEFAULT_MAX_PAGE_BYTES, DEFAULT_MAX_PAGES, DEFAULT_MAX_TAGS, Sc
 pub use listing::{Lister, ListingMode, NativeOutcome, detect_by_host};
 pub use model::{Image, ManifestFacts, Platform, RequestCounts, TagFailure};
 pub use retry::{RetryPolicy, parse_retry_after};
+pub(crate) use scanner::valid_digest;
 pub use scanner::{
     FAILED_TAGS_LIMIT_PERCENT, RefreshReport, ScanOptions, ScanReport, refresh, scan,
 };

@@ -70,6 +70,13 @@ async fn receive(
         hooks.count(name, "too_large");
         return (StatusCode::PAYLOAD_TOO_LARGE, "body over 1 MiB\n");
     }
+    let authorization = parts.headers.get(header::AUTHORIZATION);
+    let signature = parts.headers.get("x-hub-signature-256");
+    if authorization.is_none() && query.is_none() && signature.is_none() {
+        // Nothing to check: no Secret is read for it either.
+        hooks.count(name, "unauthorized");
+        return UNAUTHORIZED;
+    }
     // Whose secrets may prove this request: `None` names the cluster-wide one.
     let secrets: Vec<(Option<String>, Arc<Vec<u8>>)> = match &namespace {
         None => vec![(None, hooks.secret.get())],
@@ -108,7 +115,7 @@ async fn receive(
             Err(e) => return refused(&hooks, name, e),
         }
     } else {
-        let Some(signature) = parts.headers.get("x-hub-signature-256") else {
+        let Some(signature) = signature else {
             hooks.count(name, "unauthorized");
             return UNAUTHORIZED;
         };

@@ -131,27 +131,12 @@ impl Webhooks {
         let key = format!("{ns}/{name}");
         let work = parse_handover(value);
         if !work.is_empty() {
-            let at = self.next_handover(&key, Instant::now());
+            let at = next_at(&self.handovers, self.floor, &key, Instant::now());
             self.refresher.submit_at(&self.ctx, key, work, Some(at));
         }
         let this = self.clone();
         let rv = obj.resource_version();
         tokio::spawn(async move { this.clear_handover(&ns, &name, rv).await });
-    }
-
-    /// When the next annotation-started refresh of `key` may run: now, or a floor after the
-    /// previous one.
-    fn next_handover(&self, key: &str, now: Instant) -> Instant {
-        let mut last = self.handovers.lock().expect("hand-over floor poisoned");
-        let at = last
-            .get(key)
-            .map_or(now, |prev| now.max(*prev + self.floor));
-        if last.len() >= 4096 {
-            let floor = self.floor;
-            last.retain(|_, t| now.saturating_duration_since(*t) < floor);
-        }
-        last.insert(key.to_string(), at);
-        at
     }
 
     async fn clear_handover(&self, ns: &str, name: &str, resource_version: Option<String>) {
@@ -211,6 +196,29 @@ impl Webhooks {
             .get_or_create(&WebhookLabels { kind, outcome })
             .inc();
     }
+}
+
+/// When the next annotation-started refresh of `key` may run: now, or a floor after the
+/// previous one. While one is still ahead, later annotations join it (the same annotation is
+/// seen again on every event of the object until it is removed, and must not push it back).
+fn next_at(
+    handovers: &Mutex<HashMap<String, Instant>>,
+    floor: Duration,
+    key: &str,
+    now: Instant,
+) -> Instant {
+    let mut last = handovers.lock().expect("hand-over floor poisoned");
+    let at = match last.get(key) {
+        None => now,
+        Some(prev) if *prev > now => *prev,
+        Some(prev) => now.max(*prev + floor),
+    };
+    if last.len() >= 4096 {
+        // Entries whose floor has passed decide nothing any more.
+        last.retain(|_, t| now.saturating_duration_since(*t) < floor);
+    }
+    last.insert(key.to_string(), at);
+    at
 }
 
 /// What an annotation value asks for, keeping only what is valid; anything else is nothing.
@@ -285,6 +293,24 @@ impl SecretFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_floor_spaces_annotation_refreshes_and_does_not_creep() {
+        let floor = Duration::from_secs(30);
+        let handovers: Mutex<HashMap<String, Instant>> = Mutex::default();
+        let next = |key: &str, now: Instant| next_at(&handovers, floor, key, now);
+        let t0 = Instant::now();
+        assert_eq!(next("a/x", t0), t0, "the first one runs at once");
+        let second = next("a/x", t0 + Duration::from_secs(1));
+        assert_eq!(second, t0 + floor, "the next one waits for the floor");
+        // Seen again (or written again) before that: it joins the same round.
+        assert_eq!(next("a/x", t0 + Duration::from_secs(2)), second);
+        assert_eq!(next("a/x", t0 + Duration::from_secs(29)), second);
+        // Long after: at once again.
+        let later = t0 + Duration::from_secs(300);
+        assert_eq!(next("a/x", later), later);
+        assert_eq!(next("b/y", t0), t0, "per object");
+    }
 
     #[test]
     fn handed_over_work_is_validated_and_bounded() {

@@ -15,6 +15,8 @@ use super::credentials;
 
 /// How long a token (or its absence) is believed.
 const TTL: Duration = Duration::from_secs(10);
+/// One GET of a Secret; past it the token counts as absent until the entry expires.
+const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Tokens remembered at once across all namespaces.
 const MAX_ENTRIES: usize = 4096;
 /// Secrets of one namespace a request is checked against; objects naming more share them.
@@ -45,7 +47,10 @@ impl TenantSecrets {
             let token = match cache.get(&key) {
                 Some((at, token)) if now.duration_since(*at) < TTL => token.clone(),
                 _ => {
-                    let token = fetch(ctx, namespace, name).await;
+                    // A slow API server must not hold every tenant's requests behind the lock.
+                    let token = tokio::time::timeout(FETCH_TIMEOUT, fetch(ctx, namespace, name))
+                        .await
+                        .unwrap_or(None);
                     remember(&mut cache, key, now, token.clone());
                     token
                 }

@@ -124,6 +124,10 @@ async fn senders_that_prove_nothing_are_answered_before_their_body() {
     s.write_all(head(512 * 1024, "").as_bytes()).await.unwrap();
     s.write_all(b"{\"events\": [").await.unwrap();
     assert_eq!(status_before_body(&mut s).await, Some(401), "no proof");
+    assert!(
+        read_to_close(&mut s).await.is_some(),
+        "the refused sender's connection stayed open for the rest of its body"
+    );
 
     // A wrong bearer secret: the same.
     let mut s = r.connect().await;

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 
 use super::targeted::Work;
 use super::webhook::Webhooks;
@@ -34,8 +35,8 @@ pub async fn cluster(
     Path(kind): Path<String>,
     RawQuery(query): RawQuery,
     request: Request,
-) -> Answer {
-    receive(hooks, None, &kind, query, request).await
+) -> Response {
+    respond(receive(hooks, None, &kind, query, request).await)
 }
 
 /// `POST /webhook/namespaces/{namespace}/{kind}`: the namespace's own Secrets, its objects.
@@ -44,8 +45,26 @@ pub async fn tenant(
     Path((namespace, kind)): Path<(String, String)>,
     RawQuery(query): RawQuery,
     request: Request,
-) -> Answer {
-    receive(hooks, Some(namespace), &kind, query, request).await
+) -> Response {
+    respond(receive(hooks, Some(namespace), &kind, query, request).await)
+}
+
+/// A refused sender's connection is closed after the answer: whatever it was still sending
+/// is never read, and each new attempt starts over at the header read timeout and the
+/// connection limit.
+fn respond(answer: Answer) -> Response {
+    let close = matches!(
+        answer.0,
+        StatusCode::UNAUTHORIZED
+            | StatusCode::REQUEST_TIMEOUT
+            | StatusCode::PAYLOAD_TOO_LARGE
+            | StatusCode::SERVICE_UNAVAILABLE
+    );
+    if close {
+        (answer.0, [(header::CONNECTION, "close")], answer.1).into_response()
+    } else {
+        answer.into_response()
+    }
 }
 
 async fn receive(

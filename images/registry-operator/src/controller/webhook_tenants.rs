@@ -15,7 +15,8 @@ use super::credentials;
 
 /// How long a token (or its absence) is believed.
 const TTL: Duration = Duration::from_secs(10);
-/// One GET of a Secret; past it the token counts as absent until the entry expires.
+/// The GETs of one request's Secrets, together; past it a token counts as absent until its
+/// entry expires.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 /// Tokens remembered at once across all namespaces.
 const MAX_ENTRIES: usize = 4096;
@@ -40,6 +41,7 @@ impl TenantSecrets {
         names: &[String],
     ) -> Vec<(String, Arc<Vec<u8>>)> {
         let mut cache = self.cache.lock().await;
+        let deadline = tokio::time::Instant::now() + FETCH_TIMEOUT;
         let mut out = Vec::new();
         for name in names.iter().take(MAX_PER_NAMESPACE) {
             let key = format!("{namespace}/{name}");
@@ -48,7 +50,7 @@ impl TenantSecrets {
                 Some((at, token)) if now.duration_since(*at) < TTL => token.clone(),
                 _ => {
                     // A slow API server must not hold every tenant's requests behind the lock.
-                    let token = tokio::time::timeout(FETCH_TIMEOUT, fetch(ctx, namespace, name))
+                    let token = tokio::time::timeout_at(deadline, fetch(ctx, namespace, name))
                         .await
                         .unwrap_or(None);
                     remember(&mut cache, key, now, token.clone());

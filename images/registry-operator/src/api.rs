@@ -126,6 +126,22 @@ pub struct RegistrySpec {
     /// plus one HEAD per tag).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listing: Option<Listing>,
+
+    /// Registry webhooks from this namespace's own senders: they post to
+    /// `/webhook/namespaces/<namespace>/<kind>` with the `token` of the Secret named here, and
+    /// such a request refreshes only this namespace's objects that name that Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookSpec>,
+}
+
+/// `spec.webhook`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookSpec {
+    /// Secret in the same namespace whose `token` key senders present (as
+    /// `Authorization: Bearer <token>`, the raw `Authorization` header, `?secret=<token>`, or
+    /// the key of GitHub's `X-Hub-Signature-256`).
+    pub secret_ref: SecretReference,
 }
 
 /// `spec.listing`.

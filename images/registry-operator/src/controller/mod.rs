@@ -19,7 +19,11 @@ mod snapshot;
 mod targeted;
 mod view;
 mod webhook;
+mod webhook_body;
 mod webhook_index;
+mod webhook_listener;
+mod webhook_receive;
+mod webhook_tenants;
 mod writer;
 
 use std::collections::HashSet;
@@ -192,8 +196,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         &args.webhook.webhook_secret_file,
     ) {
         (Some(addr), Some(file)) => {
-            let hooks = webhook::Webhooks::new(ctx.clone(), file.clone())?;
-            webhook::serve(*addr, hooks.clone(), shutdown_rx.clone()).await?;
+            let hooks = webhook::Webhooks::new(
+                ctx.clone(),
+                file.clone(),
+                Duration::from_secs(args.webhook.webhook_read_timeout),
+            )?;
+            let max_connections =
+                usize::try_from(args.webhook.webhook_max_connections).unwrap_or(usize::MAX);
+            webhook::serve(*addr, hooks.clone(), max_connections, shutdown_rx.clone()).await?;
             Some(hooks)
         }
         _ => None,

@@ -13,6 +13,7 @@ mod listing;
 pub mod manifest;
 mod model;
 pub mod order;
+mod proxy;
 mod ratelimit;
 mod retry;
 mod scanner;
@@ -33,6 +34,7 @@ pub use facts::RepositoryFacts;
 pub use limits::{DEFAULT_MAX_PAGE_BYTES, DEFAULT_MAX_PAGES, DEFAULT_MAX_TAGS, ScanLimits};
 pub use listing::{Lister, ListingMode, NativeOutcome, detect_by_host};
 pub use model::{Image, ManifestFacts, Platform, RequestCounts, TagFailure};
+pub use proxy::{ProxySettings, redacted as redacted_proxy_url};
 pub use retry::{RetryPolicy, parse_retry_after};
 pub use scanner::{
     FAILED_TAGS_LIMIT_PERCENT, RefreshReport, ScanOptions, ScanReport, refresh, scan,

@@ -17,6 +17,13 @@ pub const DEFAULT_SCAN_INTERVAL: i64 = 300;
 pub const MIN_SCAN_INTERVAL: i64 = 30;
 pub const DEFAULT_MAX_IMAGES: i32 = 1000;
 
+/// A URL whose authority holds an `@`: user information, with or without a scheme.
+macro_rules! url_credentials {
+    () => {
+        "^([a-zA-Z][-+.a-zA-Z0-9]*://)?[^/?#]*@"
+    };
+}
+
 /// A repository in a Docker/OCI registry that registry-operator scans on a schedule,
 /// recording every tag's digest and size in `status.images`.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -69,11 +76,17 @@ pub struct RegistrySpec {
     /// `docker.io`, `index.docker.io` and `registry-1.docker.io` all mean Docker Hub.
     /// Without credentials (`user:password@`): they belong in the `credentialsSecret`.
     #[schemars(length(min = 1, max = 2048))]
-    #[x_kube(validation = kube::core::Rule::new("self.matches('^https?://[^/?#\\\\s]+(/[^?#\\\\s]*)?$')")
+    // A URL with credentials answers to the second rule only, and that one is `Forbidden`:
+    // the API server then prints no value, so the password is not repeated back to whoever
+    // reads the refusal (an `Invalid` rule's error carries the value).
+    #[x_kube(validation = kube::core::Rule::new(concat!(
+        "self.matches('", url_credentials!(), "') || ",
+        "self.matches('^https?://[^/?#\\\\s]+(/[^?#\\\\s]*)?$')"
+    ))
         .message("url must be an http:// or https:// URL with a host, without query or fragment, e.g. https://registry-1.docker.io"))]
-    // A static message: the refused value (a password) is never repeated back.
-    #[x_kube(validation = kube::core::Rule::new("!self.matches('^[a-zA-Z]+://[^/?#]*@')")
-        .message("url must not contain credentials (user:password@host): put them in a Secret and name it in credentialsSecret"))]
+    #[x_kube(validation = kube::core::Rule::new(concat!("!self.matches('", url_credentials!(), "')"))
+        .message("url must not contain credentials (user:password@host): put them in a Secret and name it in credentialsSecret")
+        .reason(kube::core::Reason::FieldValueForbidden))]
     pub url: String,
 
     /// Repository path within the registry (e.g. `library/nginx`, `company/app`).

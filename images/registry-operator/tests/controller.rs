@@ -396,6 +396,25 @@ async fn credentials_in_urls_and_invalid_secret_names_are_refused_at_admission()
             serde_json::json!({}),
             no_credentials,
         ),
+        // Malformed besides: still only the static message, never the value.
+        (
+            format!("alice:{PASSWORD}@registry.example.com"),
+            serde_json::json!({}),
+            no_credentials,
+        ),
+        (
+            format!("https://alice:{PASSWORD}@registry.example.com/v2?x=1 y"),
+            serde_json::json!({}),
+            no_credentials,
+        ),
+        (
+            format!(
+                "https://alice:{PASSWORD}@registry.example.com/{}",
+                "a".repeat(2100)
+            ),
+            serde_json::json!({}),
+            "may not be more than 2048",
+        ),
         (
             "https://registry.example.com".into(),
             serde_json::json!({"credentialsSecret": {"name": "Bad_Name!"}}),

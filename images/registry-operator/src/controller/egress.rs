@@ -57,3 +57,28 @@ impl EgressArgs {
         Ok(Arc::new(policy))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proxy_hosts_stay_reachable_and_cluster_networks_are_closed() {
+        let args = EgressArgs {
+            allow: vec![],
+            deny: vec![],
+            cluster_networks: vec!["10.111.0.0/16".into(), "10.222.0.0/16".into()],
+        };
+        let proxy = ProxySettings::new(Some("http://proxy.d8-system.svc:3128"), None, &[]).unwrap();
+        let policy = args.policy(proxy.as_ref()).unwrap();
+        let pod: std::net::SocketAddr = "10.111.0.5:3128".parse().unwrap();
+        assert_eq!(
+            policy.filter("proxy.d8-system.svc", [pod]).unwrap(),
+            vec![pod]
+        );
+        assert!(policy.filter("tenant.example", [pod]).is_err());
+        assert!(!policy.permits("10.222.1.1".parse().unwrap()));
+        let without = args.policy(None).unwrap();
+        assert!(without.filter("proxy.d8-system.svc", [pod]).is_err());
+    }
+}

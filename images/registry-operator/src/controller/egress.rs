@@ -40,18 +40,25 @@ impl EgressArgs {
     /// The policy; the host names of `proxy` are let through whatever they resolve to, since
     /// every proxied request has to reach them (the policy judges the registries behind).
     pub fn policy(&self, proxy: Option<&ProxySettings>) -> anyhow::Result<Arc<EgressPolicy>> {
-        let mut allow = self.allow.clone();
+        let listed = |l: &[String]| -> Vec<String> {
+            l.iter()
+                .map(|e| e.trim().to_string())
+                .filter(|e| !e.is_empty())
+                .collect()
+        };
+        let mut allow = listed(&self.allow);
         allow.extend(proxy.map(ProxySettings::host_names).unwrap_or_default());
-        let policy = EgressPolicy::new(&allow, &self.deny)
+        let (deny, cluster_networks) = (listed(&self.deny), listed(&self.cluster_networks));
+        let policy = EgressPolicy::new(&allow, &deny)
             .map_err(anyhow::Error::msg)
             .context("--egress-allow / --egress-deny")?
-            .close_by_default(&self.cluster_networks)
+            .close_by_default(&cluster_networks)
             .map_err(anyhow::Error::msg)
             .context("--egress-cluster-networks")?;
         tracing::info!(
             allow = ?allow,
-            deny = ?self.deny,
-            cluster_networks = ?self.cluster_networks,
+            deny = ?deny,
+            cluster_networks = ?cluster_networks,
             "egress policy: loopback, link-local, cloud metadata and cluster networks closed unless allowed"
         );
         Ok(Arc::new(policy))

@@ -296,6 +296,25 @@ async fn proxy_variables_are_ignored_unless_a_flag_names_the_proxy() {
     let out = run_scan_env(&bypass, None, &[]);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(recording.requests().len(), 0, "{:?}", recording.requests());
+
+    // The proxy's own credentials never show, not even in debug logs of a failure.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let proxy_url = format!("http://bob:Pr0xy-Secret@127.0.0.1:{port}");
+    let failing: Vec<&str> = args
+        .iter()
+        .copied()
+        .chain([
+            "--registry-http-proxy",
+            proxy_url.as_str(),
+            "--timeout",
+            "5",
+        ])
+        .collect();
+    let out = run_scan_env(&failing, None, &[]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("Pr0xy-Secret"), "{}", text(&out));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -92,6 +92,8 @@ pub struct RunArgs {
     #[command(flatten)]
     pub egress: egress::EgressArgs,
     #[command(flatten)]
+    pub proxy: crate::cli::proxy::ProxyArgs,
+    #[command(flatten)]
     pub webhook: webhook::WebhookArgs,
     /// Shards the Registry objects are split into (by a stable hash of namespace/name); each
     /// replica works on the shards whose Lease it holds. Every replica must use the same number.
@@ -110,7 +112,8 @@ pub struct RunArgs {
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let egress = args.egress.policy()?;
+    let proxy = args.proxy.settings()?;
+    let egress = args.egress.policy(proxy.as_ref())?;
     let client = kube::Client::try_default().await.context(
         "connecting to Kubernetes (in-cluster service account, or KUBECONFIG / ~/.kube/config)",
     )?;
@@ -179,6 +182,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         limits: args.limits.scan_limits(),
         body_budget: args.limits.body_budget(),
         egress,
+        proxy,
         requests_per_second: args
             .registry_requests_per_second
             .filter(|r| r.is_finite() && *r > 0.0),

@@ -351,7 +351,7 @@ async fn check_paging(
 }
 
 /// A repository of the scanner's page size − 1, page size and page size + 1 tags, scanned
-/// directly and behind the proxy at each size: every tag exactly once. (A registry that ignores
+/// directly at each size and behind the proxy at the page size: every tag exactly once. (A registry that ignores
 /// paging sends a full page for exactly the page size, and the same page again when asked what
 /// follows its last tag.) The repository grows by one tag PUT between sizes, so the three sizes
 /// cost one push of page size + 1 tags.
@@ -360,6 +360,7 @@ async fn check_page_edges(
     name: &str,
     scans: [(&RegistryClient, &String, Option<&Credentials>); 2],
 ) {
+    let started = Instant::now();
     let page = ScanOptions::default().page_size as usize;
     let pusher = Pusher::new(reg, None).unwrap();
     // Created first, sorting before every version tag: distribution 2.8 lists a directory,
@@ -380,7 +381,8 @@ async fn check_page_edges(
         pusher.tag_many(EDGE, &more, &first.digest).await.unwrap();
         expected.extend(more);
         expected.sort();
-        for (client, url, creds) in &scans {
+        // Behind the proxy only at the size that pages oddly: the rest is the same listing.
+        for (client, url, creds) in scans.iter().filter(|s| s.2.is_none() || size == page) {
             let what = format!(
                 "{name} {}, {size} tags at page size {page}",
                 if creds.is_some() {
@@ -396,9 +398,13 @@ async fn check_page_edges(
             listed.sort();
             assert_eq!(listed, expected, "{what}: every tag exactly once");
             assert_eq!(r.requests.manifest_heads, size as i64, "{what}");
-            eprintln!("{what}: {} pages", r.requests.tag_pages);
+            eprintln!("{what}: {} pages in {:?}", r.requests.tag_pages, r.duration);
         }
     }
+    eprintln!(
+        "{name}: page-size edges pushed and scanned in {:?}",
+        started.elapsed()
+    );
 }
 
 /// Serves the signed schema 1 manifest for `legacy` from the proxy (for registries that cannot

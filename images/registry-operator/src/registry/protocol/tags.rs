@@ -273,6 +273,24 @@ mod tests {
     }
 
     #[test]
+    fn names_tell_repeats_of_admitted_and_filtered_tags() {
+        let filter = TagFilter::new(Some("^v"), None).unwrap();
+        let mut names = Names::new(&filter, 2);
+        assert_eq!(names.add("v1".into()), Some(true));
+        assert_eq!(names.add("latest".into()), Some(true));
+        assert_eq!(names.add("v1".into()), Some(false));
+        assert_eq!(
+            names.add("latest".into()),
+            Some(false),
+            "filtered, still known"
+        );
+        assert_eq!(names.add("v2".into()), Some(true));
+        assert_eq!(names.add("v3".into()), None, "past max_tags");
+        assert_eq!(names.add("v2".into()), Some(false));
+        assert_eq!(names.tags, ["v1", "v2"]);
+    }
+
+    #[test]
     fn filter_includes_then_excludes() {
         let f = TagFilter::new(Some(r"^v?\d+\.\d+"), Some("-rc")).unwrap();
         assert!(f.admits("1.2"));

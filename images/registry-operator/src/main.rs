@@ -28,9 +28,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the operator: watch Registry objects and keep their status current.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Scan one repository now and print what the operator would write to status.
-    Scan(ScanArgs),
+    Scan(Box<ScanArgs>),
     /// Print the Registry CustomResourceDefinition as YAML.
     Crd,
 }
@@ -48,11 +48,11 @@ fn main() -> ExitCode {
     // CPU per scan, see BENCHMARKS.md).
     let result = match cli.command {
         Command::Run(args) => runtime
-            .block_on(runtime.spawn(registry_operator::controller::run(args)))
+            .block_on(runtime.spawn(registry_operator::controller::run(*args)))
             .expect("the operator task panicked"),
         Command::Scan(args) => {
             return runtime
-                .block_on(runtime.spawn(registry_operator::cli::scan::run(args)))
+                .block_on(runtime.spawn(registry_operator::cli::scan::run(*args)))
                 .expect("the scan task panicked");
         }
         Command::Crd => registry_operator::cli::print_crd(),

@@ -15,8 +15,8 @@ use super::secrets::SecretVersions;
 use super::shards::Ownership;
 use crate::api::RegistrySpec;
 use crate::registry::{
-    BodyBudget, ClientOptions, EgressPolicy, RegistryClient, RegistryState, ScanError, ScanLimits,
-    ScanOptions, TagFilter,
+    BodyBudget, ClientOptions, EgressPolicy, ProxySettings, RegistryClient, RegistryState,
+    ScanError, ScanLimits, ScanOptions, TagFilter,
 };
 
 #[derive(Debug, Clone)]
@@ -30,6 +30,8 @@ pub struct Settings {
     pub max_scans_per_namespace: usize,
     pub limits: ScanLimits,
     pub egress: Arc<EgressPolicy>,
+    /// The proxy registry requests go through (`--registry-https-proxy` …), if any.
+    pub proxy: Option<ProxySettings>,
     /// Shared by every registry client.
     pub body_budget: Arc<BodyBudget>,
     /// A body that sends no byte for this long is dropped.
@@ -105,6 +107,7 @@ impl Context {
             insecure_skip_verify: insecure,
             ca_pem: ca,
             egress: Some(self.settings.egress.clone()),
+            proxy: self.settings.proxy.clone(),
             body_budget: Some(self.settings.body_budget.clone()),
             body_idle_timeout: self.settings.body_idle_timeout,
             ..ClientOptions::default()

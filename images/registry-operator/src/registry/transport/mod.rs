@@ -1,8 +1,8 @@
 //! HTTP to registries, knowing nothing of registries' protocol or auth: the connection pool
 //! (client), where requests may go (egress), memory for bodies (budget), per-host gates and
-//! rate ceilings (ratelimit), retry timing (retry), what a network failure means (classify),
-//! and one request's exchange (exchange) with its counts (counters). Budget and the parse
-//! pool for large bodies (offload) give each tenant its share (share).
+//! rate ceilings (ratelimit), an explicit proxy (proxy), retry timing (retry), what a network
+//! failure means (classify), and one request's exchange (exchange) with its counts (counters).
+//! Budget and the parse pool for large bodies (offload) give each tenant its share (share).
 
 mod budget;
 mod classify;
@@ -11,6 +11,7 @@ mod counters;
 mod egress;
 mod exchange;
 mod offload;
+mod proxy;
 mod ratelimit;
 mod retry;
 mod share;
@@ -26,5 +27,6 @@ pub(crate) use egress::same_origin;
 pub use egress::{EgressDenied, EgressPolicy};
 pub(crate) use exchange::{ExchangeError, MAX_GATE_CLOSE, Reply, Request};
 pub(crate) use offload::offload;
+pub use proxy::{ProxySettings, redacted as redacted_proxy_url};
 pub(crate) use ratelimit::HostGates;
 pub use retry::{RetryPolicy, parse_retry_after};

@@ -40,9 +40,10 @@ impl RegistryClient {
         self
     }
 
-    /// One scan's conversation with `target`.
+    /// One scan's conversation with `target`, for `tenant` (its share of shared resources).
     pub(crate) fn session<'a>(
         &'a self,
+        tenant: &'a str,
         target: &'a Target,
         credentials: Option<&'a Credentials>,
         timeout: Duration,
@@ -50,6 +51,7 @@ impl RegistryClient {
         Session::new(
             &self.transport,
             &self.state.auth,
+            tenant,
             target,
             credentials,
             timeout,

@@ -12,7 +12,7 @@ use super::Session;
 use super::send::{Failure, Payload};
 use crate::registry::auth::{AuthMode, Challenge, Credentials, TokenKey, TokenResponse};
 use crate::registry::error::ScanError;
-use crate::registry::transport::{Reply, RequestKind};
+use crate::registry::transport::{Reply, RequestKind, offload};
 
 const TOKEN_BODY_LIMIT: usize = 1 << 20;
 
@@ -204,14 +204,18 @@ impl Session<'_> {
             };
             return match reply.status {
                 s if s.is_success() => {
-                    let parsed: TokenResponse =
-                        serde_json::from_slice(&reply.body).map_err(|e| {
-                            self.invalid(
-                                &Method::GET,
-                                &url,
-                                format!("token response is not JSON: {e}"),
-                            )
-                        })?;
+                    let body = reply.body.clone();
+                    let parsed: TokenResponse = offload(self.tenant, body.len(), move || {
+                        serde_json::from_slice(&body).map_err(|e| e.to_string())
+                    })
+                    .await
+                    .map_err(|e| {
+                        self.invalid(
+                            &Method::GET,
+                            &url,
+                            format!("token response is not JSON: {e}"),
+                        )
+                    })?;
                     let (token, lifetime) = parsed.into_token().ok_or_else(|| {
                         self.invalid(&Method::GET, &url, "token response has no token".into())
                     })?;

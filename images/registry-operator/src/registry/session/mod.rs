@@ -22,6 +22,8 @@ pub(crate) use super::transport::Reply;
 
 pub(crate) struct Session<'a> {
     transport: &'a Transport,
+    /// Whose share of the body budget and the parse pool this scan uses.
+    pub tenant: &'a str,
     auth_state: &'a AuthState,
     pub target: &'a Target,
     credentials: Option<&'a Credentials>,
@@ -41,16 +43,26 @@ impl<'a> Session<'a> {
     pub fn new(
         transport: &'a Transport,
         auth_state: &'a AuthState,
+        tenant: &'a str,
         target: &'a Target,
         credentials: Option<&'a Credentials>,
         scan_timeout: Duration,
     ) -> Self {
-        Self::scoped(transport, auth_state, target, credentials, scan_timeout, "")
+        Self::scoped(
+            transport,
+            auth_state,
+            tenant,
+            target,
+            credentials,
+            scan_timeout,
+            "",
+        )
     }
 
     fn scoped(
         transport: &'a Transport,
         auth_state: &'a AuthState,
+        tenant: &'a str,
         target: &'a Target,
         credentials: Option<&'a Credentials>,
         scan_timeout: Duration,
@@ -74,6 +86,7 @@ impl<'a> Session<'a> {
             .unwrap_or(AuthMode::Anonymous);
         Self {
             transport,
+            tenant,
             auth_state,
             target,
             credentials,
@@ -103,6 +116,7 @@ impl<'a> Session<'a> {
         let mut s = Session::scoped(
             self.transport,
             self.auth_state,
+            self.tenant,
             target,
             credentials,
             self.scan_timeout,

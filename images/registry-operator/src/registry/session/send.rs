@@ -209,6 +209,7 @@ impl Session<'_> {
             limit,
             deadline: self.deadline,
             counters: &self.counters,
+            tenant: self.tenant,
         };
         self.transport
             .exchange(request)
@@ -240,6 +241,15 @@ impl Session<'_> {
                 registry: self.registry(),
                 what: format!("{method} {}", url.path()),
                 limit,
+            }),
+            // Worth another attempt: the registry may just have lost the connection.
+            ExchangeError::Stalled { idle } => Failure::Transient(ScanError::Timeout {
+                what: format!(
+                    "the body of {method} {} from {} (no byte came; the idle timeout)",
+                    url.path(),
+                    self.registry()
+                ),
+                after: idle,
             }),
             ExchangeError::Net {
                 failure,

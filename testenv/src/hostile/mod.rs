@@ -7,6 +7,7 @@
 //!
 //! [`senders`] is the other side of the operator: clients that hold its webhook port.
 
+mod headers;
 pub mod http;
 mod numbers;
 mod paging;
@@ -49,6 +50,8 @@ pub enum Attack {
     TrickledBodies,
     /// distribution 2.x: `n` and `last` ignored, every tag in every answer, unsorted, no `Link`.
     IgnoresPaging { tags: usize },
+    /// A small honest repository with these headers on every answer.
+    Headers(Vec<(String, String)>),
 }
 
 impl Attack {
@@ -62,6 +65,7 @@ impl Attack {
             Attack::StalledBodies => "stalled bodies".into(),
             Attack::TrickledBodies => "trickled bodies".into(),
             Attack::IgnoresPaging { tags } => format!("{tags} tags, paging ignored"),
+            Attack::Headers(h) => format!("headers {h:?}"),
         }
     }
 
@@ -76,6 +80,7 @@ impl Attack {
             Attack::Schema1Bomb => vec![signatures::REPOSITORY.into()],
             Attack::StalledBodies | Attack::TrickledBodies => vec![stall::REPOSITORY.into()],
             Attack::IgnoresPaging { .. } => vec![paging::REPOSITORY.into()],
+            Attack::Headers(_) => vec![headers::REPOSITORY.into()],
         }
     }
 
@@ -164,6 +169,7 @@ impl HostileRegistry {
             Attack::StalledBodies => Arc::new(stall::Stall::new(false)),
             Attack::TrickledBodies => Arc::new(stall::Stall::new(true)),
             Attack::IgnoresPaging { tags } => Arc::new(paging::Paging::new(*tags)),
+            Attack::Headers(h) => Arc::new(headers::Headers::new(h.clone())),
         };
         let ctx = Arc::new(Ctx {
             base: url.clone(),

@@ -97,10 +97,10 @@ impl Repo {
     }
 
     pub fn tag(&mut self, tag: &str, digest: &str) {
-        if let Some(&i) = self.by_digest.get(digest) {
-            if self.by_tag.insert(tag.to_string(), i).is_none() {
-                self.tags.push(tag.to_string());
-            }
+        if let Some(&i) = self.by_digest.get(digest)
+            && self.by_tag.insert(tag.to_string(), i).is_none()
+        {
+            self.tags.push(tag.to_string());
         }
     }
 

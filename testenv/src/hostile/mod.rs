@@ -9,6 +9,7 @@
 
 mod headers;
 pub mod http;
+pub mod limits;
 mod numbers;
 mod paging;
 mod repo;
@@ -27,6 +28,7 @@ use anyhow::Context;
 use tokio::sync::watch;
 
 pub use numbers::{NumberHeader, absurd_values};
+pub use signatures::bomb as schema1_bomb;
 pub use strings::HugeField;
 
 use http::{Reply, Request};

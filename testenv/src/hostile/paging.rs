@@ -25,9 +25,23 @@ impl Paging {
             .map(|k| 7919 * k)
             .find(|s| gcd(*s, tags.max(1)) == 1)
             .unwrap_or(1);
-        for i in 0..tags {
-            let j = (i * step) % tags.max(1);
-            repo.tag(&format!("1.{}.{}", j / 10, j % 10), &digest);
+        let mut names: Vec<String> = (0..tags)
+            .map(|i| {
+                let j = (i * step) % tags.max(1);
+                format!("1.{}.{}", j / 10, j % 10)
+            })
+            .collect();
+        // The page starts above where it ends (as in the wild): a scanner that takes a page
+        // starting at or before the `last` it sent for the end of the list is not fooled.
+        if let Some(max) = (0..names.len()).max_by(|&a, &b| names[a].cmp(&names[b])) {
+            names.swap(0, max);
+        }
+        if let Some(min) = (1..names.len()).min_by(|&a, &b| names[a].cmp(&names[b])) {
+            let last = names.len() - 1;
+            names.swap(last, min);
+        }
+        for name in &names {
+            repo.tag(name, &digest);
         }
         Self { repo }
     }

@@ -112,8 +112,11 @@ fn aggressions() -> Vec<Aggression> {
     let mut all: Vec<Aggression> = Attack::all()
         .into_iter()
         .map(|a| {
+            // As in tests/hostile_tenants.rs: enough Registries to hold more than the body
+            // budget, and more bomb scans than the runtime has workers.
             let copies = match a {
                 Attack::StalledBodies | Attack::TrickledBodies => 6,
+                Attack::Schema1Bomb => 4,
                 _ => 1,
             };
             Aggression::Registry(a, copies)

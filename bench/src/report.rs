@@ -918,7 +918,9 @@ pub fn hostile_section(s: &mut String, h: &crate::hostile::HostileResult) {
          registry) is rescanned with no attack (median {:.2} s, operator at {} MiB resident), \
          then while each attack of testenv's hostile registry or hostile webhook senders runs \
          from another namespace against the same operator, then with all of them at once. \
-         A rescan is timed from the spec change to the status showing it done.\n",
+         A rescan is timed from the spec change to the status showing it done. The operator is \
+         only restarted when an attack ends it, so a row's peak RSS includes what earlier \
+         attacks left resident.\n",
         h.victim_tags,
         h.baseline_seconds,
         h.baseline_rss_kib >> 10

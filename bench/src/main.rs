@@ -6,6 +6,7 @@
 mod ceiling;
 mod chart;
 mod fixture;
+mod hostile;
 mod meter;
 mod native;
 mod ours;
@@ -117,6 +118,22 @@ pub struct Args {
     /// The safety-net scan interval with webhooks on (the module's `webhook.minScanInterval`).
     #[arg(long, default_value_t = 3600)]
     webhook_safety_interval: u64,
+    /// Tags of the hostile-tenant section's victim repository.
+    #[arg(long, default_value_t = 500)]
+    hostile_victim_tags: usize,
+    /// Victim rescans per attack in the hostile-tenant section (the median counts).
+    #[arg(long, default_value_t = 3)]
+    hostile_runs: usize,
+    /// Only the attacks whose names contain one of these words (default: every attack).
+    #[arg(long, value_delimiter = ',')]
+    hostile_attacks: Vec<String>,
+    /// Skip the hostile-tenant section.
+    #[arg(long)]
+    skip_hostile: bool,
+    /// Run only this section and print its part of the report (BENCHMARKS.md is left alone;
+    /// the raw results go to target/bench/<section>.json).
+    #[arg(long, value_enum)]
+    only: Option<Section>,
     /// Skip the peers.
     #[arg(long)]
     skip_peers: bool,
@@ -139,6 +156,12 @@ pub struct Args {
     /// profiling a scan by hand, e.g. under `perf record`).
     #[arg(long)]
     serve: bool,
+}
+
+/// Sections that `--only` can run by themselves.
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum Section {
+    Hostile,
 }
 
 /// One tag count of the chart.
@@ -167,6 +190,7 @@ pub struct Results {
     pub chart: Vec<ChartPoint>,
     pub scale: Vec<scale::ScaleResult>,
     pub webhooks: Option<webhooks::WebhookResult>,
+    pub hostile: Option<hostile::HostileResult>,
     pub notes: Vec<String>,
     pub seconds: f64,
 }
@@ -205,6 +229,23 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .prefix("registry-operator-bench-")
         .tempdir()?;
     let work = work_dir.path().to_path_buf();
+    if args.only == Some(Section::Hostile) {
+        let h = hostile_section(&args, &operator, &work).await?;
+        let json = root.join("target/bench/hostile.json");
+        if let Some(p) = json.parent() {
+            std::fs::create_dir_all(p)?;
+        }
+        std::fs::write(&json, serde_json::to_vec_pretty(&h)?)?;
+        let mut md = String::new();
+        report::hostile_section(&mut md, &h);
+        println!("{md}");
+        say(format!(
+            "hostile tenants only: wrote {} in {:.0}s",
+            json.display(),
+            started.elapsed().as_secs_f64()
+        ));
+        return Ok(());
+    }
     let peers_dir = match &args.peers_dir {
         Some(d) => d.clone(),
         None => testenv::tools::tool_dir("peers")?,
@@ -443,6 +484,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         None
     };
 
+    // 6. Hostile tenants.
+    let hostile_result = if args.skip_hostile {
+        None
+    } else {
+        Some(hostile_section(&args, &operator, &work).await?)
+    };
+
     let versions = versions(&operator, &registry_dir, &peers, &args.oha);
     let results = Results {
         args: args.clone(),
@@ -459,6 +507,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         chart: chart_points,
         scale,
         webhooks: webhook_result,
+        hostile: hostile_result,
         notes,
         seconds: started.elapsed().as_secs_f64(),
     };
@@ -488,6 +537,29 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     drop(reg);
     Ok(())
+}
+
+async fn hostile_section(
+    args: &Args,
+    operator: &Path,
+    work: &Path,
+) -> anyhow::Result<hostile::HostileResult> {
+    let opts = hostile::HostileOptions {
+        operator: operator.to_path_buf(),
+        work: work.join("hostile"),
+        victim_tags: args.hostile_victim_tags,
+        runs: args.hostile_runs,
+        attacks: args.hostile_attacks.clone(),
+    };
+    std::fs::create_dir_all(&opts.work)?;
+    let h = hostile::run(&opts).await?;
+    say(format!(
+        "hostile tenants: worst victim slowdown {}, peak RSS {} MiB, {} operator exit(s)",
+        h.worst_ratio().map_or("n/a".into(), |r| format!("{r:.2}×")),
+        h.peak_rss_kib() >> 10,
+        h.deaths()
+    ));
+    Ok(h)
 }
 
 /// First scans (no previous result) and rescans (with the first scan's status).

@@ -600,6 +600,11 @@ pub fn markdown(r: &Results, chart_link: &str) -> String {
         webhooks_section(&mut s, w);
     }
 
+    // Hostile tenants.
+    if let Some(h) = &r.hostile {
+        hostile_section(&mut s, h);
+    }
+
     // Method and notes.
     let _ = writeln!(s, "## Method\n");
     let _ = writeln!(
@@ -902,4 +907,70 @@ fn webhooks_section(s: &mut String, w: &crate::webhooks::WebhookResult) {
         "| Webhooks (24 events) + a safety-net scan every {} s | {:.0} |\n",
         w.safety_interval_seconds, w.per_day_webhooks
     );
+}
+
+pub fn hostile_section(s: &mut String, h: &crate::hostile::HostileResult) {
+    use crate::hostile::{RATIO_TARGET, RSS_TARGET_MIB};
+    let _ = writeln!(s, "## 7. Hostile tenants\n");
+    let _ = writeln!(
+        s,
+        "One operator over every namespace; a victim tenant's repository ({} tags, on the real \
+         registry) is rescanned with no attack (median {:.2} s, operator at {} MiB resident), \
+         then while each attack of testenv's hostile registry or hostile webhook senders runs \
+         from another namespace against the same operator, then with all of them at once. \
+         A rescan is timed from the spec change to the status showing it done. The operator is \
+         only restarted when an attack ends it, so a row's peak RSS includes what earlier \
+         attacks left resident.\n",
+        h.victim_tags,
+        h.baseline_seconds,
+        h.baseline_rss_kib >> 10
+    );
+    let worst = h.worst_ratio();
+    let peak = h.peak_rss_kib() >> 10;
+    let _ = writeln!(
+        s,
+        "| Target (issue #16) | Measured | Verdict |\n|---|---|---|"
+    );
+    let _ = writeln!(
+        s,
+        "| The victim's rescan under attack ≤ {RATIO_TARGET}× its time without | worst {} | {} |",
+        worst.map_or("n/a".into(), |r| if r.is_finite() {
+            format!("{r:.2}×")
+        } else {
+            "not done".into()
+        }),
+        mark(worst.is_some_and(|r| r <= RATIO_TARGET))
+    );
+    let _ = writeln!(
+        s,
+        "| The operator's peak RSS under attack ≤ {RSS_TARGET_MIB} MiB | {peak} MiB | {} |",
+        mark(peak <= RSS_TARGET_MIB)
+    );
+    let _ = writeln!(
+        s,
+        "| The operator survives every attack | {} exit(s) | {} |\n",
+        h.deaths(),
+        mark(h.deaths() == 0)
+    );
+    let _ = writeln!(
+        s,
+        "| Attack | Victim rescan | × without | Peak RSS | /healthz missed | Operator |\n|---|---|---|---|---|---|"
+    );
+    for r in h.rows.iter().chain(&h.all_at_once) {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} MiB | {} of {} | {} |",
+            r.attack.replace('|', "\\|"),
+            r.victim_seconds
+                .map_or("not done in 120 s".into(), |v| format!("{v:.2} s")),
+            r.ratio.map_or("—".into(), times),
+            r.peak_rss_kib >> 10,
+            r.healthz_missed,
+            r.healthz_probes,
+            r.operator_exit
+                .as_ref()
+                .map_or("alive".into(), |e| format!("exited ({e}); restarted"))
+        );
+    }
+    let _ = writeln!(s);
 }

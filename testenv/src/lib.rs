@@ -11,6 +11,7 @@ pub mod tools;
 pub mod certs;
 pub mod demo;
 pub mod fault;
+pub mod hostile;
 pub mod push;
 pub mod registry;
 pub mod schema1;

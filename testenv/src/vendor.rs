@@ -67,6 +67,8 @@ pub enum Behaviour {
     Status(u16),
     /// Answers 200 with the data under other field names.
     ChangedShape,
+    /// Answers 200 with exactly these bytes on the listing endpoint (for fuzzing the parsers).
+    Raw(Vec<u8>),
 }
 
 /// A repository and its (tag, digest) pairs in tag order.
@@ -366,6 +368,14 @@ async fn native(
     let Some(repo) = repository_of(shared.vendor, route) else {
         return Ok(StatusCode::NOT_FOUND.into_response());
     };
+    if let Behaviour::Raw(bytes) = &behaviour {
+        return Ok((
+            StatusCode::OK,
+            [("content-type", "application/json")],
+            bytes.clone(),
+        )
+            .into_response());
+    }
     let truth = truth(shared, &repo).await?;
     let mut tags = truth;
     if let Behaviour::Lie { tag } = &behaviour {

@@ -2,7 +2,9 @@
 //! pool, and what is remembered about each Registry between scans.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use kube::runtime::events::Recorder;
@@ -13,7 +15,9 @@ use super::memory::Memory;
 use super::metrics::{Metrics, RequestCounter};
 use super::secrets::SecretVersions;
 use super::shards::Ownership;
+use super::snapshot::Snapshot;
 use crate::api::RegistrySpec;
+use crate::registry::cache::BoundedCache;
 use crate::registry::{
     BodyBudget, ClientOptions, EgressPolicy, RegistryClient, RegistryState, ScanError, ScanLimits,
     ScanOptions, TagFilter,
@@ -56,7 +60,24 @@ pub struct Context {
     /// across scans (bounded inside): a rescan sends its cached token up front.
     registry_state: Arc<RegistryState>,
     memory: Mutex<HashMap<String, Memory>>,
-    clients: Mutex<HashMap<ClientKey, RegistryClient>>,
+    /// Each object's last good scan (by key, with its UID), bounded in bytes with a share per
+    /// namespace: an evicted one is read back from the status, as after a restart.
+    snapshots: BoundedCache<String, (String, Arc<Snapshot>)>,
+    clients: BoundedCache<ClientKey, RegistryClient>,
+}
+
+/// All snapshots, and one namespace's part of them.
+const SNAPSHOTS_BYTES: usize = 128 << 20;
+const SNAPSHOTS_SHARE: usize = 32 << 20;
+/// Pooled clients, and one namespace's part. A client is charged its CA bundle and this much
+/// for its connection pool and TLS configuration (an estimate: idle connections come and go).
+const CLIENTS_BYTES: usize = 64 << 20;
+const CLIENTS_SHARE: usize = 8 << 20;
+const CLIENT_COST: usize = 256 << 10;
+
+/// The tenant (namespace) of an object key `namespace/name`.
+fn tenant_of(key: &str) -> &str {
+    key.split_once('/').map_or("", |(ns, _)| ns)
 }
 
 impl Context {
@@ -80,25 +101,25 @@ impl Context {
             shards,
             backoff: Backoff::default(),
             memory: Mutex::default(),
-            clients: Mutex::default(),
+            snapshots: BoundedCache::new(SNAPSHOTS_BYTES, SNAPSHOTS_SHARE),
+            clients: BoundedCache::new(CLIENTS_BYTES, CLIENTS_SHARE),
             settings,
         }
     }
 
-    /// One pooled client per TLS setting: connections are shared, trust is not mixed.
+    /// One pooled client per TLS setting: connections are shared, trust is not mixed. A new one
+    /// is charged to `namespace`'s share of the pool.
     pub fn registry_client(
         &self,
+        namespace: &str,
         insecure: bool,
         ca: Option<Vec<u8>>,
     ) -> Result<RegistryClient, ScanError> {
-        let mut clients = self.clients.lock().expect("client pool poisoned");
         let key = (insecure, ca.clone());
-        if let Some(c) = clients.get(&key) {
-            return Ok(c.clone());
+        if let Some(c) = self.clients.get(&key) {
+            return Ok(c);
         }
-        if clients.len() >= 256 {
-            clients.clear();
-        }
+        let bytes = CLIENT_COST.saturating_add(ca.as_ref().map_or(0, Vec::len));
         let client = RegistryClient::new(ClientOptions {
             insecure_skip_verify: insecure,
             ca_pem: ca,
@@ -108,7 +129,8 @@ impl Context {
         })?
         .with_state(self.registry_state.clone())
         .with_observer(Arc::new(RequestCounter(self.metrics.clone())));
-        clients.insert(key, client.clone());
+        // Not kept when over the share (a CA bundle of megabytes): the scan still runs.
+        self.clients.put(namespace, key, client.clone(), bytes);
         Ok(client)
     }
 
@@ -136,7 +158,7 @@ impl Context {
 
     /// Runs `f` on what is remembered about `key` (a fresh record if the UID changed).
     pub fn with_memory<T>(&self, key: &str, uid: &str, f: impl FnOnce(&mut Memory) -> T) -> T {
-        let mut memory = self.memory.lock().expect("memory poisoned");
+        let mut memory = self.memory.lock();
         let m = memory
             .entry(key.to_string())
             .or_insert_with(|| Memory::new(uid));
@@ -148,20 +170,52 @@ impl Context {
 
     /// A copy of what is remembered about `key`, if it is about the object with this UID.
     pub fn recall<T>(&self, key: &str, uid: &str, f: impl FnOnce(&Memory) -> T) -> Option<T> {
-        let memory = self.memory.lock().expect("memory poisoned");
+        let memory = self.memory.lock();
         memory.get(key).filter(|m| m.uid == uid).map(f)
     }
 
     pub fn forget(&self, key: &str) {
-        self.memory.lock().expect("memory poisoned").remove(key);
+        self.memory.lock().remove(key);
+        self.snapshots.remove(&key.to_string());
+    }
+
+    /// The last good scan of the object `key` with this UID, if still kept.
+    pub fn last_scan(&self, key: &str, uid: &str) -> Option<Arc<Snapshot>> {
+        self.snapshots
+            .with(&key.to_string(), |(u, s)| (u == uid).then(|| s.clone()))
+            .flatten()
+    }
+
+    /// Keeps `snapshot` as the last good scan of `key`, charged to its namespace.
+    pub fn keep_last_scan(&self, key: &str, uid: &str, snapshot: Snapshot) {
+        let bytes = snapshot.bytes().saturating_add(key.len() + uid.len());
+        let key = key.to_string();
+        // Over the namespace's share on its own: not kept (the next scan reads the status).
+        if !self
+            .snapshots
+            .put(tenant_of(&key), key.clone(), (uid.to_string(), Arc::new(snapshot)), bytes)
+        {
+            self.snapshots.remove(&key);
+        }
+    }
+
+    /// Bytes held by the controller's caches and the scan core's.
+    pub fn cache_bytes(&self) -> Vec<(&'static str, usize)> {
+        let mut all = vec![
+            ("snapshots", self.snapshots.bytes()),
+            ("clients", self.clients.bytes()),
+        ];
+        all.extend(self.registry_state.cache_bytes());
+        all
     }
 
     /// Forgets objects for which `keep` says no; returns their keys.
     pub fn retain(&self, keep: impl Fn(&str) -> bool) -> Vec<String> {
-        let mut memory = self.memory.lock().expect("memory poisoned");
+        let mut memory = self.memory.lock();
         let gone: Vec<String> = memory.keys().filter(|k| !keep(k)).cloned().collect();
         for k in &gone {
             memory.remove(k);
+            self.snapshots.remove(k);
             self.backoff.reset(k);
         }
         gone

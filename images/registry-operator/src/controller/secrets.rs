@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::Mutex;
+use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::{Stream, StreamExt};
@@ -45,14 +45,13 @@ impl SecretVersions {
     fn set(&self, key: String, version: String) {
         self.versions
             .lock()
-            .expect("secret versions poisoned")
             .insert(key, version);
     }
 
     /// What the versions of the Secrets `obj` names are now, as far as the watch knows.
     pub fn versions_of(&self, obj: &RegistryView) -> String {
         let ns = obj.namespace().unwrap_or_default();
-        let versions = self.versions.lock().expect("secret versions poisoned");
+        let versions = self.versions.lock();
         named(obj)
             .map(|name| {
                 versions
@@ -68,7 +67,6 @@ impl SecretVersions {
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
         self.versions
             .lock()
-            .expect("secret versions poisoned")
             .retain(|k, _| keep(k));
     }
 

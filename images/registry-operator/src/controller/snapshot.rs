@@ -146,6 +146,45 @@ impl Snapshot {
         }
     }
 
+    /// About what the snapshot holds in memory (its share of the snapshot cache).
+    pub fn bytes(&self) -> usize {
+        let text = |s: &str| s.len();
+        let manifests: usize = self
+            .manifests
+            .iter()
+            .map(|m| {
+                std::mem::size_of::<Manifest>()
+                    + match &m.digest {
+                        Digest::Other(d) => text(d),
+                        Digest::Sha256(_) => 0,
+                    }
+                    + match &m.media_type {
+                        Some(MediaType::Other(t)) => text(t),
+                        _ => 0,
+                    }
+                    + m.platforms
+                        .iter()
+                        .map(|p| {
+                            std::mem::size_of::<Platform>()
+                                + p.os.len()
+                                + p.architecture.len()
+                                + p.variant.as_deref().map_or(0, text)
+                                + p.digest.len()
+                        })
+                        .sum::<usize>()
+            })
+            .sum();
+        std::mem::size_of::<Self>()
+            + self.names.len()
+            + self.tags.len() * std::mem::size_of::<Tag>()
+            + manifests
+            + self
+                .notes
+                .iter()
+                .map(|(_, n)| 24 + n.len())
+                .sum::<usize>()
+    }
+
     fn tag(&self, i: usize) -> &str {
         let start = if i == 0 { 0 } else { self.tags[i - 1].end } as usize;
         &self.names[start..self.tags[i].end as usize]

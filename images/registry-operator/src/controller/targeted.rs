@@ -5,13 +5,16 @@
 //! through the usual guarded status write; the periodic scan stays the safety net.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{Api, ResourceExt};
 
 use super::changes;
+use super::contain::contained;
 use super::context::Context;
 use super::memory::PendingEvent;
 use super::memory::images_hash;
@@ -80,7 +83,7 @@ impl Refresher {
 impl Refresher {
     /// Queues `work` for the object `key` (namespace/name); starts its worker if none runs.
     pub fn submit(self: &Arc<Self>, ctx: &Arc<Context>, key: String, work: Work) {
-        let mut pending = self.pending.lock().expect("refresh queue poisoned");
+        let mut pending = self.pending.lock();
         match pending.get_mut(&key) {
             Some(slot) => slot.get_or_insert_with(Work::default).merge(work),
             None => {
@@ -94,7 +97,7 @@ impl Refresher {
         tokio::time::sleep(GATHER).await;
         loop {
             let work = {
-                let mut pending = self.pending.lock().expect("refresh queue poisoned");
+                let mut pending = self.pending.lock();
                 match pending.get_mut(&key).and_then(Option::take) {
                     Some(w) => w,
                     None => {
@@ -106,7 +109,11 @@ impl Refresher {
             let Ok(_permit) = self.running.acquire().await else {
                 return;
             };
-            let result = match refresh_object(&ctx, &key, &work).await {
+            // A panic fails this refresh only; the worker goes on and `pending` stays right.
+            let refreshed = contained(&ctx.metrics, "refresh", &key, refresh_object(&ctx, &key, &work))
+                .await
+                .unwrap_or_else(|()| Err(anyhow::anyhow!("internal error (contained)")));
+            let result = match refreshed {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(registry = %key, error = %e, "webhook refresh failed; the periodic scan will catch up");
@@ -116,7 +123,7 @@ impl Refresher {
             if result == DEFERRED {
                 drop(_permit);
                 {
-                    let mut pending = self.pending.lock().expect("refresh queue poisoned");
+                    let mut pending = self.pending.lock();
                     if let Some(slot) = pending.get_mut(&key) {
                         slot.get_or_insert_with(Work::default).merge(work);
                     }
@@ -168,10 +175,9 @@ async fn refresh_object(ctx: &Context, key: &str, work: &Work) -> anyhow::Result
         };
         // The full list of the last scan when memory has it; else the status's.
         let full = ctx
-            .recall(key, &uid, |m| {
-                m.last.as_ref().filter(|s| s.complete).map(Snapshot::images)
-            })
-            .flatten();
+            .last_scan(key, &uid)
+            .filter(|s| s.complete)
+            .map(|s| s.images());
         let (known, unlisted) = match full {
             Some(tags) => (tags, 0),
             // A capped status without the full list (just restarted): an event's tag may be one
@@ -194,8 +200,8 @@ async fn refresh_object(ctx: &Context, key: &str, work: &Work) -> anyhow::Result
             return Ok("unchanged");
         }
         let mut facts = ctx
-            .recall(key, &uid, |m| m.last.as_ref().map(Snapshot::known))
-            .flatten()
+            .last_scan(key, &uid)
+            .map(|s| s.known())
             .unwrap_or_default();
         for (digest, f) in status::known_facts(&previous) {
             facts.entry(digest).or_insert(f);
@@ -207,7 +213,7 @@ async fn refresh_object(ctx: &Context, key: &str, work: &Work) -> anyhow::Result
             ..ctx.scan_options(&obj.namespace().unwrap_or_default(), spec)?
         };
         let client =
-            ctx.registry_client(spec.insecure_skip_verify == Some(true), inputs.ca.clone())?;
+            ctx.registry_client(ns, spec.insecure_skip_verify == Some(true), inputs.ca.clone())?;
         let report = refresh(
             &client,
             &target,
@@ -276,8 +282,8 @@ fn remember(
 ) {
     let snapshot = Snapshot::of_scan(all, facts);
     let hash = written.map(|s| images_hash(s.images.as_deref().unwrap_or_default()));
+    ctx.keep_last_scan(key, uid, snapshot);
     ctx.with_memory(key, uid, |m| {
-        m.last = Some(snapshot);
         if hash.is_some() {
             m.written_images = hash;
         }

@@ -8,7 +8,9 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::SystemTime;
 
 use axum::Router;
@@ -283,7 +285,7 @@ impl SecretFile {
         let modified = std::fs::metadata(&self.path)
             .and_then(|m| m.modified())
             .ok();
-        let mut cached = self.cached.lock().expect("secret cache poisoned");
+        let mut cached = self.cached.lock();
         if modified.is_some() && cached.0 == modified {
             return cached.1.clone();
         }

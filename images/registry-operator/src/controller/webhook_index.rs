@@ -2,7 +2,7 @@
 //! kept up to date from the Registry watch's events, so that a request costs a map lookup.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::Mutex;
+use parking_lot::Mutex;
 
 use kube::ResourceExt;
 use kube::runtime::watcher;
@@ -41,7 +41,7 @@ fn key_of(obj: &RegistryView) -> String {
 
 impl Index {
     pub fn observe(&self, event: &watcher::Event<RegistryView>) {
-        let mut inner = self.inner.lock().expect("webhook index poisoned");
+        let mut inner = self.inner.lock();
         match event {
             watcher::Event::Apply(obj) => {
                 let key = key_of(obj);
@@ -71,7 +71,7 @@ impl Index {
     /// Keys of the objects that scan `repository` on `host` (on any host when the event names
     /// none), sorted.
     pub fn matching(&self, host: Option<&str>, repository: &str) -> Vec<String> {
-        let inner = self.inner.lock().expect("webhook index poisoned");
+        let inner = self.inner.lock();
         let Some(keys) = inner.by_repository.get(repository) else {
             return Vec::new();
         };

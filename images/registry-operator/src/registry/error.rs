@@ -116,6 +116,12 @@ pub enum ScanError {
         registry: String,
         realm_host: String,
     },
+
+    /// A bug met this object's input: the work was stopped and contained, the process goes on.
+    #[error(
+        "the operator hit an internal error ({phase}) on this object and stopped its {phase}; the next one retries (please report it with the operator's logs)"
+    )]
+    Internal { phase: &'static str },
 }
 
 fn rate_limit_detail(
@@ -157,6 +163,7 @@ pub enum FailureReason {
     ResponseTooLarge,
     EgressDenied,
     InsecureTokenRealm,
+    InternalError,
 }
 
 impl FailureReason {
@@ -174,6 +181,7 @@ impl FailureReason {
             Self::ResponseTooLarge => "ResponseTooLarge",
             Self::EgressDenied => "EgressDenied",
             Self::InsecureTokenRealm => "InsecureTokenRealm",
+            Self::InternalError => "InternalError",
         }
     }
 }
@@ -196,6 +204,7 @@ impl ScanError {
             Self::ResponseTooLarge { .. } => FailureReason::ResponseTooLarge,
             Self::EgressDenied { .. } => FailureReason::EgressDenied,
             Self::InsecureTokenRealm { .. } => FailureReason::InsecureTokenRealm,
+            Self::Internal { .. } => FailureReason::InternalError,
         }
     }
 }

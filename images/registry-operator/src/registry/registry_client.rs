@@ -40,9 +40,11 @@ impl RegistryClient {
         self
     }
 
-    /// One scan's conversation with `target`.
+    /// One scan's conversation with `target`, for `tenant` (whose share of the shared caches
+    /// its tokens and learned modes use).
     pub(crate) fn session<'a>(
         &'a self,
+        tenant: &'a str,
         target: &'a Target,
         credentials: Option<&'a Credentials>,
         timeout: Duration,
@@ -50,6 +52,7 @@ impl RegistryClient {
         Session::new(
             &self.transport,
             &self.state.auth,
+            tenant,
             target,
             credentials,
             timeout,

@@ -171,7 +171,7 @@ pub(crate) async fn list(
                 lister.api_name(),
                 session.target.registry()
             );
-            listers.turn_off(&base, reason.clone());
+            listers.turn_off(session.tenant(), &base, reason.clone());
             distribution(session, options, fell_back(reason)).await
         }
         Err(guard::Verdict::Failed(e)) => {

@@ -1,52 +1,64 @@
 //! Per registry: which native listing API it has, and whether a guard disagreement turned it off.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-
 use super::Lister;
+use crate::registry::cache::BoundedCache;
 
-/// Registries remembered at most; past that the map starts over (detection is cheap).
-const MAX_LISTERS: usize = 10_000;
+/// Registries remembered, in all and per tenant; past that the least recently used is
+/// forgotten (detection is cheap: one probe).
+const LISTERS_BYTES: usize = 2 << 20;
+const LISTERS_SHARE: usize = 256 << 10;
+/// Why a registry's native API is off: kept longer, since forgetting it means trusting a
+/// registry that lied again; the reason is a short message.
+const OFF_BYTES: usize = 4 << 20;
+const OFF_SHARE: usize = 512 << 10;
+/// A reason is the scan core's own message around a registry's tag name: cut, not kept whole.
+const MAX_REASON_BYTES: usize = 1024;
 
 /// Per registry base URL: which native listing API it has, and whether a guard disagreement
-/// turned it off (until the process restarts).
-#[derive(Default)]
+/// turned it off (until the process restarts or the entry is evicted).
 pub(crate) struct Listers {
-    detected: Mutex<HashMap<String, Lister>>,
-    off: Mutex<HashMap<String, String>>,
+    detected: BoundedCache<String, Lister>,
+    off: BoundedCache<String, String>,
+}
+
+impl Default for Listers {
+    fn default() -> Self {
+        Self {
+            detected: BoundedCache::new(LISTERS_BYTES, LISTERS_SHARE),
+            off: BoundedCache::new(OFF_BYTES, OFF_SHARE),
+        }
+    }
 }
 
 impl Listers {
     pub fn detected(&self, base: &str) -> Option<Lister> {
-        self.detected
-            .lock()
-            .expect("listers poisoned")
-            .get(base)
-            .copied()
+        self.detected.get(&base.to_string())
     }
 
-    pub fn detected_as(&self, base: &str, lister: Lister) {
-        let mut m = self.detected.lock().expect("listers poisoned");
-        if m.len() >= MAX_LISTERS && !m.contains_key(base) {
-            m.clear();
-        }
-        m.insert(base.to_string(), lister);
+    pub fn detected_as(&self, tenant: &str, base: &str, lister: Lister) {
+        self.detected
+            .put(tenant, base.to_string(), lister, base.len());
     }
 
     /// Why the native API of this registry is off, if it is.
     pub fn off(&self, base: &str) -> Option<String> {
-        self.off
-            .lock()
-            .expect("listers poisoned")
-            .get(base)
-            .cloned()
+        self.off.get(&base.to_string())
     }
 
-    /// Never forgotten wholesale: a registry that lied stays on the distribution API.
-    pub fn turn_off(&self, base: &str, reason: String) {
-        let mut m = self.off.lock().expect("listers poisoned");
-        if m.len() < MAX_LISTERS || m.contains_key(base) {
-            m.insert(base.to_string(), reason);
+    pub fn turn_off(&self, tenant: &str, base: &str, mut reason: String) {
+        if reason.len() > MAX_REASON_BYTES {
+            let mut cut = MAX_REASON_BYTES;
+            while !reason.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            reason.truncate(cut);
+            reason.push('…');
         }
+        let bytes = base.len() + reason.len();
+        self.off.put(tenant, base.to_string(), reason, bytes);
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.detected.bytes() + self.off.bytes()
     }
 }

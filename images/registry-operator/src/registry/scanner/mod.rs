@@ -92,7 +92,7 @@ pub async fn scan(
     options: &ScanOptions,
 ) -> Result<ScanReport, ScanError> {
     let started = Instant::now();
-    let session = client.session(target, credentials, options.timeout);
+    let session = client.session(&options.tenant, target, credentials, options.timeout);
     // Belt and braces: every request and wait already respects the deadline.
     let run = tokio::time::timeout(
         options.timeout.saturating_add(Duration::from_secs(5)),

@@ -35,7 +35,7 @@ pub async fn refresh(
     options: &ScanOptions,
 ) -> Result<RefreshReport, ScanError> {
     let started = Instant::now();
-    let session = client.session(target, credentials, options.timeout);
+    let session = client.session(&options.tenant, target, credentials, options.timeout);
     let tags: Vec<String> = tags
         .iter()
         .filter(|t| options.filter.admits(t))

@@ -39,7 +39,6 @@ impl Session<'_> {
             || self
                 .tokens_seen
                 .lock()
-                .expect("tokens poisoned")
                 .iter()
                 .any(|t| text.contains(t.as_str()))
     }
@@ -68,7 +67,7 @@ impl Session<'_> {
         if token.len() < 8 {
             return;
         }
-        let mut seen = self.tokens_seen.lock().expect("tokens poisoned");
+        let mut seen = self.tokens_seen.lock();
         if !seen.iter().any(|t| t == token) {
             if seen.len() >= MAX_SCRUBBED_TOKENS {
                 seen.remove(0);

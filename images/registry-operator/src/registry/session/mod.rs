@@ -10,7 +10,9 @@ mod authenticate;
 mod messages;
 mod send;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use super::auth::{AuthKey, AuthMode, AuthState, Credentials};
@@ -24,6 +26,8 @@ pub(crate) struct Session<'a> {
     transport: &'a Transport,
     auth_state: &'a AuthState,
     pub target: &'a Target,
+    /// Whose share of the shared caches this session's entries use.
+    tenant: &'a str,
     credentials: Option<&'a Credentials>,
     auth_key: AuthKey,
     auth: Mutex<AuthMode>,
@@ -41,16 +45,26 @@ impl<'a> Session<'a> {
     pub fn new(
         transport: &'a Transport,
         auth_state: &'a AuthState,
+        tenant: &'a str,
         target: &'a Target,
         credentials: Option<&'a Credentials>,
         scan_timeout: Duration,
     ) -> Self {
-        Self::scoped(transport, auth_state, target, credentials, scan_timeout, "")
+        Self::scoped(
+            transport,
+            auth_state,
+            tenant,
+            target,
+            credentials,
+            scan_timeout,
+            "",
+        )
     }
 
     fn scoped(
         transport: &'a Transport,
         auth_state: &'a AuthState,
+        tenant: &'a str,
         target: &'a Target,
         credentials: Option<&'a Credentials>,
         scan_timeout: Duration,
@@ -76,6 +90,7 @@ impl<'a> Session<'a> {
             transport,
             auth_state,
             target,
+            tenant,
             credentials,
             auth_key,
             auth: Mutex::new(mode),
@@ -103,6 +118,7 @@ impl<'a> Session<'a> {
         let mut s = Session::scoped(
             self.transport,
             self.auth_state,
+            self.tenant,
             target,
             credentials,
             self.scan_timeout,
@@ -141,6 +157,11 @@ impl<'a> Session<'a> {
         }
         tokio::time::sleep(wait).await;
         Ok(())
+    }
+
+    /// Whose share of the shared caches this session uses.
+    pub fn tenant(&self) -> &'a str {
+        self.tenant
     }
 
     pub fn credentials(&self) -> Option<&'a Credentials> {

@@ -332,12 +332,21 @@ async fn absurd_rate_limit_numbers_never_crash_the_scan() {
             },
         ));
         let out = run_scan(&["--url", &proxy.url, "--repository", "cli/app"], None);
-        assert_ne!(out.status.code(), Some(101), "reset {reset}: {}", text(&out));
+        assert_ne!(
+            out.status.code(),
+            Some(101),
+            "reset {reset}: {}",
+            text(&out)
+        );
         assert!(
             out.status.code().is_some(),
             "reset {reset}: killed by a signal: {}",
             text(&out)
         );
-        assert!(!text(&out).contains("panicked"), "reset {reset}: {}", text(&out));
+        assert!(
+            !text(&out).contains("panicked"),
+            "reset {reset}: {}",
+            text(&out)
+        );
     }
 }

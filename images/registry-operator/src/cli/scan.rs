@@ -3,8 +3,8 @@
 //! digest and facts; `--previous` reads both, so a rescan of an unchanged repository, however
 //! large, costs only the tag list and one HEAD per tag.
 
-use std::panic::AssertUnwindSafe;
 use std::io::Read;
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;

@@ -1,8 +1,8 @@
 //! Per-object retry delays: exponential with full jitter, so that objects failing together
 //! (an apiserver answering 429) spread out instead of retrying in lockstep.
 
-use std::collections::HashMap;
 use parking_lot::Mutex;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use rand::Rng;

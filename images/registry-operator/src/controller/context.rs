@@ -191,10 +191,12 @@ impl Context {
         let bytes = snapshot.bytes().saturating_add(key.len() + uid.len());
         let key = key.to_string();
         // Over the namespace's share on its own: not kept (the next scan reads the status).
-        if !self
-            .snapshots
-            .put(tenant_of(&key), key.clone(), (uid.to_string(), Arc::new(snapshot)), bytes)
-        {
+        if !self.snapshots.put(
+            tenant_of(&key),
+            key.clone(),
+            (uid.to_string(), Arc::new(snapshot)),
+            bytes,
+        ) {
             self.snapshots.remove(&key);
         }
     }

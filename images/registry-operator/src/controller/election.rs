@@ -200,12 +200,7 @@ impl Elector {
     fn lose(&self, shard: u32) {
         // Cancel first: the work must stop before anyone else can take the shard.
         self.ownership.set(shard, false);
-        let was_held = self
-            .state
-            .lock()
-            .held
-            .remove(&shard)
-            .is_some();
+        let was_held = self.state.lock().held.remove(&shard).is_some();
         if was_held {
             let _ = self.changes.send(Change::Lost(shard));
         }
@@ -213,10 +208,7 @@ impl Elector {
     }
 
     fn gain(&self, shard: u32, lease: Lease, sent: Instant) {
-        self.state
-            .lock()
-            .held
-            .insert(shard, (lease, sent));
+        self.state.lock().held.insert(shard, (lease, sent));
         self.ownership.set(shard, true);
         let _ = self.changes.send(Change::Acquired(shard));
         tracing::info!(shard, identity = %self.cfg.identity, "acquired the leader lease");

@@ -109,9 +109,14 @@ async fn scan_and_write(job: &Job, ctx: &Context) -> Result<Action, Error> {
     let outcome = match prepare(job, ctx).await? {
         Ok((target, inputs)) => {
             // A panic in the scan fails this object with InternalError, like any scan error.
-            let result = contained(&ctx.metrics, "scan", &job.key, run_scan(job, ctx, &target, &inputs))
-                .await
-                .unwrap_or(Err(ScanError::Internal { phase: "scan" }));
+            let result = contained(
+                &ctx.metrics,
+                "scan",
+                &job.key,
+                run_scan(job, ctx, &target, &inputs),
+            )
+            .await
+            .unwrap_or(Err(ScanError::Internal { phase: "scan" }));
             outcome_of_scan(job, ctx, result, inputs.versions)
         }
         Err((problem, versions)) => outcome_of_failure(job, ctx, &problem, versions),

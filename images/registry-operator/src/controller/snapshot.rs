@@ -178,11 +178,7 @@ impl Snapshot {
             + self.names.len()
             + self.tags.len() * std::mem::size_of::<Tag>()
             + manifests
-            + self
-                .notes
-                .iter()
-                .map(|(_, n)| 24 + n.len())
-                .sum::<usize>()
+            + self.notes.iter().map(|(_, n)| 24 + n.len()).sum::<usize>()
     }
 
     fn tag(&self, i: usize) -> &str {

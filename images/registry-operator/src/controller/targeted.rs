@@ -110,9 +110,14 @@ impl Refresher {
                 return;
             };
             // A panic fails this refresh only; the worker goes on and `pending` stays right.
-            let refreshed = contained(&ctx.metrics, "refresh", &key, refresh_object(&ctx, &key, &work))
-                .await
-                .unwrap_or_else(|()| Err(anyhow::anyhow!("internal error (contained)")));
+            let refreshed = contained(
+                &ctx.metrics,
+                "refresh",
+                &key,
+                refresh_object(&ctx, &key, &work),
+            )
+            .await
+            .unwrap_or_else(|()| Err(anyhow::anyhow!("internal error (contained)")));
             let result = match refreshed {
                 Ok(r) => r,
                 Err(e) => {
@@ -212,8 +217,11 @@ async fn refresh_object(ctx: &Context, key: &str, work: &Work) -> anyhow::Result
             known: facts,
             ..ctx.scan_options(&obj.namespace().unwrap_or_default(), spec)?
         };
-        let client =
-            ctx.registry_client(ns, spec.insecure_skip_verify == Some(true), inputs.ca.clone())?;
+        let client = ctx.registry_client(
+            ns,
+            spec.insecure_skip_verify == Some(true),
+            inputs.ca.clone(),
+        )?;
         let report = refresh(
             &client,
             &target,

@@ -1,8 +1,8 @@
 //! Which Registry objects a webhook event is about: (registry host, repository) → object keys,
 //! kept up to date from the Registry watch's events, so that a request costs a map lookup.
 
-use std::collections::{BTreeSet, HashMap};
 use parking_lot::Mutex;
+use std::collections::{BTreeSet, HashMap};
 
 use kube::ResourceExt;
 use kube::runtime::watcher;

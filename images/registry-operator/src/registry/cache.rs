@@ -117,10 +117,13 @@ impl<K: Eq + Hash + Clone, V> BoundedCache<K, V> {
             Some((name, _)) => name.clone(),
             None => Arc::from(tenant),
         };
-        let t = inner.tenants.entry(tenant.clone()).or_insert_with(|| Tenant {
-            bytes: 0,
-            order: BTreeMap::new(),
-        });
+        let t = inner
+            .tenants
+            .entry(tenant.clone())
+            .or_insert_with(|| Tenant {
+                bytes: 0,
+                order: BTreeMap::new(),
+            });
         t.bytes = t.bytes.saturating_add(bytes);
         t.order.insert(tick, key.clone());
         inner.bytes = inner.bytes.saturating_add(bytes);
@@ -149,6 +152,13 @@ impl<K: Eq + Hash + Clone, V> BoundedCache<K, V> {
 
     pub fn remove(&self, key: &K) -> Option<V> {
         self.inner.lock().take(key)
+    }
+
+    /// Runs `f` holding the cache's lock (the fault-injection build panics there).
+    #[cfg(feature = "fault-injection")]
+    pub fn while_locked<R>(&self, f: impl FnOnce() -> R) -> R {
+        let _held = self.inner.lock();
+        f()
     }
 
     /// Bytes held in all.
@@ -215,7 +225,11 @@ mod tests {
             assert!(cache.put("t", i, i, E));
         }
         assert_eq!(cache.bytes(), 1000);
-        assert_eq!(cache.get(&0), Some(0), "0 is used again, so 1 is the oldest");
+        assert_eq!(
+            cache.get(&0),
+            Some(0),
+            "0 is used again, so 1 is the oldest"
+        );
         assert!(cache.put("t", 10, 10, E));
         assert_eq!(cache.bytes(), 1000);
         assert_eq!(cache.get(&1), None, "the least recently used went");
@@ -224,11 +238,17 @@ mod tests {
         assert!(cache.put("t", 11, 11, 3 * 100 - ENTRY_OVERHEAD));
         assert!(cache.bytes() <= 1000);
         assert_eq!(cache.len(), 8, "a heavy entry evicts as many as it needs");
-        assert!(!cache.put("t", 12, 12, 2000), "larger than the cache: refused");
+        assert!(
+            !cache.put("t", 12, 12, 2000),
+            "larger than the cache: refused"
+        );
         assert!(cache.remove_if(&0, |v| *v == 0));
         assert_eq!(cache.remove(&11), Some(11));
         assert_eq!(cache.bytes(), 600);
-        assert!(cache.put("t", 10, 10, E), "a replaced entry is not charged twice");
+        assert!(
+            cache.put("t", 10, 10, E),
+            "a replaced entry is not charged twice"
+        );
         assert_eq!(cache.bytes(), 600);
     }
 
@@ -246,7 +266,10 @@ mod tests {
         for i in 0..3 {
             assert!(cache.get(&format!("v{i}")).is_some(), "v{i} survived");
         }
-        assert!(!cache.put("attacker", "big".into(), (), 400), "over its share");
+        assert!(
+            !cache.put("attacker", "big".into(), (), 400),
+            "over its share"
+        );
     }
 
     #[test]
@@ -264,7 +287,11 @@ mod tests {
             cache.put("third", format!("t{i}"), (), E);
             assert!(cache.bytes() <= 1000);
         }
-        assert_eq!(cache.tenant_bytes("small"), 200, "below its fair part: untouched");
+        assert_eq!(
+            cache.tenant_bytes("small"),
+            200,
+            "below its fair part: untouched"
+        );
         assert_eq!(cache.tenant_bytes("third"), 400);
         assert_eq!(cache.tenant_bytes("big"), 400);
         assert!(cache.get(&"b0".to_string()).is_none() && cache.get(&"b1".to_string()).is_none());

@@ -260,7 +260,7 @@ pub(crate) fn body_excerpt(body: &[u8]) -> String {
     )
 }
 
-fn truncate(s: &str, max: usize) -> String {
+pub(crate) fn truncate(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         s.to_string()
     } else {

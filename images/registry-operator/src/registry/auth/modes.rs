@@ -36,23 +36,21 @@ impl Default for AuthModes {
 /// [`crate::registry::FAULT_INJECTION_REPOSITORY`]: shows that a panic is contained and that
 /// the lock does not stay poisoned. Compiled only with the `fault-injection` feature.
 #[cfg(feature = "fault-injection")]
-fn injected_fault(key: &AuthKey) {
+fn injected_fault(modes: &BoundedCache<AuthKey, AuthMode>, key: &AuthKey) {
     use std::sync::atomic::{AtomicBool, Ordering};
     static FIRED: AtomicBool = AtomicBool::new(false);
-    if key.1 == crate::registry::FAULT_INJECTION_REPOSITORY && !FIRED.swap(true, Ordering::SeqCst)
-    {
-        panic!("injected panic (fault-injection build) while holding the auth-mode cache lock");
+    if key.1 == crate::registry::FAULT_INJECTION_REPOSITORY && !FIRED.swap(true, Ordering::SeqCst) {
+        modes.while_locked(|| {
+            panic!("injected panic (fault-injection build) while holding the auth-mode cache lock")
+        });
     }
 }
 
 impl AuthModes {
     pub fn get(&self, key: &AuthKey) -> Option<AuthMode> {
-        self.modes
-            .with(key, |mode| {
-                #[cfg(feature = "fault-injection")]
-                injected_fault(key);
-                mode.clone()
-            })
+        #[cfg(feature = "fault-injection")]
+        injected_fault(&self.modes, key);
+        self.modes.get(key)
     }
 
     pub fn put(&self, tenant: &str, key: AuthKey, mode: AuthMode) {
@@ -60,7 +58,9 @@ impl AuthModes {
             + key.1.len()
             + key.2.len()
             + match &mode {
-                AuthMode::Bearer(k) => k.realm.len() + k.service.len() + k.scope.len() + k.credential.len(),
+                AuthMode::Bearer(k) => {
+                    k.realm.len() + k.service.len() + k.scope.len() + k.credential.len()
+                }
                 _ => 0,
             };
         self.modes.put(tenant, key, mode, bytes);

@@ -52,7 +52,9 @@ impl TokenKey {
 impl TokenCache {
     pub fn get(&self, key: &TokenKey) -> Option<String> {
         self.tokens
-            .with(key, |(t, until)| (Instant::now() < *until).then(|| t.clone()))
+            .with(key, |(t, until)| {
+                (Instant::now() < *until).then(|| t.clone())
+            })
             .flatten()
     }
 
@@ -163,12 +165,26 @@ mod tests {
             credential: String::new(),
         };
         let lifetime = Duration::from_secs(300);
-        cache.put("victim", key("repository:v:pull".into()), "v".repeat(2048), lifetime);
+        cache.put(
+            "victim",
+            key("repository:v:pull".into()),
+            "v".repeat(2048),
+            lifetime,
+        );
         let token = "x".repeat(MAX_TOKEN_BYTES);
         for i in 0..1_000 {
-            cache.put("attacker", key(format!("repository:a{i}:pull")), token.clone(), lifetime);
+            cache.put(
+                "attacker",
+                key(format!("repository:a{i}:pull")),
+                token.clone(),
+                lifetime,
+            );
         }
-        assert!(cache.bytes() <= TOKEN_CACHE_SHARE + 4096, "{}", cache.bytes());
+        assert!(
+            cache.bytes() <= TOKEN_CACHE_SHARE + 4096,
+            "{}",
+            cache.bytes()
+        );
         assert!(cache.get(&key("repository:v:pull".into())).is_some());
     }
 }

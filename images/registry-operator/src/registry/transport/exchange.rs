@@ -292,7 +292,14 @@ mod tests {
             None,
             "a reset in the past"
         );
-        for absurd in ["1e300", "1.8e19", "18446744073709551616", "inf", "-1", "NaN"] {
+        for absurd in [
+            "1e300",
+            "1.8e19",
+            "18446744073709551616",
+            "inf",
+            "-1",
+            "NaN",
+        ] {
             let _ = at(&[
                 ("x-ratelimit-remaining", "0"),
                 ("x-ratelimit-reset", absurd),

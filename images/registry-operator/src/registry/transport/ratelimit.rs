@@ -71,7 +71,8 @@ impl HostGates {
 
     /// Reserves the next slot at `url`'s host: the wait before the request may be sent.
     pub fn admit(&self, tenant: &str, url: &Url) -> Admission {
-        self.for_url(tenant, url).admit(Instant::now(), self.spacing)
+        self.for_url(tenant, url)
+            .admit(Instant::now(), self.spacing)
     }
 
     /// Closes `url`'s host for `wait` (never shortens an earlier, longer close).

@@ -93,4 +93,12 @@ async fn a_panic_in_one_scan_fails_only_that_object() {
         1.0,
         "one panic in all"
     );
+    // The caches' sizes are exported, the snapshots' among them.
+    assert!(
+        op.metric("registry_operator_cache_bytes", &["cache=\"snapshots\""])
+            .await
+            > 0.0,
+        "{}",
+        op.metrics().await
+    );
 }

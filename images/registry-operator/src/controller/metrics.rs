@@ -234,8 +234,10 @@ impl Metrics {
             sample(self);
         }
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("encoding metrics to a String");
+        // Writing to a String cannot fail; an encoder error leaves a partial page, not a panic.
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::warn!(error = %e, "encoding metrics");
+        }
         out
     }
 

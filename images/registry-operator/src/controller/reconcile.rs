@@ -482,8 +482,12 @@ fn degraded_message(s: &RegistryStatus) -> Option<String> {
 
 /// The status tells when the scan finished, not when it was queued.
 fn status_context_now(job: &Job, ctx: &Context) -> status::Context {
-    let next = Time(k8s_openapi::jiff::Timestamp::now() + job.interval);
-    status_context(job, ctx, Some(next))
+    // Checked: `+` panics past the year 9999, and the interval comes from the spec.
+    let next = k8s_openapi::jiff::Timestamp::now()
+        .checked_add(job.interval)
+        .ok()
+        .map(Time);
+    status_context(job, ctx, next)
 }
 
 fn status_context(job: &Job, ctx: &Context, next: Option<Time>) -> status::Context {

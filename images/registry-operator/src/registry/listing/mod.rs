@@ -132,7 +132,8 @@ pub(crate) async fn list(
         Lister::Quay => quay::list(session, &mut collector).await,
         Lister::Gar => gar::list(session, &mut collector, options.page_size).await,
         Lister::Acr => acr::list(session, &mut collector).await,
-        Lister::Distribution => unreachable!("handled above"),
+        // Returned above; listed the plain way should that ever change.
+        Lister::Distribution => return distribution(session, options, None).await,
     };
     let fell_back = |reason: String| {
         tracing::info!(registry = %session.target.registry(), repository = session.target.repository(), lister = lister.as_str(), %reason, "native listing not used; falling back to the distribution API");

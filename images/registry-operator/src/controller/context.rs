@@ -15,7 +15,7 @@ use super::memory::Memory;
 use super::metrics::{Metrics, RequestCounter};
 use super::secrets::SecretVersions;
 use super::shards::Ownership;
-use super::snapshot::Snapshot;
+use super::snapshot::{Snapshot, Snapshots};
 use crate::api::RegistrySpec;
 use crate::registry::cache::BoundedCache;
 use crate::registry::{
@@ -60,25 +60,16 @@ pub struct Context {
     /// across scans (bounded inside): a rescan sends its cached token up front.
     registry_state: Arc<RegistryState>,
     memory: Mutex<HashMap<String, Memory>>,
-    /// Each object's last good scan (by key, with its UID), bounded in bytes with a share per
-    /// namespace: an evicted one is read back from the status, as after a restart.
-    snapshots: BoundedCache<String, (String, Arc<Snapshot>)>,
+    /// Each object's last good scan, bounded in bytes with a share per namespace.
+    snapshots: Snapshots,
     clients: BoundedCache<ClientKey, RegistryClient>,
 }
 
-/// All snapshots, and one namespace's part of them.
-const SNAPSHOTS_BYTES: usize = 128 << 20;
-const SNAPSHOTS_SHARE: usize = 32 << 20;
 /// Pooled clients, and one namespace's part. A client is charged its CA bundle and this much
 /// for its connection pool and TLS configuration (an estimate: idle connections come and go).
 const CLIENTS_BYTES: usize = 64 << 20;
 const CLIENTS_SHARE: usize = 8 << 20;
 const CLIENT_COST: usize = 256 << 10;
-
-/// The tenant (namespace) of an object key `namespace/name`.
-fn tenant_of(key: &str) -> &str {
-    key.split_once('/').map_or("", |(ns, _)| ns)
-}
 
 impl Context {
     pub fn new(
@@ -101,7 +92,7 @@ impl Context {
             shards,
             backoff: Backoff::default(),
             memory: Mutex::default(),
-            snapshots: BoundedCache::new(SNAPSHOTS_BYTES, SNAPSHOTS_SHARE),
+            snapshots: Snapshots::default(),
             clients: BoundedCache::new(CLIENTS_BYTES, CLIENTS_SHARE),
             settings,
         }
@@ -176,29 +167,17 @@ impl Context {
 
     pub fn forget(&self, key: &str) {
         self.memory.lock().remove(key);
-        self.snapshots.remove(&key.to_string());
+        self.snapshots.forget(key);
     }
 
     /// The last good scan of the object `key` with this UID, if still kept.
     pub fn last_scan(&self, key: &str, uid: &str) -> Option<Arc<Snapshot>> {
-        self.snapshots
-            .with(&key.to_string(), |(u, s)| (u == uid).then(|| s.clone()))
-            .flatten()
+        self.snapshots.get(key, uid)
     }
 
     /// Keeps `snapshot` as the last good scan of `key`, charged to its namespace.
     pub fn keep_last_scan(&self, key: &str, uid: &str, snapshot: Snapshot) {
-        let bytes = snapshot.bytes().saturating_add(key.len() + uid.len());
-        let key = key.to_string();
-        // Over the namespace's share on its own: not kept (the next scan reads the status).
-        if !self.snapshots.put(
-            tenant_of(&key),
-            key.clone(),
-            (uid.to_string(), Arc::new(snapshot)),
-            bytes,
-        ) {
-            self.snapshots.remove(&key);
-        }
+        self.snapshots.keep(key, uid, snapshot);
     }
 
     /// Bytes held by the controller's caches and the scan core's.
@@ -217,7 +196,7 @@ impl Context {
         let gone: Vec<String> = memory.keys().filter(|k| !keep(k)).cloned().collect();
         for k in &gone {
             memory.remove(k);
-            self.snapshots.remove(k);
+            self.snapshots.forget(k);
             self.backoff.reset(k);
         }
         gone

@@ -5,8 +5,59 @@
 //! watch cache does not have to hold `status.images`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
+use crate::registry::cache::BoundedCache;
 use crate::registry::{Image, ManifestFacts, Platform};
+
+/// All objects' snapshots, and one namespace's part of them.
+const SNAPSHOTS_BYTES: usize = 128 << 20;
+const SNAPSHOTS_SHARE: usize = 32 << 20;
+
+/// Every object's last good scan, by object key (`namespace/name`) with the object's UID,
+/// bounded in bytes with a share per namespace: one namespace's huge repositories evict only
+/// its own snapshots (or, when the whole cache is full, the biggest namespace's). An evicted
+/// snapshot is read back from the status, as after a restart.
+pub struct Snapshots {
+    cache: BoundedCache<String, (String, Arc<Snapshot>)>,
+}
+
+impl Default for Snapshots {
+    fn default() -> Self {
+        Self::new(SNAPSHOTS_BYTES, SNAPSHOTS_SHARE)
+    }
+}
+
+impl Snapshots {
+    fn new(bytes: usize, share: usize) -> Self {
+        Self {
+            cache: BoundedCache::new(bytes, share),
+        }
+    }
+
+    pub fn get(&self, key: &str, uid: &str) -> Option<Arc<Snapshot>> {
+        self.cache
+            .with(&key.to_string(), |(u, s)| (u == uid).then(|| s.clone()))
+            .flatten()
+    }
+
+    /// Keeps `snapshot` for `key`; one over the namespace's share on its own is not kept
+    /// (and the one before it is gone: the next scan reads the status back).
+    pub fn keep(&self, key: &str, uid: &str, snapshot: Snapshot) {
+        let namespace = key.split_once('/').map_or("", |(ns, _)| ns);
+        let bytes = snapshot.bytes().saturating_add(key.len() + uid.len());
+        let value = (uid.to_string(), Arc::new(snapshot));
+        self.cache.put(namespace, key.to_string(), value, bytes);
+    }
+
+    pub fn forget(&self, key: &str) {
+        self.cache.remove(&key.to_string());
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.cache.bytes()
+    }
+}
 
 pub struct Snapshot {
     /// Tag names back to back, in version order.
@@ -299,5 +350,56 @@ mod tests {
         assert!(!s.complete);
         assert_eq!(s.known().len(), 1);
         assert_eq!(s.images(), images);
+    }
+}
+
+#[cfg(test)]
+mod bounded {
+    use super::*;
+
+    fn snapshot(tags: usize, tag_bytes: usize) -> Snapshot {
+        let images: Vec<Image> = (0..tags)
+            .map(|i| Image {
+                tag: format!("{i:0tag_bytes$}"),
+                digest: format!("sha256:{}", hex::encode([(i % 251) as u8; 32])),
+                size: Some(1),
+                media_type: None,
+                platforms: vec![],
+                note: None,
+            })
+            .collect();
+        Snapshot::of_scan(&images, &HashMap::new())
+    }
+
+    #[test]
+    fn one_namespaces_huge_snapshots_cannot_evict_anothers() {
+        let one = snapshot(100, 100);
+        let size = one.bytes();
+        assert!(size > 100 * 100, "counts its tag names: {size}");
+        let snapshots = Snapshots::new(20 * size, 4 * size);
+        snapshots.keep("victim/a", "u1", snapshot(100, 100));
+        snapshots.keep("victim/b", "u2", snapshot(100, 100));
+        for i in 0..200 {
+            snapshots.keep(&format!("flood/o{i}"), "u", snapshot(100, 100));
+            assert!(snapshots.bytes() <= 20 * size);
+        }
+        assert!(snapshots.get("victim/a", "u1").is_some());
+        assert!(snapshots.get("victim/b", "u2").is_some());
+        assert!(
+            snapshots.get("victim/a", "other-uid").is_none(),
+            "another object's"
+        );
+        assert!(
+            snapshots.get("flood/o199", "u").is_some(),
+            "the newest stays"
+        );
+        assert!(snapshots.get("flood/o0", "u").is_none(), "the oldest went");
+        snapshots.keep("flood/huge", "u", snapshot(1000, 100));
+        assert!(
+            snapshots.get("flood/huge", "u").is_none(),
+            "over the share: not kept"
+        );
+        snapshots.forget("victim/a");
+        assert!(snapshots.get("victim/a", "u1").is_none());
     }
 }

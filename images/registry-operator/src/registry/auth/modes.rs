@@ -83,14 +83,21 @@ mod tests {
     #[test]
     fn auth_modes_are_bounded() {
         let modes = AuthModes::default();
+        let victim = ("https://v".to_string(), "app".to_string(), String::new());
+        modes.put("victim", victim.clone(), AuthMode::Basic);
         for i in 0..20_000 {
             modes.put(
-                "tenant",
+                "attacker",
                 ("https://r".into(), format!("repo{i}"), String::new()),
                 AuthMode::Basic,
             );
         }
-        assert!(modes.bytes() <= AUTH_MODES_SHARE);
+        assert!(modes.bytes() <= AUTH_MODES_SHARE + 1024);
+        assert_eq!(
+            modes.get(&victim),
+            Some(AuthMode::Basic),
+            "another tenant's flood"
+        );
         assert!(modes.len() > 1_000, "evicted one at a time");
         assert_eq!(
             modes.get(&("https://r".into(), "repo19999".into(), String::new())),

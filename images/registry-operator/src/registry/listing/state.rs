@@ -62,3 +62,33 @@ impl Listers {
         self.detected.bytes() + self.off.bytes()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_flood_of_registries_forgets_only_the_flooders_own() {
+        let listers = Listers::default();
+        listers.detected_as("victim", "https://harbor.example/", Lister::Harbor);
+        listers.turn_off("victim", "https://quay.example/", "q".repeat(1 << 20));
+        for i in 0..50_000 {
+            let base = format!("https://r{i}.example/");
+            listers.detected_as("attacker", &base, Lister::Harbor);
+            listers.turn_off("attacker", &base, format!("disagreed {i}"));
+        }
+        assert!(listers.bytes() <= LISTERS_SHARE + OFF_SHARE + (64 << 10));
+        assert_eq!(
+            listers.detected("https://harbor.example/"),
+            Some(Lister::Harbor)
+        );
+        let reason = listers.off("https://quay.example/").unwrap();
+        assert!(reason.len() <= MAX_REASON_BYTES + 3, "the reason is cut");
+        assert_eq!(
+            listers.detected("https://r0.example/"),
+            None,
+            "its oldest went"
+        );
+        assert!(listers.detected("https://r49999.example/").is_some());
+    }
+}

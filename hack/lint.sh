@@ -2,7 +2,8 @@
 # Deckhouse module checks (`make lint`):
 #   1. dmt lint .                    Deckhouse's module linter, zero errors and zero warnings, with and
 #                                    without MODULES_MODULE_TAG (rules off: .dmtlint.yaml)
-#   2. helm lint, helm template      the chart renders with default values and with every setting changed
+#   2. helm lint, helm template      the chart renders with default values, with every setting changed
+#                                    and with a Deckhouse cluster configuration (networks, proxy)
 #   3. server-side dry run           a real kube-apiserver (testenv) accepts every rendered object and
 #                                    crds/registry.yaml; its authorizer confirms the operator's RBAC
 #   4. cargo test --test chart_render settings land where they should; Deckhouse conventions hold
@@ -79,6 +80,9 @@ render() { # render <name> <helm args...>
   || fail "helm lint failed"
 render default "${api_versions[@]}" -f hack/testdata/values-default.yaml
 render custom "${api_versions[@]}" -f hack/testdata/values-default.yaml -f hack/testdata/values-custom.yaml
+# A cluster Deckhouse installed: its networks and its HTTP proxy reach the operator.
+render cluster "${api_versions[@]}" -f hack/testdata/values-default.yaml -f hack/testdata/values-custom.yaml \
+  -f hack/testdata/values-cluster.yaml
 # Without the VPA and Prometheus APIs (and modules): the guarded objects must simply be left out.
 render bare -f hack/testdata/values-default.yaml --set 'global.enabledModules={}'
 if grep -qE '^kind: (VerticalPodAutoscaler|ServiceMonitor|PrometheusRule|GrafanaDashboardDefinition)$' "$work/bare.yaml"; then
@@ -124,6 +128,7 @@ dry_run() { # dry_run <file>
 dry_run crds/registry.yaml
 dry_run "$work/default.yaml"
 dry_run "$work/custom.yaml"
+dry_run "$work/cluster.yaml"
 dry_run "$work/bare.yaml"
 
 # The RBAC really grants what the operator needs, and no more: apply the default render for real

@@ -19,6 +19,7 @@ const MODULE: &str = "registry-operator";
 const NAMESPACE: &str = "d8-registry-operator";
 const VALUES_DEFAULT: &str = "hack/testdata/values-default.yaml";
 const VALUES_CUSTOM: &str = "hack/testdata/values-custom.yaml";
+const VALUES_CLUSTER: &str = "hack/testdata/values-cluster.yaml";
 const API_VERSIONS: [&str; 2] = [
     "autoscaling.k8s.io/v1/VerticalPodAutoscaler",
     "monitoring.coreos.com/v1/ServiceMonitor",
@@ -259,6 +260,7 @@ fn defaults_render_the_documented_flags_placement_and_resources() {
     assert_eq!(flag(&a, "registry-requests-per-second"), None, "{a:?}");
     assert_eq!(env(d, "EGRESS_ALLOW").as_deref(), Some(""));
     assert_eq!(env(d, "EGRESS_DENY").as_deref(), Some(""));
+    assert_eq!(env(d, "EGRESS_CLUSTER_NETWORKS").as_deref(), Some(""));
     assert_eq!(at(&d.value, "spec.replicas"), Some(&yaml("1")));
 
     let pod = at(&d.value, "spec.template.spec").unwrap();
@@ -469,6 +471,89 @@ fn every_setting_changed_lands_in_the_deployment() {
             "eyJhdXRocyI6eyJtaXJyb3IuZXhhbXBsZS5vcmciOnsiYXV0aCI6ImJXbHljbTl5T20xcGNuSnZjaTF6WldOeVpYUT0ifX19"
         )
     );
+}
+
+/// The cluster configuration Deckhouse passes every module: its Pod and Service networks are
+/// closed to scans unless `egress.allowClusterNetworks` opens them, and its HTTP proxy reaches
+/// the operator through the operator's own variables (it never reads `HTTP(S)_PROXY`), with the
+/// cluster's addresses going direct, where the egress policy judges them.
+#[test]
+fn cluster_networks_are_closed_and_the_cluster_proxy_is_passed() {
+    let proxy_vars = [
+        "REGISTRY_HTTP_PROXY",
+        "REGISTRY_HTTPS_PROXY",
+        "REGISTRY_NO_PROXY",
+    ];
+    let lib_helm_proxy_vars = ["HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy"];
+
+    // No cluster configuration (a cluster Deckhouse did not install): nothing to close, no proxy.
+    let objs = Render::defaults().objects();
+    let d = operator(&objs);
+    assert_eq!(env(d, "EGRESS_CLUSTER_NETWORKS").as_deref(), Some(""));
+    for var in proxy_vars.iter().chain(&lib_helm_proxy_vars) {
+        assert_eq!(env(d, var), None, "{var}");
+    }
+
+    let objs = Render::defaults().values(VALUES_CLUSTER).objects();
+    let d = operator(&objs);
+    assert_eq!(
+        env(d, "EGRESS_CLUSTER_NETWORKS").as_deref(),
+        Some("10.111.0.0/16,10.222.0.0/16")
+    );
+    assert_eq!(
+        env(d, "REGISTRY_HTTP_PROXY").as_deref(),
+        Some("http://proxy.corp.example:3128")
+    );
+    assert_eq!(
+        env(d, "REGISTRY_HTTPS_PROXY").as_deref(),
+        Some("http://proxy-user:proxy-Secret@proxy.corp.example:3129")
+    );
+    assert_eq!(
+        env(d, "REGISTRY_NO_PROXY").as_deref(),
+        Some(
+            "127.0.0.1,169.254.169.254,cluster.local,10.111.0.0/16,10.222.0.0/16,registry.corp.example,10.50.0.0/16"
+        )
+    );
+    // The proxy URL may hold a password: an env value of the Pod, never an argument.
+    assert!(
+        args(d).iter().all(|a| !a.contains("proxy")),
+        "{:?}",
+        args(d)
+    );
+    for var in lib_helm_proxy_vars {
+        assert_eq!(env(d, var), None, "{var}");
+    }
+
+    // The admin opens the cluster networks: the flag's value is empty, the proxy stays.
+    let objs = Render::defaults()
+        .values(VALUES_CLUSTER)
+        .set("registryOperator.egress.allowClusterNetworks=true")
+        .objects();
+    let d = operator(&objs);
+    assert_eq!(env(d, "EGRESS_CLUSTER_NETWORKS").as_deref(), Some(""));
+    assert!(env(d, "REGISTRY_HTTPS_PROXY").is_some());
+
+    // Networks without a proxy; only an HTTPS proxy.
+    let objs = Render::defaults()
+        .values(VALUES_CLUSTER)
+        .set("global.clusterConfiguration.proxy=null")
+        .objects();
+    let d = operator(&objs);
+    assert_eq!(
+        env(d, "EGRESS_CLUSTER_NETWORKS").as_deref(),
+        Some("10.111.0.0/16,10.222.0.0/16")
+    );
+    for var in proxy_vars {
+        assert_eq!(env(d, var), None, "{var}");
+    }
+    let objs = Render::defaults()
+        .values(VALUES_CLUSTER)
+        .set("global.clusterConfiguration.proxy.httpProxy=null")
+        .objects();
+    let d = operator(&objs);
+    assert_eq!(env(d, "REGISTRY_HTTP_PROXY"), None);
+    assert!(env(d, "REGISTRY_HTTPS_PROXY").is_some());
+    assert!(env(d, "REGISTRY_NO_PROXY").is_some());
 }
 
 /// Webhooks on: a Service for the receiver's named port, the shared secret mounted from the
@@ -893,6 +978,7 @@ fn all_renders() -> Vec<(&'static str, Vec<Obj>)> {
     vec![
         ("default", Render::defaults().objects()),
         ("custom", Render::custom().objects()),
+        ("cluster", Render::custom().values(VALUES_CLUSTER).objects()),
         (
             "ha",
             Render::defaults()

@@ -17,6 +17,13 @@ pub const DEFAULT_SCAN_INTERVAL: i64 = 300;
 pub const MIN_SCAN_INTERVAL: i64 = 30;
 pub const DEFAULT_MAX_IMAGES: i32 = 1000;
 
+/// A URL whose authority holds an `@`: user information, with or without a scheme.
+macro_rules! url_credentials {
+    () => {
+        "^([a-zA-Z][-+.a-zA-Z0-9]*://)?[^/?#]*@"
+    };
+}
+
 /// A repository in a Docker/OCI registry that registry-operator scans on a schedule,
 /// recording every tag's digest and size in `status.images`.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -67,9 +74,19 @@ pub const DEFAULT_MAX_IMAGES: i32 = 1000;
 pub struct RegistrySpec {
     /// Registry base URL, `https://` or `http://` (e.g. `https://registry-1.docker.io`).
     /// `docker.io`, `index.docker.io` and `registry-1.docker.io` all mean Docker Hub.
+    /// Without credentials (`user:password@`): they belong in the `credentialsSecret`.
     #[schemars(length(min = 1, max = 2048))]
-    #[x_kube(validation = kube::core::Rule::new("self.matches('^https?://[^/?#\\\\s]+(/[^?#\\\\s]*)?$')")
+    // A URL with credentials answers to the second rule only, and that one is `Forbidden`:
+    // the API server then prints no value, so the password is not repeated back to whoever
+    // reads the refusal (an `Invalid` rule's error carries the value).
+    #[x_kube(validation = kube::core::Rule::new(concat!(
+        "self.matches('", url_credentials!(), "') || ",
+        "self.matches('^https?://[^/?#\\\\s]+(/[^?#\\\\s]*)?$')"
+    ))
         .message("url must be an http:// or https:// URL with a host, without query or fragment, e.g. https://registry-1.docker.io"))]
+    #[x_kube(validation = kube::core::Rule::new(concat!("!self.matches('", url_credentials!(), "')"))
+        .message("url must not contain credentials (user:password@host): put them in a Secret and name it in credentialsSecret")
+        .reason(kube::core::Reason::FieldValueForbidden))]
     pub url: String,
 
     /// Repository path within the registry (e.g. `library/nginx`, `company/app`).
@@ -126,6 +143,22 @@ pub struct RegistrySpec {
     /// plus one HEAD per tag).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listing: Option<Listing>,
+
+    /// Registry webhooks from this namespace's own senders: they post to
+    /// `/webhook/namespaces/<namespace>/<kind>` with the `token` of the Secret named here, and
+    /// such a request refreshes only this namespace's objects that name that Secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookSpec>,
+}
+
+/// `spec.webhook`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookSpec {
+    /// Secret in the same namespace whose `token` key senders present (as
+    /// `Authorization: Bearer <token>`, the raw `Authorization` header, `?secret=<token>`, or
+    /// the key of GitHub's `X-Hub-Signature-256`).
+    pub secret_ref: SecretReference,
 }
 
 /// `spec.listing`.
@@ -156,6 +189,7 @@ fn default_scan_interval() -> i64 {
 pub struct SecretReference {
     /// Name of the Secret.
     #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = secret_name_rule())]
     pub name: String,
 }
 
@@ -164,10 +198,25 @@ pub struct SecretReference {
 pub struct CaSecretReference {
     /// Name of the Secret.
     #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = secret_name_rule())]
     pub name: String,
     /// Key of the PEM bundle in the Secret (default `ca.crt`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^[-._a-zA-Z0-9]+$')")
+        .message("key must be a Secret key: letters, digits, '-', '_' and '.'"))]
     pub key: Option<String>,
+}
+
+/// A Secret's name is a DNS-1123 subdomain; refusing others at admission says so where the
+/// object is written, instead of a `SecretNotFound` after the fact.
+fn secret_name_rule() -> kube::core::Rule {
+    kube::core::Rule::new(
+        "self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*$')",
+    )
+    .message(
+        "name must be a Secret name: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit",
+    )
 }
 
 /// Regular expressions (RE2/Rust syntax, unanchored) over tag names.

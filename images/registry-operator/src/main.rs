@@ -28,9 +28,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the operator: watch Registry objects and keep their status current.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Scan one repository now and print what the operator would write to status.
-    Scan(ScanArgs),
+    Scan(Box<ScanArgs>),
     /// Print the Registry CustomResourceDefinition as YAML.
     Crd,
 }
@@ -51,11 +51,11 @@ fn main() -> ExitCode {
     let escaped = |e: tokio::task::JoinError| anyhow::anyhow!("internal error: {e}");
     let result = match cli.command {
         Command::Run(args) => runtime
-            .block_on(runtime.spawn(registry_operator::controller::run(args)))
+            .block_on(runtime.spawn(registry_operator::controller::run(*args)))
             .map_err(escaped)
             .and_then(|r| r),
         Command::Scan(args) => {
-            match runtime.block_on(runtime.spawn(registry_operator::cli::scan::run(args))) {
+            match runtime.block_on(runtime.spawn(registry_operator::cli::scan::run(*args))) {
                 Ok(code) => return code,
                 Err(e) => Err(escaped(e)),
             }

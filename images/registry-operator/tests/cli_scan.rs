@@ -6,13 +6,32 @@ mod common;
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use testenv::fault::FaultProxy;
+use testenv::fault::{Fault, FaultAction, FaultProxy};
 use testenv::registry::{RegistryOptions, RegistryServer};
 
 const PASSWORD: &str = "cli-Secret-9000";
 
 fn run_scan(args: &[&str], stdin: Option<&str>) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_registry-operator"))
+    run_scan_env(args, stdin, &[])
+}
+
+/// The proxy variables a shell may carry, all pointing at `url`.
+const PROXY_VARIABLES: [&str; 6] = [
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+];
+
+fn run_scan_env(args: &[&str], stdin: Option<&str>, env: &[(&str, &str)]) -> Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_registry-operator"));
+    for var in PROXY_VARIABLES.iter().chain(&["NO_PROXY", "no_proxy"]) {
+        cmd.env_remove(var);
+    }
+    cmd.envs(env.iter().copied());
+    let mut child = cmd
         .arg("scan")
         .args(args)
         .env("RUST_LOG", "debug")
@@ -167,6 +186,135 @@ async fn failures_are_one_actionable_line_without_the_password() {
         "{}",
         text(&out)
     );
+}
+
+/// What answered an error is echoed only when it is a registry's own error body, and then only
+/// its codes and messages: a tenant pointing the operator at an internal web page learns nothing
+/// of its content from the message (the same text the operator writes to `status.message`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn error_messages_carry_registry_errors_never_other_bodies() {
+    let reg = RegistryServer::start(RegistryOptions::plain())
+        .await
+        .unwrap();
+    common::seed_small(&reg, None, "cli/app").await;
+    let proxy = FaultProxy::start(&reg.url).await.unwrap();
+    let scan = |body: &str| {
+        proxy.reset();
+        proxy.inject(Fault::new(
+            "/tags/list",
+            1000,
+            FaultAction::Status {
+                code: 400,
+                headers: vec![("Content-Type".into(), "text/html".into())],
+                body: body.into(),
+            },
+        ));
+        let out = run_scan(&["--url", &proxy.url, "--repository", "cli/app"], None);
+        assert!(!out.status.success(), "{}", text(&out));
+        text(&out)
+    };
+    let page = "<html><title>Grafana admin</title><body>db-password=hunter2 internal-host-42</body></html>";
+    let out = scan(page);
+    assert!(out.contains("with HTTP 400"), "{out}");
+    for secret in ["Grafana", "hunter2", "internal-host-42", "<html"] {
+        assert!(!out.contains(secret), "{secret:?} echoed: {out}");
+    }
+    let out = scan(r#"{"message":"internal-host-42","data":{"token":"hunter2"}}"#);
+    assert!(
+        !out.contains("internal-host-42") && !out.contains("hunter2"),
+        "{out}"
+    );
+
+    let out = scan(
+        r#"{"errors":[{"code":"NAME_INVALID","message":"invalid repository name","detail":{"host":"internal-host-42"}}]}"#,
+    );
+    assert!(
+        out.contains("with HTTP 400: NAME_INVALID invalid repository name"),
+        "{out}"
+    );
+    assert!(!out.contains("internal-host-42"), "detail echoed: {out}");
+}
+
+/// Proxy variables in the environment are not the operator's to follow: a tenant's registry
+/// would otherwise be reached through whatever the Pod's environment names, past the egress
+/// policy's address checks. Only `--registry-http-proxy` / `--registry-https-proxy` route
+/// requests through a proxy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_variables_are_ignored_unless_a_flag_names_the_proxy() {
+    let reg = RegistryServer::start(RegistryOptions::plain())
+        .await
+        .unwrap();
+    let pushed = common::seed_small(&reg, None, "cli/app").await;
+    // A recording proxy: it forwards every request it gets to the registry.
+    let recording = FaultProxy::start(&reg.url).await.unwrap();
+    let env: Vec<(&str, &str)> = PROXY_VARIABLES
+        .iter()
+        .map(|v| (*v, recording.url.as_str()))
+        .collect();
+    let args = [
+        "--url",
+        reg.url.as_str(),
+        "--repository",
+        "cli/app",
+        "--output",
+        "json",
+    ];
+
+    let out = run_scan_env(&args, None, &env);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        recording.requests().len(),
+        0,
+        "the scan went through the proxy of the environment: {:?}",
+        recording.requests()
+    );
+
+    let with_flag: Vec<&str> = args
+        .iter()
+        .copied()
+        .chain(["--registry-http-proxy", recording.url.as_str()])
+        .collect();
+    let out = run_scan_env(&with_flag, None, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["tagCount"], pushed.tags.len());
+    assert!(
+        recording.count("GET", "/v2/cli/app/tags/list") >= 1,
+        "the flag's proxy was not used: {:?}",
+        recording.requests()
+    );
+
+    // A host in --registry-no-proxy is reached directly.
+    recording.reset();
+    let host = url::Url::parse(&reg.url).unwrap();
+    let no_proxy = host.host_str().unwrap().to_string();
+    let bypass: Vec<&str> = with_flag
+        .iter()
+        .copied()
+        .chain(["--registry-no-proxy", no_proxy.as_str()])
+        .collect();
+    let out = run_scan_env(&bypass, None, &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(recording.requests().len(), 0, "{:?}", recording.requests());
+
+    // The proxy's own credentials never show, not even in debug logs of a failure.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let proxy_url = format!("http://bob:Pr0xy-Secret@127.0.0.1:{port}");
+    let failing: Vec<&str> = args
+        .iter()
+        .copied()
+        .chain([
+            "--registry-http-proxy",
+            proxy_url.as_str(),
+            "--timeout",
+            "5",
+        ])
+        .collect();
+    let out = run_scan_env(&failing, None, &[]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains("Pr0xy-Secret"), "{}", text(&out));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

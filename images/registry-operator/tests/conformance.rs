@@ -5,7 +5,8 @@
 //!
 //! Scenarios: Docker v2, OCI, a manifest list, an OCI index with attestations, a nested index,
 //! a signed schema 1 manifest (its blob HEADs redirected to a blob host), 2,000 tags with
-//! paging, a tag whose manifest answers 500 forever, an index child that 404s, a token that
+//! paging, repositories of one tag fewer than the scanner's page size, exactly the page size and
+//! one more (distribution 2.8 ignores `n` and `last`), a tag whose manifest answers 500 forever, an index child that 404s, a token that
 //! expires mid-scan, and a `Retry-After` longer than the deadline.
 
 mod common;
@@ -30,6 +31,8 @@ use testenv::token::{TokenOptions, TokenServer};
 const REPO: &str = "conf/app";
 const MANY: &str = "conf/many";
 const MANY_TAGS: usize = 2000;
+/// Grown from page size − 1 tags to page size + 1 between scans.
+const EDGE: &str = "conf/edge";
 const USER: (&str, &str) = ("alice", "conformance-pw");
 
 #[tokio::test]
@@ -347,6 +350,63 @@ async fn check_paging(
     eprintln!("{what}: {MANY_TAGS} tags in {} pages", r.requests.tag_pages);
 }
 
+/// A repository of the scanner's page size − 1, page size and page size + 1 tags, scanned
+/// directly at each size and behind the proxy at the page size: every tag exactly once. (A registry that ignores
+/// paging sends a full page for exactly the page size, and the same page again when asked what
+/// follows its last tag.) The repository grows by one tag PUT between sizes, so the three sizes
+/// cost one push of page size + 1 tags.
+async fn check_page_edges(
+    reg: &RegistryServer,
+    name: &str,
+    scans: [(&RegistryClient, &String, Option<&Credentials>); 2],
+) {
+    let started = Instant::now();
+    let page = ScanOptions::default().page_size as usize;
+    let pusher = Pusher::new(reg, None).unwrap();
+    // Created first, sorting before every version tag: distribution 2.8 lists a directory,
+    // newest first on tmpfs, so its page of exactly the page size ends with `latest` and starts
+    // with a later name — not a sorted list starting over.
+    let first = pusher
+        .push_image(
+            EDGE,
+            Some("latest"),
+            &ImageSpec::new(Format::Oci, 19, &[100]),
+        )
+        .await
+        .unwrap();
+    let version = |i: usize| format!("v1.{i}.0");
+    let mut expected: Vec<String> = vec!["latest".into()];
+    for size in [page - 1, page, page + 1] {
+        let more: Vec<String> = (expected.len()..size).map(version).collect();
+        pusher.tag_many(EDGE, &more, &first.digest).await.unwrap();
+        expected.extend(more);
+        expected.sort();
+        // Behind the proxy only at the size that pages oddly: the rest is the same listing.
+        for (client, url, creds) in scans.iter().filter(|s| s.2.is_none() || size == page) {
+            let what = format!(
+                "{name} {}, {size} tags at page size {page}",
+                if creds.is_some() {
+                    "behind token+proxy"
+                } else {
+                    "direct"
+                }
+            );
+            let r = scan_repo(client, url, EDGE, *creds, ScanOptions::default())
+                .await
+                .unwrap_or_else(|e| panic!("{what}: {e}"));
+            let mut listed: Vec<String> = r.images.iter().map(|i| i.tag.clone()).collect();
+            listed.sort();
+            assert_eq!(listed, expected, "{what}: every tag exactly once");
+            assert_eq!(r.requests.manifest_heads, size as i64, "{what}");
+            eprintln!("{what}: {} pages in {:?}", r.requests.tag_pages, r.duration);
+        }
+    }
+    eprintln!(
+        "{name}: page-size edges pushed and scanned in {:?}",
+        started.elapsed()
+    );
+}
+
 /// Serves the signed schema 1 manifest for `legacy` from the proxy (for registries that cannot
 /// store one), by tag (HEAD) and by digest (GET).
 fn serve_schema1(proxy: &FaultProxy, m: &SignedManifest) {
@@ -464,6 +524,15 @@ async fn conformance(imp: Implementation) {
         "{what}: redirected"
     );
     check_paging(&what, &behind, &proxy.url, Some(&creds), imp).await;
+    check_page_edges(
+        &reg,
+        name,
+        [
+            (&direct, &reg.url, None),
+            (&behind, &proxy.url, Some(&creds)),
+        ],
+    )
+    .await;
 
     // A tag whose manifest answers 500 forever, and an index child that 404s (just pushed,
     // replication lag): the scan succeeds; the broken tag keeps its digest with a note; the

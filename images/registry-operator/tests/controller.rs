@@ -367,6 +367,118 @@ async fn the_api_server_rejects_invalid_specs_with_readable_messages() {
     assert_eq!(created.spec.scan_interval, 300);
 }
 
+/// What the operator would refuse anyway is refused where it is written: a password in the URL
+/// would otherwise stay in the object for every reader of `kubectl get registries`, and a
+/// malformed Secret name would only surface later as `SecretNotFound`. The messages are fixed
+/// text, so the refused password is not echoed back either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_in_urls_and_invalid_secret_names_are_refused_at_admission() {
+    let cp = controlplane::shared().await;
+    operator::install_crd(cp).await;
+    let ns = cp.create_namespace("admission").await;
+    let api: Api<Registry> = Api::namespaced(cp.client().await, &ns);
+    const PASSWORD: &str = "Adm1ssion-Secret-pw";
+    let no_credentials = "url must not contain credentials";
+    let secret_name = "name must be a Secret name";
+    let cases = [
+        (
+            format!("https://alice:{PASSWORD}@registry.example.com"),
+            serde_json::json!({}),
+            no_credentials,
+        ),
+        (
+            format!("http://alice:{PASSWORD}@registry.example.com:5000/v2"),
+            serde_json::json!({}),
+            no_credentials,
+        ),
+        (
+            format!("https://{PASSWORD}@registry.example.com"),
+            serde_json::json!({}),
+            no_credentials,
+        ),
+        // Malformed besides: still only the static message, never the value.
+        (
+            format!("alice:{PASSWORD}@registry.example.com"),
+            serde_json::json!({}),
+            no_credentials,
+        ),
+        (
+            format!("https://alice:{PASSWORD}@registry.example.com/v2?x=1 y"),
+            serde_json::json!({}),
+            no_credentials,
+        ),
+        (
+            format!(
+                "https://alice:{PASSWORD}@registry.example.com/{}",
+                "a".repeat(2100)
+            ),
+            serde_json::json!({}),
+            "may not be more than 2048",
+        ),
+        (
+            "https://registry.example.com".into(),
+            serde_json::json!({"credentialsSecret": {"name": "Bad_Name!"}}),
+            secret_name,
+        ),
+        (
+            "https://registry.example.com".into(),
+            serde_json::json!({"credentialsSecret": {"name": "-pull-secret"}}),
+            secret_name,
+        ),
+        (
+            "https://registry.example.com".into(),
+            serde_json::json!({"caSecret": {"name": "ca..bundle"}}),
+            secret_name,
+        ),
+        (
+            "https://registry.example.com".into(),
+            serde_json::json!({"caSecret": {"name": "ca", "key": "ca/crt"}}),
+            "key must be a Secret key",
+        ),
+    ];
+    for (i, (url, extra, message)) in cases.into_iter().enumerate() {
+        let err = api
+            .create(
+                &PostParams::default(),
+                &operator::registry(&format!("bad-{i}"), &url, "library/nginx", extra),
+            )
+            .await
+            .expect_err("the API server must refuse this spec");
+        let text = err.to_string();
+        assert!(text.contains(message), "case {i}: {text}");
+        assert!(
+            !text.contains(PASSWORD),
+            "case {i} echoes the password: {text}"
+        );
+    }
+    // Valid names and URLs still pass, including an '@' in the path and dotted Secret names.
+    for (i, (url, extra)) in [
+        ("https://registry.example.com", serde_json::json!({})),
+        (
+            "https://registry.example.com/mirror@2",
+            serde_json::json!({"credentialsSecret": {"name": "pull.secret-1"}}),
+        ),
+        (
+            "http://10.0.0.5:5000",
+            serde_json::json!({"caSecret": {"name": "ca", "key": "ca_bundle.pem"}}),
+        ),
+        (
+            "https://registry.example.com",
+            serde_json::json!({"caSecret": {"name": "ca"}}),
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        api.create(
+            &PostParams::default(),
+            &operator::registry(&format!("good-{i}"), url, "library/nginx", extra),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("good case {i} refused: {e}"));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_one_leader_and_failover() {
     let cp = controlplane::shared().await;

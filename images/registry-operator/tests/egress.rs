@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use registry_operator::registry::{ClientOptions, EgressPolicy, ScanError};
+use registry_operator::registry::{ClientOptions, EgressPolicy, ProxySettings, ScanError};
 use testenv::fault::{Fault, FaultAction, FaultProxy};
 use testenv::registry::{RegistryOptions, RegistryServer};
 
@@ -228,4 +228,66 @@ async fn credentials_never_go_to_an_http_realm_of_an_https_registry() {
         "{err}"
     );
     assert_eq!(token.requests(), before, "the token server saw no request");
+}
+
+/// Through a proxy the operator cannot see what a name resolves to (the proxy resolves it), but
+/// what it can judge it still judges before anything is sent: IP-address URLs (loopback, the
+/// cluster's networks) and host-name rules. Nothing refused reaches the proxy.
+#[tokio::test]
+async fn a_proxy_does_not_open_address_urls_or_names_the_policy_closes() {
+    let reg = RegistryServer::start(RegistryOptions::plain())
+        .await
+        .unwrap();
+    let pushed = common::seed_small(&reg, None, "px/app").await;
+    let recording = FaultProxy::start(&reg.url).await.unwrap();
+    let proxy = ProxySettings::new(Some(&recording.url), None, &[]).unwrap();
+    assert!(proxy.is_some());
+    let through = |allow: &[&str], deny: &[&str]| {
+        let v = |l: &[&str]| l.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let policy = EgressPolicy::new(&v(allow), &v(deny))
+            .unwrap()
+            .close_by_default(&["10.111.0.0/16".into()])
+            .unwrap();
+        ClientOptions {
+            egress: Some(Arc::new(policy)),
+            proxy: proxy.clone(),
+            ..ClientOptions::default()
+        }
+    };
+
+    assert_refused(
+        scan(&reg.url, "px/app", through(&[], &[])).await,
+        "127.0.0.1",
+    );
+    assert_refused(
+        scan("http://10.111.0.5:5000", "px/app", through(&[], &[])).await,
+        "10.111.0.5",
+    );
+    assert_refused(
+        scan(
+            "http://registry.blocked.example",
+            "px/app",
+            through(&[], &["*.blocked.example"]),
+        )
+        .await,
+        "registry.blocked.example",
+    );
+    assert_eq!(
+        recording.requests(),
+        vec![],
+        "a refused scan reached the proxy"
+    );
+
+    // Allowed: the scan goes through the proxy.
+    let report = common::scan_url(
+        &reg.url,
+        "px/app",
+        None,
+        through(&["127.0.0.1/32"], &[]),
+        HashMap::new(),
+    )
+    .await
+    .unwrap();
+    common::assert_matches(&report, &pushed);
+    assert!(recording.count("GET", "/v2/px/app/tags/list") >= 1);
 }

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::process::Command;
 use std::sync::atomic::Ordering;
 
-use common::hostile::{FAT_BYTES, HUGE_TAGS, Hostile};
+use common::hostile::{FAT_BYTES, HUGE_TAGS, Hostile, LOOP_TAGS};
 use registry_operator::registry::{
     ClientOptions, DEFAULT_MAX_TAGS, RegistryClient, ScanLimits, ScanOptions, Target, scan,
 };
@@ -61,6 +61,24 @@ async fn two_hundred_thousand_tags_stop_at_the_limit() {
     let err = scan_with(&hostile.url, "huge", limits).await;
     assert_eq!(err.reason().as_str(), "TooManyTags", "{err}");
     assert!(err.to_string().contains("more than 5 pages"), "{err}");
+}
+
+#[tokio::test]
+async fn pages_that_only_repeat_listed_tags_end_the_listing() {
+    let hostile = Hostile::start().await;
+    let client = RegistryClient::new(ClientOptions::default()).unwrap();
+    let target = Target::new(&hostile.url, "loop").unwrap();
+    let r = scan(&client, &target, None, &ScanOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        hostile.counters.loop_pages.load(Ordering::Relaxed),
+        2,
+        "the first repeat ends it"
+    );
+    // The registry has no manifests: each listed tag is HEADed once, and gone.
+    assert_eq!(r.vanished_tags, LOOP_TAGS, "each tag once");
+    assert_eq!(r.requests.manifest_heads, LOOP_TAGS.len() as i64);
 }
 
 #[tokio::test]

@@ -299,3 +299,76 @@ async fn rescan_with(s: &Setup, previous: &ScanReport, creds: Option<&Credential
     };
     scan(&s.client, &s.target, creds, &options).await.unwrap()
 }
+
+/// A lie about one repository turns native listing off for that repository only: another
+/// repository of the same registry keeps it, and what any later scan is told names no tag of
+/// the lie (it may come from another tenant, who must not learn tag names it did not list).
+#[tokio::test]
+async fn a_lie_about_one_repository_leaves_the_others_native_and_names_no_tag_to_them() {
+    const OTHER: &str = "team/other";
+    for vendor in VENDORS {
+        let s = setup(vendor).await;
+        let pusher = Pusher::new(&s._reg, None).unwrap();
+        let mut other = common::Pushed { tags: Vec::new() };
+        for (i, tag) in ["5.0", "5.1"].into_iter().enumerate() {
+            let p = pusher
+                .push_image(
+                    OTHER,
+                    Some(tag),
+                    &ImageSpec::new(Format::Oci, 60 + i as u64, &[100]),
+                )
+                .await
+                .unwrap();
+            other.tags.push((tag.into(), p));
+        }
+        let other_target = Target::new(&s.fixture.url, OTHER).unwrap();
+        let scan_other = || async {
+            scan(&s.client, &other_target, None, &ScanOptions::default())
+                .await
+                .unwrap()
+        };
+
+        let first = rescan(&s, None).await;
+        s.fixture
+            .set_behaviour(Behaviour::Lie { tag: "2.0".into() });
+        let lied = rescan(&s, Some(&first)).await;
+        common::assert_matches(&lied, &s.pushed);
+        match &lied.native {
+            // The scan that listed the tag may name it.
+            Some(NativeOutcome::FellBack { reason, .. }) => {
+                assert!(reason.contains("tag 2.0 points at"), "{vendor:?}: {reason}")
+            }
+            other => panic!("{vendor:?}: {other:?}"),
+        }
+
+        // The other repository of the same registry: still native, told nothing of the lie.
+        let b = scan_other().await;
+        common::assert_matches(&b, &other);
+        assert_eq!(lister_of(&b), vendor.lister(), "{vendor:?}: {:?}", b.native);
+        assert!(
+            matches!(b.native, Some(NativeOutcome::Used(_))),
+            "{vendor:?}: {:?}",
+            b.native
+        );
+
+        // Another tenant of the lying repository (its own credentials, the operator's shared
+        // state): off, with a reason that names no tag.
+        let tenant = scan(
+            &s.client,
+            &s.target,
+            Some(&Credentials::new("another-tenant", "its-password")),
+            &ScanOptions::default(),
+        )
+        .await
+        .unwrap();
+        common::assert_matches(&tenant, &s.pushed);
+        assert_eq!(lister_of(&tenant), "distribution", "{vendor:?}");
+        match &tenant.native {
+            Some(NativeOutcome::Off { reason, .. }) => {
+                assert!(!reason.contains("2.0"), "{vendor:?}: {reason}");
+                assert!(!reason.contains("sha256:"), "{vendor:?}: {reason}");
+            }
+            other => panic!("{vendor:?}: {other:?}"),
+        }
+    }
+}

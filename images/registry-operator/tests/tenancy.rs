@@ -320,3 +320,100 @@ async fn rescan(api: &Api<Registry>, name: &str) {
     .await
     .unwrap();
 }
+
+/// The module closes the cluster's Pod and Service networks (`--egress-cluster-networks`), and
+/// whatever answers a scan, `status.message` repeats only a registry's own error codes and
+/// messages: a tenant aiming a Registry at an internal web page learns nothing of its content.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_networks_are_closed_and_status_never_repeats_foreign_bodies() {
+    let cp = controlplane::shared().await;
+    operator::install_crd(cp).await;
+    let ns = cp.create_namespace("cluster-egress").await;
+    let client = cp.client().await;
+    let reg = RegistryServer::start(RegistryOptions::plain())
+        .await
+        .unwrap();
+    let pushed = common::seed_small(&reg, None, "team/app").await;
+    let page = FaultProxy::start(&reg.url).await.unwrap();
+    page.inject(Fault::new(
+        "/v2/internal/tags/list",
+        usize::MAX,
+        FaultAction::Status {
+            code: 403,
+            headers: vec![("Content-Type".into(), "text/html".into())],
+            body: "<html><title>Jenkins</title>build-secret=hunter2 on ci-7.internal</html>".into(),
+        },
+    ));
+    page.inject(Fault::new(
+        "/v2/registry/tags/list",
+        usize::MAX,
+        FaultAction::Status {
+            code: 400,
+            headers: vec![],
+            body: r#"{"errors":[{"code":"NAME_INVALID","message":"invalid repository name","detail":"ci-7.internal"}]}"#.into(),
+        },
+    ));
+    let op = Operator::start(
+        cp,
+        &ns,
+        &["--egress-cluster-networks", "10.111.0.0/16,10.222.0.0/16"],
+    )
+    .await;
+    let api: Api<Registry> = Api::namespaced(client.clone(), &ns);
+    create(&api, "open", &reg.url, "team/app", serde_json::json!({})).await;
+    create(
+        &api,
+        "pod",
+        "http://10.111.0.5:5000",
+        "app",
+        serde_json::json!({}),
+    )
+    .await;
+    create(
+        &api,
+        "service",
+        "http://10.222.0.1",
+        "app",
+        serde_json::json!({}),
+    )
+    .await;
+    create(&api, "page", &page.url, "internal", serde_json::json!({})).await;
+    create(
+        &api,
+        "registry",
+        &page.url,
+        "registry",
+        serde_json::json!({}),
+    )
+    .await;
+
+    let r = wait_for(&api, "open", &op, "the open registry", ok).await;
+    common::assert_images(status(&r).images.as_deref().unwrap_or_default(), &pushed);
+    for (name, host) in [("pod", "10.111.0.5"), ("service", "10.222.0.1")] {
+        let r = wait_for(&api, name, &op, "EgressDenied", failed_with("EgressDenied")).await;
+        let message = status(&r).message.unwrap_or_default();
+        assert!(
+            message.starts_with(&format!(
+                "refused by the operator's egress policy: {host} is not an allowed destination"
+            )),
+            "{name}: {message}"
+        );
+    }
+    let failed = |r: &Registry| {
+        status(r).last_scan_status == Some(ScanStatus::Failed)
+            && status(r).observed_generation == r.metadata.generation
+    };
+    let r = wait_for(&api, "page", &op, "a failed scan", failed).await;
+    let message = status(&r).message.unwrap_or_default();
+    assert!(message.contains("HTTP 403"), "{message}");
+    for leaked in ["Jenkins", "hunter2", "ci-7.internal", "<html"] {
+        assert!(!message.contains(leaked), "{leaked:?} in {message}");
+    }
+    let r = wait_for(&api, "registry", &op, "a failed scan", failed).await;
+    let message = status(&r).message.unwrap_or_default();
+    assert!(
+        message.contains("HTTP 400: NAME_INVALID invalid repository name"),
+        "{message}"
+    );
+    assert!(!message.contains("ci-7.internal"), "{message}");
+}

@@ -1,6 +1,7 @@
 //! Command-line front ends that are not the controller.
 
 pub mod logging;
+pub mod proxy;
 pub mod scan;
 
 use kube::CustomResourceExt;

@@ -16,6 +16,7 @@ use futures::FutureExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::{DEFAULT_MAX_IMAGES, RegistryStatus};
+use crate::cli::proxy::ProxyArgs;
 use crate::registry::{
     ClientOptions, Credentials, DEFAULT_MAX_TAGS, ListingMode, RegistryClient, RegistryState,
     RepositoryFacts, ScanError, ScanLimits, ScanOptions, TagFilter, Target, scan,
@@ -76,6 +77,8 @@ pub struct ScanArgs {
     /// Output format.
     #[arg(long, short, value_enum, default_value = "table")]
     output: Output,
+    #[command(flatten)]
+    proxy: ProxyArgs,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -131,6 +134,7 @@ async fn scan_once(args: &ScanArgs) -> anyhow::Result<()> {
     let client = RegistryClient::new(ClientOptions {
         insecure_skip_verify: args.insecure_skip_verify,
         ca_pem,
+        proxy: args.proxy.settings()?,
         ..ClientOptions::default()
     })?
     .with_state(Arc::new(RegistryState::new(args.requests_per_second)));

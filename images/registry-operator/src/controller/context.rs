@@ -19,8 +19,8 @@ use super::snapshot::{Snapshot, Snapshots};
 use crate::api::RegistrySpec;
 use crate::registry::cache::BoundedCache;
 use crate::registry::{
-    BodyBudget, ClientOptions, EgressPolicy, RegistryClient, RegistryState, ScanError, ScanLimits,
-    ScanOptions, TagFilter,
+    BodyBudget, ClientOptions, EgressPolicy, ProxySettings, RegistryClient, RegistryState,
+    ScanError, ScanLimits, ScanOptions, TagFilter,
 };
 
 #[derive(Debug, Clone)]
@@ -34,6 +34,8 @@ pub struct Settings {
     pub max_scans_per_namespace: usize,
     pub limits: ScanLimits,
     pub egress: Arc<EgressPolicy>,
+    /// The proxy registry requests go through (`--registry-https-proxy` …), if any.
+    pub proxy: Option<ProxySettings>,
     /// Shared by every registry client.
     pub body_budget: Arc<BodyBudget>,
     /// Ceiling on requests per second to one registry host, across all scans.
@@ -115,6 +117,7 @@ impl Context {
             insecure_skip_verify: insecure,
             ca_pem: ca,
             egress: Some(self.settings.egress.clone()),
+            proxy: self.settings.proxy.clone(),
             body_budget: Some(self.settings.body_budget.clone()),
             ..ClientOptions::default()
         })?

@@ -63,6 +63,18 @@ fn data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
+/// The key of a tenant's webhook Secret that holds its senders' token (as in Flux's Receiver).
+pub const WEBHOOK_TOKEN_KEY: &str = "token";
+/// Longer tokens are refused: no sender needs one, and each request hashes every candidate.
+const MAX_WEBHOOK_TOKEN: usize = 4096;
+
+/// The senders' token of a tenant webhook Secret; `None` when it has none worth comparing.
+pub fn webhook_token(secret: &Secret) -> Option<Vec<u8>> {
+    let token = data(secret).remove(WEBHOOK_TOKEN_KEY)?;
+    let token = token.trim_ascii();
+    (!token.is_empty() && token.len() <= MAX_WEBHOOK_TOKEN).then(|| token.to_vec())
+}
+
 /// Credentials for `target` from a Secret with `username`/`password` keys or a docker config.
 pub fn credentials_from(secret: &Secret, target: &Target) -> Result<Credentials, SecretProblem> {
     let name = secret.metadata.name.clone().unwrap_or_default();

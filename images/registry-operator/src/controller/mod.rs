@@ -20,7 +20,11 @@ mod snapshot;
 mod targeted;
 mod view;
 mod webhook;
+mod webhook_body;
 mod webhook_index;
+mod webhook_listener;
+mod webhook_receive;
+mod webhook_tenants;
 mod writer;
 
 use std::collections::HashSet;
@@ -89,6 +93,8 @@ pub struct RunArgs {
     #[command(flatten)]
     pub egress: egress::EgressArgs,
     #[command(flatten)]
+    pub proxy: crate::cli::proxy::ProxyArgs,
+    #[command(flatten)]
     pub webhook: webhook::WebhookArgs,
     /// Shards the Registry objects are split into (by a stable hash of namespace/name); each
     /// replica works on the shards whose Lease it holds. Every replica must use the same number.
@@ -107,7 +113,8 @@ pub struct RunArgs {
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let egress = args.egress.policy()?;
+    let proxy = args.proxy.settings()?;
+    let egress = args.egress.policy(proxy.as_ref())?;
     let client = kube::Client::try_default().await.context(
         "connecting to Kubernetes (in-cluster service account, or KUBECONFIG / ~/.kube/config)",
     )?;
@@ -176,6 +183,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         limits: args.limits.scan_limits(),
         body_budget: args.limits.body_budget(),
         egress,
+        proxy,
         requests_per_second: args
             .registry_requests_per_second
             .filter(|r| r.is_finite() && *r > 0.0),
@@ -206,8 +214,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         &args.webhook.webhook_secret_file,
     ) {
         (Some(addr), Some(file)) => {
-            let hooks = webhook::Webhooks::new(ctx.clone(), file.clone())?;
-            webhook::serve(*addr, hooks.clone(), shutdown_rx.clone()).await?;
+            let hooks = webhook::Webhooks::new(
+                ctx.clone(),
+                file.clone(),
+                Duration::from_secs(args.webhook.webhook_read_timeout),
+            )?;
+            let max_connections =
+                usize::try_from(args.webhook.webhook_max_connections).unwrap_or(usize::MAX);
+            webhook::serve(*addr, hooks.clone(), max_connections, shutdown_rx.clone()).await?;
             Some(hooks)
         }
         _ => None,

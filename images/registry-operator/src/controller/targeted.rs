@@ -6,9 +6,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{Api, ResourceExt};
@@ -25,6 +25,7 @@ use super::writer::{self, Written};
 use crate::api::Registry;
 use crate::registry::{Image, ScanOptions, Target, refresh};
 use crate::status;
+use crate::webhook;
 
 /// Tags remembered per object between rounds; more than this waits for the periodic scan.
 const MAX_PENDING_TAGS: usize = 256;
@@ -62,32 +63,71 @@ impl Work {
     pub fn is_empty(&self) -> bool {
         self.tags.is_empty() && self.digests.is_empty()
     }
-}
 
-/// Object key → work not started yet. A key is present while its worker runs.
-pub struct Refresher {
-    pending: Mutex<HashMap<String, Option<Work>>>,
-    /// Refreshes running at once across all objects (as many as scans may).
-    running: tokio::sync::Semaphore,
-}
-
-impl Refresher {
-    pub fn new(max_running: usize) -> Self {
-        Self {
-            pending: Mutex::default(),
-            running: tokio::sync::Semaphore::new(max_running.max(1)),
-        }
+    /// Only valid tags and digests, at most as many as are remembered: for work read from
+    /// where anyone who can edit an object can write (the hand-over annotation).
+    pub fn sanitized(self) -> Work {
+        let mut out = Work::default();
+        out.merge(Work {
+            tags: self
+                .tags
+                .into_iter()
+                .filter(|t| webhook::validate::tag(t))
+                .collect(),
+            digests: self
+                .digests
+                .into_iter()
+                .filter(|d| webhook::validate::digest(d))
+                .collect(),
+        });
+        out
     }
+}
+
+/// One object's work not started yet.
+struct Pending {
+    work: Option<Work>,
+    /// The next round starts no earlier than this.
+    not_before: Option<Instant>,
+}
+
+/// Object key → work not started yet: at most one pending round per object. A key is
+/// present while its worker runs. Every round waits for a scan slot of the object's
+/// namespace, like a scan: refreshes take the same share.
+#[derive(Default)]
+pub struct Refresher {
+    pending: Mutex<HashMap<String, Pending>>,
 }
 
 impl Refresher {
     /// Queues `work` for the object `key` (namespace/name); starts its worker if none runs.
     pub fn submit(self: &Arc<Self>, ctx: &Arc<Context>, key: String, work: Work) {
+        self.submit_at(ctx, key, work, None);
+    }
+
+    /// As [`Refresher::submit`], but the round that takes `work` starts no earlier than
+    /// `not_before`.
+    pub fn submit_at(
+        self: &Arc<Self>,
+        ctx: &Arc<Context>,
+        key: String,
+        work: Work,
+        not_before: Option<Instant>,
+    ) {
         let mut pending = self.pending.lock();
         match pending.get_mut(&key) {
-            Some(slot) => slot.get_or_insert_with(Work::default).merge(work),
+            Some(slot) => {
+                slot.work.get_or_insert_with(Work::default).merge(work);
+                slot.not_before = slot.not_before.max(not_before);
+            }
             None => {
-                pending.insert(key.clone(), Some(work));
+                pending.insert(
+                    key.clone(),
+                    Pending {
+                        work: Some(work),
+                        not_before,
+                    },
+                );
                 tokio::spawn(self.clone().worker(ctx.clone(), key));
             }
         }
@@ -95,10 +135,22 @@ impl Refresher {
 
     async fn worker(self: Arc<Self>, ctx: Arc<Context>, key: String) {
         tokio::time::sleep(GATHER).await;
+        let ns = key.split_once('/').map_or("", |(ns, _)| ns).to_string();
         loop {
+            let wait = {
+                let pending = self.pending.lock();
+                pending
+                    .get(&key)
+                    .and_then(|p| p.not_before)
+                    .filter(|t| *t > Instant::now())
+            };
+            if let Some(t) = wait {
+                tokio::time::sleep_until(t.into()).await;
+                continue;
+            }
             let work = {
                 let mut pending = self.pending.lock();
-                match pending.get_mut(&key).and_then(Option::take) {
+                match pending.get_mut(&key).and_then(|p| p.work.take()) {
                     Some(w) => w,
                     None => {
                         pending.remove(&key);
@@ -106,7 +158,10 @@ impl Refresher {
                     }
                 }
             };
-            let Ok(_permit) = self.running.acquire().await else {
+            let Ok(slot) = ctx.admission.acquire(&ns).await else {
+                self.pending
+                    .lock()
+                    .remove(&key);
                 return;
             };
             // A panic fails this refresh only; the worker goes on and `pending` stays right.
@@ -125,12 +180,12 @@ impl Refresher {
                     "failed"
                 }
             };
+            drop(slot);
             if result == DEFERRED {
-                drop(_permit);
                 {
                     let mut pending = self.pending.lock();
                     if let Some(slot) = pending.get_mut(&key) {
-                        slot.get_or_insert_with(Work::default).merge(work);
+                        slot.work.get_or_insert_with(Work::default).merge(work);
                     }
                 }
                 tokio::time::sleep(DEFER).await;

@@ -1,8 +1,10 @@
 //! Which Registry objects a webhook event is about: (registry host, repository) → object keys,
 //! kept up to date from the Registry watch's events, so that a request costs a map lookup.
+//! It also knows which tenant webhook Secret (`spec.webhook.secretRef`) each object names.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use parking_lot::Mutex;
-use std::collections::{BTreeSet, HashMap};
 
 use kube::ResourceExt;
 use kube::runtime::watcher;
@@ -18,21 +20,33 @@ pub struct Index {
 
 #[derive(Default)]
 struct Inner {
-    /// Object key → (host, repository) it is indexed under.
-    by_key: HashMap<String, (String, String)>,
+    /// Object key → where it is indexed.
+    by_key: HashMap<String, Entry>,
     /// Repository → keys of the objects that scan it (on any host).
     by_repository: HashMap<String, BTreeSet<String>>,
+    /// Namespace → tenant webhook Secrets its objects name, with how many name each.
+    secrets: HashMap<String, BTreeMap<String, usize>>,
     /// Objects seen since the watch (re)started, swapped in when its initial list is done.
-    relisting: Option<HashMap<String, (String, String)>>,
+    relisting: Option<HashMap<String, Entry>>,
 }
 
-/// Where an object points: (`host[:port]`, repository), as events name them.
-pub fn location(obj: &RegistryView) -> Option<(String, String)> {
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Entry {
+    host: String,
+    repository: String,
+    /// The object's `spec.webhook.secretRef.name`.
+    secret: Option<String>,
+}
+
+/// Where an object points (`host[:port]` and repository, as events name them) and which
+/// tenant webhook Secret it names.
+fn location(obj: &RegistryView) -> Option<Entry> {
     let target = Target::new(&obj.spec.url, &obj.spec.repository).ok()?;
-    Some((
-        normalize_host(&target.registry()),
-        target.repository().to_string(),
-    ))
+    Some(Entry {
+        host: normalize_host(&target.registry()),
+        repository: target.repository().to_string(),
+        secret: obj.spec.webhook.as_ref().map(|w| w.secret_ref.name.clone()),
+    })
 }
 
 fn key_of(obj: &RegistryView) -> String {
@@ -61,6 +75,7 @@ impl Index {
                 let list = inner.relisting.take().unwrap_or_default();
                 inner.by_key.clear();
                 inner.by_repository.clear();
+                inner.secrets.clear();
                 for (key, loc) in list {
                     inner.insert(key, loc);
                 }
@@ -76,28 +91,70 @@ impl Index {
             return Vec::new();
         };
         keys.iter()
-            .filter(|k| host.is_none_or(|h| inner.by_key.get(*k).is_some_and(|(oh, _)| oh == h)))
+            .filter(|k| host.is_none_or(|h| inner.by_key.get(*k).is_some_and(|e| e.host == h)))
             .cloned()
             .collect()
     }
+
+    /// The tenant webhook Secret the object `key` names.
+    pub fn secret_of(&self, key: &str) -> Option<String> {
+        let inner = self.inner.lock();
+        inner.by_key.get(key).and_then(|e| e.secret.clone())
+    }
+
+    /// The tenant webhook Secrets objects of `namespace` name, sorted, at most `limit`.
+    pub fn secrets_in(&self, namespace: &str, limit: usize) -> Vec<String> {
+        let inner = self.inner.lock();
+        inner
+            .secrets
+            .get(namespace)
+            .map(|names| names.keys().take(limit).cloned().collect())
+            .unwrap_or_default()
+    }
+}
+
+fn namespace_of(key: &str) -> &str {
+    key.split_once('/').map_or("", |(ns, _)| ns)
 }
 
 impl Inner {
-    fn insert(&mut self, key: String, loc: (String, String)) {
+    fn insert(&mut self, key: String, entry: Entry) {
         self.by_repository
-            .entry(loc.1.clone())
+            .entry(entry.repository.clone())
             .or_default()
             .insert(key.clone());
-        self.by_key.insert(key, loc);
+        if let Some(secret) = &entry.secret {
+            let names = self
+                .secrets
+                .entry(namespace_of(&key).to_string())
+                .or_default();
+            *names.entry(secret.clone()).or_default() += 1;
+        }
+        self.by_key.insert(key, entry);
     }
 
     fn remove(&mut self, key: &str) {
-        if let Some((_, repository)) = self.by_key.remove(key)
-            && let Some(keys) = self.by_repository.get_mut(&repository)
-        {
+        let Some(entry) = self.by_key.remove(key) else {
+            return;
+        };
+        if let Some(keys) = self.by_repository.get_mut(&entry.repository) {
             keys.remove(key);
             if keys.is_empty() {
-                self.by_repository.remove(&repository);
+                self.by_repository.remove(&entry.repository);
+            }
+        }
+        let ns = namespace_of(key);
+        if let Some(secret) = entry.secret
+            && let Some(names) = self.secrets.get_mut(ns)
+        {
+            if let Some(n) = names.get_mut(&secret) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    names.remove(&secret);
+                }
+            }
+            if names.is_empty() {
+                self.secrets.remove(ns);
             }
         }
     }
@@ -175,5 +232,44 @@ mod tests {
         )));
         assert!(index.matching(Some("r.example.com"), "team/app").is_empty());
         assert_eq!(index.matching(None, "team/other"), ["a/x"]);
+    }
+
+    #[test]
+    fn knows_the_tenant_secrets_of_each_namespace() {
+        let with_secret = |ns: &str, name: &str, secret: &str| {
+            let mut r = reg(ns, name, "https://r.example.com", "team/app");
+            r.spec.webhook = Some(crate::api::WebhookSpec {
+                secret_ref: crate::api::SecretReference {
+                    name: secret.into(),
+                },
+            });
+            r
+        };
+        let index = Index::default();
+        index.observe(&watcher::Event::Apply(with_secret("a", "x", "hooks")));
+        index.observe(&watcher::Event::Apply(with_secret("a", "y", "hooks")));
+        index.observe(&watcher::Event::Apply(with_secret("a", "z", "other")));
+        index.observe(&watcher::Event::Apply(reg(
+            "b",
+            "x",
+            "r.example.com",
+            "team/app",
+        )));
+        assert_eq!(index.secrets_in("a", 16), ["hooks", "other"]);
+        assert_eq!(index.secrets_in("a", 1), ["hooks"]);
+        assert!(index.secrets_in("b", 16).is_empty());
+        assert_eq!(index.secret_of("a/z").as_deref(), Some("other"));
+        assert_eq!(index.secret_of("b/x"), None);
+        index.observe(&watcher::Event::Delete(with_secret("a", "x", "hooks")));
+        assert_eq!(index.secrets_in("a", 16), ["hooks", "other"]);
+        index.observe(&watcher::Event::Apply(reg(
+            "a",
+            "y",
+            "r.example.com",
+            "team/app",
+        )));
+        assert_eq!(index.secrets_in("a", 16), ["other"]);
+        index.observe(&watcher::Event::Delete(with_secret("a", "z", "other")));
+        assert!(index.secrets_in("a", 16).is_empty());
     }
 }

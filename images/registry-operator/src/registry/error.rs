@@ -1,7 +1,8 @@
 //! Why a scan failed, in words a platform engineer can act on.
 //!
 //! Every variant maps to one condition reason; messages never contain credentials (the client
-//! never puts them in URLs, and registry bodies are not echoed beyond a short, sanitised excerpt).
+//! never puts them in URLs) nor what a body said beyond a registry's own error codes and
+//! messages, short and sanitised.
 
 use std::time::Duration;
 
@@ -226,38 +227,56 @@ impl ScanError {
     }
 }
 
-/// A short, single-line, printable excerpt of a registry's error body.
+/// What a registry said went wrong, from its error body (`{"errors":[{"code":..,"message":..}]}`,
+/// the distribution spec's shape): codes and messages only, one printable line, bounded. Any
+/// other body (an HTML page, another service's JSON) gives nothing: a tenant may point the
+/// operator at whatever it likes, and what answered must not be echoed into a status.
 pub(crate) fn body_excerpt(body: &[u8]) -> String {
     const MAX: usize = 200;
-    let text = String::from_utf8_lossy(body);
-    // Registries answer errors as {"errors":[{"code":..,"message":..}]}; prefer that message.
-    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&text)
-        && let Some(errors) = v.get("errors").and_then(|e| e.as_array())
-    {
-        let msgs: Vec<String> = errors
-            .iter()
-            .filter_map(|e| {
-                let code = e.get("code").and_then(|c| c.as_str()).unwrap_or("");
-                let msg = e.get("message").and_then(|m| m.as_str()).unwrap_or("");
-                (!code.is_empty() || !msg.is_empty())
-                    .then(|| format!("{code} {msg}").trim().to_string())
-            })
-            .collect();
-        if !msgs.is_empty() {
-            return truncate(&msgs.join("; "), MAX);
-        }
+    // Error bodies are small; a larger one is not worth parsing for a message.
+    const MAX_PARSED: usize = 64 * 1024;
+    const MAX_ERRORS: usize = 5;
+
+    #[derive(serde::Deserialize)]
+    struct ErrorBody {
+        errors: Vec<serde_json::Value>,
     }
-    let flat: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
+
+    if body.len() > MAX_PARSED {
+        return String::new();
+    }
+    let Ok(parsed) = serde_json::from_slice::<ErrorBody>(body) else {
+        return String::new();
+    };
+    let text = |v: Option<&serde_json::Value>| v.and_then(|v| v.as_str()).map(one_line);
+    let msgs: Vec<String> = parsed
+        .errors
+        .iter()
+        .take(MAX_ERRORS)
+        .filter_map(|e| {
+            // Spec codes are identifiers (MANIFEST_UNKNOWN, DENIED, TOOMANYREQUESTS …).
+            let code = text(e.get("code")).filter(|c| {
+                c.len() <= 64
+                    && !c.is_empty()
+                    && c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+            });
+            let msg = text(e.get("message")).filter(|m| !m.is_empty());
+            match (code, msg) {
+                (Some(c), Some(m)) => Some(format!("{c} {m}")),
+                (Some(one), None) | (None, Some(one)) => Some(one),
+                (None, None) => None,
+            }
+        })
         .collect();
-    truncate(
-        flat.split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
-            .as_str(),
-        MAX,
-    )
+    truncate(&msgs.join("; "), MAX)
+}
+
+/// Control characters out, whitespace runs folded into one space.
+fn one_line(s: &str) -> String {
+    s.split(|c: char| c.is_control() || c.is_whitespace())
+        .filter(|w| !w.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 pub(crate) fn truncate(s: &str, max: usize) -> String {
@@ -297,10 +316,42 @@ mod tests {
     }
 
     #[test]
-    fn excerpt_is_one_bounded_line() {
-        let body = format!("<html>\n<body>{}</body>\n</html>", "x".repeat(1000));
-        let e = body_excerpt(body.as_bytes());
-        assert!(!e.contains('\n'));
-        assert!(e.chars().count() <= 201);
+    fn excerpt_is_one_bounded_line_of_printable_registry_text() {
+        let message = format!("line one\n\u{1b}[31mred\u{7}{}", "x".repeat(1000));
+        let body = serde_json::json!({"errors": [{"code": "DENIED", "message": message}]});
+        let e = body_excerpt(body.to_string().as_bytes());
+        assert!(e.starts_with("DENIED line one [31mred x"), "{e}");
+        assert!(!e.chars().any(char::is_control), "{e:?}");
+        assert!(e.chars().count() <= 201, "{}", e.chars().count());
+    }
+
+    /// Whatever answered that is not a registry (an internal web page, a proxy's error page, a
+    /// JSON API of another service) never has its content repeated in a status.
+    #[test]
+    fn bodies_that_are_not_registry_errors_give_no_excerpt() {
+        for body in [
+            "<html><body><h1>Internal admin</h1>db-password=hunter2</body></html>".to_string(),
+            "plain text from some service: internal-host-42".into(),
+            r#"{"message":"internal-host-42 says hello","errors":"not a list"}"#.into(),
+            r#"{"errors":[{"detail":{"internal":"internal-host-42"}}]}"#.into(),
+            r#"{"errors":[{"code":{"x":"internal-host-42"},"message":7}]}"#.into(),
+            r#"{"items":[1,2,3]}"#.into(),
+            String::new(),
+        ] {
+            assert_eq!(body_excerpt(body.as_bytes()), "", "{body}");
+        }
+    }
+
+    #[test]
+    fn excerpt_keeps_code_and_message_only() {
+        let body = br#"{"errors":[
+            {"code":"MANIFEST_UNKNOWN","message":"manifest unknown","detail":{"Tag":"internal-host-42"}},
+            {"code":"not a code; internal-host-42","message":"second"},
+            {"code":"NAME_UNKNOWN"}
+        ]}"#;
+        assert_eq!(
+            body_excerpt(body),
+            "MANIFEST_UNKNOWN manifest unknown; second; NAME_UNKNOWN"
+        );
     }
 }

@@ -21,6 +21,17 @@ pub struct Proof<'a> {
 
 /// Whether `proof` shows knowledge of `secret`.
 pub fn authenticate(secret: &[u8], proof: &Proof<'_>) -> bool {
+    if by_header(secret, proof) {
+        return true;
+    }
+    proof
+        .hub_signature
+        .is_some_and(|signature| signed(secret, proof.body, signature))
+}
+
+/// Whether the headers or the query alone show knowledge of `secret`: what the receiver
+/// checks before it reads a single body byte.
+pub fn by_header(secret: &[u8], proof: &Proof<'_>) -> bool {
     if secret.is_empty() {
         return false;
     }
@@ -42,10 +53,12 @@ pub fn authenticate(secret: &[u8], proof: &Proof<'_>) -> bool {
             return true;
         }
     }
-    if let Some(signature) = proof.hub_signature {
-        return signed(secret, proof.body, signature);
-    }
     false
+}
+
+/// Whether `signature` (`X-Hub-Signature-256`) is the HMAC of `body` under `secret`.
+pub fn by_signature(secret: &[u8], body: &[u8], signature: &[u8]) -> bool {
+    !secret.is_empty() && signed(secret, body, signature)
 }
 
 /// GitHub's `sha256=<hex of HMAC-SHA256(secret, body)>`.

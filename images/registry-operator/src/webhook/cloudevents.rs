@@ -74,7 +74,7 @@ mod tests {
           "type": "Microsoft.ContainerRegistry.ImageDeleted", "time": "2018-04-26T17:56:01Z",
           "data": {"id": "f", "timestamp": "2018-04-26T17:56:00Z", "action": "delete",
                    "target": {"mediaType": "application/vnd.docker.distribution.manifest.v2+json",
-                              "digest": "sha256:xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", "repository": "testrepo"},
+                              "digest": "sha256:abababababababababababababababababababababababababababababababab", "repository": "testrepo"},
                    "request": {"id": "a", "host": "myregistry.azurecr.io", "method": "DELETE"}}}"#;
         let e = parse(Kind::CloudEvents, body).unwrap();
         assert_eq!(e.len(), 1);

@@ -81,7 +81,7 @@ mod tests {
     fn deletes_by_digest_and_url_host_fallback() {
         // v3 sends delete events for manifests (by digest) and for tags.
         let body = r#"{"events": [
-          {"action": "delete", "target": {"repository": "a/b", "digest": "sha256:0123456789abcdef0123456789abcdef"},
+          {"action": "delete", "target": {"repository": "a/b", "digest": "sha256:abababababababababababababababababababababababababababababababab"},
            "request": {"host": ""}},
           {"action": "delete", "target": {"repository": "a/b", "tag": "old",
            "url": "http://127.0.0.1:5000/v2/a/b/manifests/old"}}

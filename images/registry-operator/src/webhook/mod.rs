@@ -10,6 +10,7 @@ mod dockerhub;
 mod ghcr;
 mod harbor;
 mod quay;
+pub mod validate;
 
 use serde_json::Value;
 
@@ -126,17 +127,22 @@ pub fn parse(kind: Kind, body: &[u8]) -> Result<Vec<Event>, ParseError> {
                 .host
                 .or_else(|| kind.implied_host().map(str::to_string))
                 .map(|h| normalize_host(&h));
+            if e.host.as_deref().is_some_and(|h| !validate::host(h)) {
+                return None;
+            }
             e.repository = e.repository.trim_matches('/').to_string();
             if e.host.as_deref() == Some(DOCKER_HUB) && !e.repository.contains('/') {
                 e.repository = format!("library/{}", e.repository);
             }
-            e.tag = e.tag.filter(|t| crate::registry::valid_tag(t));
-            e.digest = e.digest.filter(|d| !d.is_empty());
-            let usable = !e.repository.is_empty()
-                && e.repository.len() <= 256
-                && (e.tag.is_some() || (e.action == Action::Delete && e.digest.is_some()));
+            if !validate::repository(&e.repository) {
+                return None;
+            }
+            e.tag = e.tag.filter(|t| validate::tag(t));
+            e.digest = e.digest.filter(|d| validate::digest(d));
+            let usable = e.tag.is_some() || (e.action == Action::Delete && e.digest.is_some());
             usable.then_some(e)
         })
+        .take(validate::MAX_EVENTS)
         .collect())
 }
 

@@ -1,6 +1,7 @@
 //! A deliberately hostile "registry" for the limit tests, doing what no real registry does:
-//! 200,000 tags paged by `n` and `Link` (repository `huge`), or one tag-list page of 50 MiB
-//! streamed without a length (repository `fat`). Everything else is 404.
+//! 200,000 tags paged by `n` and `Link` (repository `huge`), one tag-list page of 50 MiB
+//! streamed without a length (repository `fat`), or the same three tags on every page with a
+//! `Link` to a page never asked for before (repository `loop`). Everything else is 404.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -20,6 +21,8 @@ pub struct Counters {
     pub huge_pages: AtomicUsize,
     /// Bytes of the `fat` page handed to the connection (the client stops reading early).
     pub fat_bytes: AtomicU64,
+    /// Pages of `loop` served.
+    pub loop_pages: AtomicUsize,
     /// Registry API (`/v2/`) requests for anything but a tag list.
     pub other: AtomicUsize,
 }
@@ -60,6 +63,7 @@ async fn answer(State(counters): State<Arc<Counters>>, req: Request) -> Response
     match path.as_str() {
         "/v2/huge/tags/list" => huge_page(&counters, &query),
         "/v2/fat/tags/list" => fat_page(counters),
+        "/v2/loop/tags/list" => loop_page(&counters),
         p => {
             // Registry API requests only: a scan's probes for a native listing API
             // (`/api/v2.0/systeminfo`, `/api/v1/discovery`) are not manifest requests.
@@ -103,6 +107,18 @@ fn huge_page(counters: &Counters, query: &str) -> Response {
         resp.headers_mut()
             .insert(header::LINK, link.parse().unwrap());
     }
+    resp
+}
+
+pub const LOOP_TAGS: [&str; 3] = ["a", "b", "c"];
+
+fn loop_page(counters: &Counters) -> Response {
+    let page = counters.loop_pages.fetch_add(1, Ordering::Relaxed);
+    let body = serde_json::json!({"name": "loop", "tags": LOOP_TAGS}).to_string();
+    let mut resp = ([(header::CONTENT_TYPE, "application/json")], body).into_response();
+    let link = format!("</v2/loop/tags/list?page={}>; rel=\"next\"", page + 1);
+    resp.headers_mut()
+        .insert(header::LINK, link.parse().unwrap());
     resp
 }
 

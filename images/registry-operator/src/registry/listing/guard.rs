@@ -1,7 +1,7 @@
 //! The check that keeps a native listing exact: every tag whose digest is not the one the
 //! previous scan saw (changed or new), plus a random sample of the unchanged ones, is HEADed
 //! through the distribution API, the registry's own answer. One disagreement and the scan
-//! falls back; the caller turns the native API off for that registry.
+//! falls back; the caller turns the native API off for that repository of the registry.
 
 use std::collections::HashMap;
 

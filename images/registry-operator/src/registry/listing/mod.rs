@@ -91,7 +91,8 @@ pub enum NativeOutcome {
     Used(Lister),
     /// The native API failed or disagreed; this scan used the distribution API.
     FellBack { lister: Lister, reason: String },
-    /// An earlier disagreement turned the native API off until the operator restarts.
+    /// An earlier disagreement turned the native API off for this repository until the
+    /// operator restarts. The reason names no tag: it may come from another tenant's scan.
     Off { lister: Lister, reason: String },
 }
 
@@ -117,7 +118,14 @@ pub(crate) async fn list(
         return distribution(session, options, None).await;
     }
     let base = session.target.base_url().to_string();
-    if let Some(reason) = listers.off(&base) {
+    let repository = session.target.repository();
+    if listers.is_off(&base, repository) {
+        // Said the same way to every scan of the repository: what the disagreement was about
+        // (a tag name) is only for the scan that listed it.
+        let reason = format!(
+            "an earlier scan of this repository found the {} disagreeing with the registry; native listing is off for this repository until the operator restarts",
+            lister.api_name()
+        );
         return distribution(
             session,
             options,
@@ -168,11 +176,10 @@ pub(crate) async fn list(
         }
         Err(guard::Verdict::Disagrees(why)) => {
             let reason = format!(
-                "the {} disagreed with the registry: {why}; native listing is off for {} until the operator restarts",
+                "the {} disagreed with the registry: {why}; native listing is off for this repository until the operator restarts",
                 lister.api_name(),
-                session.target.registry()
             );
-            listers.turn_off(session.tenant(), &base, reason.clone());
+            listers.turn_off(session.tenant(), &base, repository);
             distribution(session, options, fell_back(reason)).await
         }
         Err(guard::Verdict::Failed(e)) => {

@@ -1,4 +1,5 @@
-//! Per registry: which native listing API it has, and whether a guard disagreement turned it off.
+//! Per registry: which native listing API it has; per (registry, repository): whether a guard
+//! disagreement turned it off.
 
 use super::Lister;
 use crate::registry::cache::BoundedCache;
@@ -7,18 +8,23 @@ use crate::registry::cache::BoundedCache;
 /// forgotten (detection is cheap: one probe).
 const LISTERS_BYTES: usize = 2 << 20;
 const LISTERS_SHARE: usize = 256 << 10;
-/// Why a registry's native API is off: kept longer, since forgetting it means trusting a
-/// registry that lied again; the reason is a short message.
+/// Repositories whose native listing is off, in all and per tenant. Past that the one looked
+/// up least recently is forgotten (its next scan trusts the guard again), one at a time: a
+/// tenant that makes many repositories disagree forgets only its own, and a repository scanned
+/// regularly stays recent.
 const OFF_BYTES: usize = 4 << 20;
 const OFF_SHARE: usize = 512 << 10;
-/// A reason is the scan core's own message around a registry's tag name: cut, not kept whole.
-const MAX_REASON_BYTES: usize = 1024;
 
-/// Per registry base URL: which native listing API it has, and whether a guard disagreement
-/// turned it off (until the process restarts or the entry is evicted).
+/// Registry base URL and repository.
+type RepoKey = (String, String);
+
+/// Per registry base URL, which native listing API it has; per (registry, repository),
+/// whether a guard disagreement turned it off (until the process restarts or the entry is
+/// evicted). Nothing else of a disagreement is kept: a tag name in it is the business of the
+/// scan that listed it.
 pub(crate) struct Listers {
     detected: BoundedCache<String, Lister>,
-    off: BoundedCache<String, String>,
+    off: BoundedCache<RepoKey, ()>,
 }
 
 impl Default for Listers {
@@ -40,22 +46,17 @@ impl Listers {
             .put(tenant, base.to_string(), lister, base.len());
     }
 
-    /// Why the native API of this registry is off, if it is.
-    pub fn off(&self, base: &str) -> Option<String> {
-        self.off.get(&base.to_string())
+    /// Whether a disagreement turned the native API off for this repository of this registry.
+    pub fn is_off(&self, base: &str, repository: &str) -> bool {
+        self.off
+            .with(&(base.to_string(), repository.to_string()), |()| ())
+            .is_some()
     }
 
-    pub fn turn_off(&self, tenant: &str, base: &str, mut reason: String) {
-        if reason.len() > MAX_REASON_BYTES {
-            let mut cut = MAX_REASON_BYTES;
-            while !reason.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            reason.truncate(cut);
-            reason.push('…');
-        }
-        let bytes = base.len() + reason.len();
-        self.off.put(tenant, base.to_string(), reason, bytes);
+    pub fn turn_off(&self, tenant: &str, base: &str, repository: &str) {
+        let bytes = base.len() + repository.len();
+        self.off
+            .put(tenant, (base.to_string(), repository.to_string()), (), bytes);
     }
 
     pub fn bytes(&self) -> usize {
@@ -68,22 +69,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn off_repositories_are_bounded_and_forgotten_least_recent_first() {
+        let listers = Listers::default();
+        listers.turn_off("victim", "https://r", "victim");
+        listers.turn_off("evil", "https://r", "other");
+        for i in 0..50_000 {
+            listers.turn_off("evil", "https://evil", &format!("repo{i}"));
+        }
+        assert!(listers.bytes() <= OFF_SHARE + (64 << 10));
+        assert!(
+            listers.is_off("https://r", "victim"),
+            "another tenant's flood"
+        );
+        assert!(
+            !listers.is_off("https://r", "other"),
+            "least recent went first"
+        );
+        assert!(listers.is_off("https://evil", "repo49999"));
+        assert!(!listers.is_off("https://r", "never"));
+        assert!(!listers.is_off("https://evil", "victim"), "per registry");
+    }
+
+    #[test]
     fn a_flood_of_registries_forgets_only_the_flooders_own() {
         let listers = Listers::default();
         listers.detected_as("victim", "https://harbor.example/", Lister::Harbor);
-        listers.turn_off("victim", "https://quay.example/", "q".repeat(1 << 20));
         for i in 0..50_000 {
             let base = format!("https://r{i}.example/");
             listers.detected_as("attacker", &base, Lister::Harbor);
-            listers.turn_off("attacker", &base, format!("disagreed {i}"));
         }
-        assert!(listers.bytes() <= LISTERS_SHARE + OFF_SHARE + (64 << 10));
+        assert!(listers.bytes() <= LISTERS_SHARE + (64 << 10));
         assert_eq!(
             listers.detected("https://harbor.example/"),
             Some(Lister::Harbor)
         );
-        let reason = listers.off("https://quay.example/").unwrap();
-        assert!(reason.len() <= MAX_REASON_BYTES + 3, "the reason is cut");
         assert_eq!(
             listers.detected("https://r0.example/"),
             None,

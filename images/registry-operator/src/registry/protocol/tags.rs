@@ -1,6 +1,7 @@
 //! Listing a repository's tags: paged by `n` and `Link: <…>; rel="next"`, filtered.
 
 use std::collections::HashSet;
+use std::hash::{BuildHasher, RandomState};
 
 use regex::Regex;
 use reqwest::{Method, StatusCode};
@@ -52,7 +53,65 @@ struct TagPage {
     tags: Option<Vec<String>>,
 }
 
+/// Names the filter leaves out that a listing remembers (by hash) to tell a repeated page:
+/// past this, repeats are judged on the names remembered.
+const MAX_REMEMBERED_OTHERS: usize = 100_000;
+
+/// Every name a listing has given so far: the admitted tags in listing order, exactly, and
+/// the others by a keyed hash, bounded.
+struct Names<'f> {
+    filter: &'f TagFilter,
+    max_tags: usize,
+    tags: Vec<String>,
+    admitted: HashSet<String>,
+    others: HashSet<u64>,
+    keys: RandomState,
+}
+
+impl<'f> Names<'f> {
+    fn new(filter: &'f TagFilter, max_tags: usize) -> Self {
+        Self {
+            filter,
+            max_tags,
+            tags: Vec::new(),
+            admitted: HashSet::new(),
+            others: HashSet::new(),
+            keys: RandomState::new(),
+        }
+    }
+
+    /// Whether the name is new to this listing; `None` past `max_tags`.
+    fn add(&mut self, tag: String) -> Option<bool> {
+        if !self.filter.admits(&tag) {
+            let hash = self.keys.hash_one(&tag);
+            if self.others.contains(&hash) {
+                return Some(false);
+            }
+            if self.others.len() < MAX_REMEMBERED_OTHERS {
+                self.others.insert(hash);
+            }
+            return Some(true);
+        }
+        if self.admitted.contains(&tag) {
+            return Some(false);
+        }
+        if self.tags.len() >= self.max_tags {
+            return None;
+        }
+        self.admitted.insert(tag.clone());
+        self.tags.push(tag);
+        Some(true)
+    }
+}
+
 /// Every tag, in the order the registry lists them, without duplicates.
+///
+/// Pages follow `Link: <…>; rel="next"`; a full page without one is followed by asking what
+/// comes after its last tag (`last`). Registries that ignore paging answer that with the same
+/// tags again (distribution 2.x sends every tag, unsorted, whatever `n` and `last` say), or
+/// start over past the end (go-containerregistry): a page asked for with `last` that repeats
+/// any name, or any later page that repeats only names already listed, means the registry
+/// has nothing more, and ends the listing.
 pub(crate) async fn list_tags(
     session: &Session<'_>,
     page_size: u32,
@@ -60,13 +119,17 @@ pub(crate) async fn list_tags(
     limits: &ScanLimits,
 ) -> Result<Vec<String>, ScanError> {
     let target = session.target;
+    let too_many = || ScanError::TooManyTags {
+        registry: target.registry(),
+        repository: target.repository().to_string(),
+        limit: limits.max_tags,
+    };
     let mut url = target.tags_url(Some(page_size));
-    let mut tags = Vec::new();
-    let mut seen = HashSet::new();
+    let mut names = Names::new(filter, limits.max_tags);
     let mut visited = HashSet::new();
     let mut first = true;
     let mut may_drop_page_size = true;
-    let mut probed_after: Option<String> = None;
+    let mut probed = false;
     for _ in 0..limits.max_pages {
         visited.insert(url.to_string());
         let reply = session
@@ -94,6 +157,7 @@ pub(crate) async fn list_tags(
             }
             _ => return Err(session.status_error(&Method::GET, &url, &reply)),
         }
+        let later = !first;
         first = false;
         let page: TagPage = serde_json::from_slice(&reply.body).map_err(|e| {
             session.invalid(
@@ -103,36 +167,29 @@ pub(crate) async fn list_tags(
             )
         })?;
         let page_tags = page.tags.unwrap_or_default();
-        // A page asked for with `last` must continue after it; one that starts over
-        // (go-containerregistry does, past the end) means the list is complete.
-        if let Some(after) = &probed_after
-            && page_tags.first().is_none_or(|first| first <= after)
-        {
-            return Ok(tags);
-        }
         let page_len = page_tags.len();
         let last_listed = page_tags.last().cloned();
+        let (mut new, mut repeated) = (0usize, 0usize);
         for tag in page_tags {
             // A name that is not a tag must never become part of a request path.
             if !valid_tag(&tag) {
                 tracing::warn!(registry = %target.registry(), repository = target.repository(), tag = %tag.escape_debug().to_string().chars().take(80).collect::<String>(), "registry listed an invalid tag name; skipped");
                 continue;
             }
-            if filter.admits(&tag) && seen.insert(tag.clone()) {
-                if tags.len() >= limits.max_tags {
-                    return Err(ScanError::TooManyTags {
-                        registry: target.registry(),
-                        repository: target.repository().to_string(),
-                        limit: limits.max_tags,
-                    });
-                }
-                tags.push(tag);
+            match names.add(tag) {
+                Some(true) => new = new.saturating_add(1),
+                Some(false) => repeated = repeated.saturating_add(1),
+                None => return Err(too_many()),
             }
+        }
+        if repeated > 0 && (probed || (later && new == 0)) {
+            tracing::debug!(registry = %target.registry(), repository = target.repository(), new, repeated, "tag list page repeats earlier names: the registry ignores paging; listing complete");
+            return Ok(names.tags);
         }
         let next = next_page(&reply.headers);
         url = match next {
             Some(next) => {
-                probed_after = None;
+                probed = false;
                 target
                     .resolve_link(&next, &url)
                     .map_err(|e| session.invalid(&Method::GET, &url, e))?
@@ -143,18 +200,16 @@ pub(crate) async fn list_tags(
                 Some(last) if may_drop_page_size && page_len == page_size as usize => {
                     let mut u = target.tags_url(Some(page_size));
                     u.query_pairs_mut().append_pair("last", &last);
-                    probed_after = Some(last);
+                    probed = true;
                     u
                 }
-                _ => return Ok(tags),
+                _ => return Ok(names.tags),
             },
         };
+        // Asked for again, a page already read could only repeat it.
         if visited.contains(url.as_str()) {
-            return Err(session.invalid(
-                &Method::GET,
-                &url,
-                "tag list pages link back to an earlier page".into(),
-            ));
+            tracing::debug!(registry = %target.registry(), repository = target.repository(), "tag list pages link back to an earlier page; listing complete");
+            return Ok(names.tags);
         }
     }
     Err(ScanError::TooManyTagPages {
@@ -215,6 +270,24 @@ mod tests {
         );
         assert_eq!(next_link(r#"</x>; rel="prev""#), None);
         assert_eq!(next_link("garbage"), None);
+    }
+
+    #[test]
+    fn names_tell_repeats_of_admitted_and_filtered_tags() {
+        let filter = TagFilter::new(Some("^v"), None).unwrap();
+        let mut names = Names::new(&filter, 2);
+        assert_eq!(names.add("v1".into()), Some(true));
+        assert_eq!(names.add("latest".into()), Some(true));
+        assert_eq!(names.add("v1".into()), Some(false));
+        assert_eq!(
+            names.add("latest".into()),
+            Some(false),
+            "filtered, still known"
+        );
+        assert_eq!(names.add("v2".into()), Some(true));
+        assert_eq!(names.add("v3".into()), None, "past max_tags");
+        assert_eq!(names.add("v2".into()), Some(false));
+        assert_eq!(names.tags, ["v1", "v2"]);
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::budget::BodyBudget;
 use super::egress::{EgressPolicy, PolicyResolver};
 use super::ratelimit::HostGates;
+use super::proxy::ProxySettings;
 use super::retry::RetryPolicy;
 use crate::registry::error::ScanError;
 
@@ -57,6 +58,9 @@ pub struct ClientOptions {
     /// Fixed addresses for host names (reqwest's `resolve`), ahead of DNS. Tests map vendor
     /// hosts (registry-1.docker.io, gcr.io …) to loopback fixtures with it; empty otherwise.
     pub resolve: Vec<(String, std::net::SocketAddr)>,
+    /// The proxy requests go through; `None`: straight to the registry. Proxy variables of
+    /// the environment are never used.
+    pub proxy: Option<ProxySettings>,
 }
 
 impl Default for ClientOptions {
@@ -71,6 +75,7 @@ impl Default for ClientOptions {
             egress: None,
             body_budget: None,
             resolve: Vec::new(),
+            proxy: None,
         }
     }
 }
@@ -99,7 +104,18 @@ impl Transport {
             // Redirects (blob/manifest CDNs) are followed by hand so that credentials never
             // travel to another host.
             .redirect(reqwest::redirect::Policy::none())
-            .tls_danger_accept_invalid_certs(options.insecure_skip_verify);
+            .tls_danger_accept_invalid_certs(options.insecure_skip_verify)
+            .no_proxy();
+        for proxy in options
+            .proxy
+            .as_ref()
+            .map(ProxySettings::reqwest_proxies)
+            .transpose()
+            .map_err(ScanError::InvalidConfig)?
+            .unwrap_or_default()
+        {
+            builder = builder.proxy(proxy);
+        }
         if let Some(policy) = &options.egress {
             builder = builder.dns_resolver(PolicyResolver::new(policy.clone()));
         }

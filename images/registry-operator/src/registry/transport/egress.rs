@@ -21,6 +21,8 @@ const DEFAULT_DENY: &[&str] = &[
     "169.254.0.0/16",     // link-local, incl. 169.254.169.254 (AWS, GCP, Azure, OpenStack …)
     "fe80::/10",          //
     "fd00:ec2::254/128",  // AWS metadata over IPv6
+    "fd00:ec2::23/128",   // AWS EKS Pod Identity Agent over IPv6
+    "fd20:ce::254/128",   // GCP metadata over IPv6
     "100.100.100.200/32", // Alibaba Cloud metadata
     "192.0.0.192/32",     // Oracle Cloud (classic) metadata
     "168.63.129.16/32",   // Azure host agent (WireServer)
@@ -96,6 +98,25 @@ impl EgressPolicy {
             }
         }
         Ok(policy)
+    }
+
+    /// Closes `nets` the way the built-in ranges are closed, so that an allow of the same or a
+    /// narrower range opens them again: the cluster's Pod and Service networks.
+    pub fn close_by_default(mut self, nets: &[String]) -> Result<Self, String> {
+        for entry in nets.iter().map(|e| e.trim()).filter(|e| !e.is_empty()) {
+            let net = match entry.parse::<IpNet>() {
+                Ok(net) => net.trunc(),
+                Err(_) => entry
+                    .parse::<IpAddr>()
+                    .map(|ip| IpNet::from(canonical(ip)))
+                    .map_err(|_| format!("cluster network {entry:?} is not a CIDR"))?,
+            };
+            self.cidrs.push(CidrRule {
+                net,
+                rank: Rank::Default,
+            });
+        }
+        Ok(self)
     }
 
     fn add(&mut self, entry: &str, verdict: Verdict) -> Result<(), String> {
@@ -309,6 +330,8 @@ mod tests {
             "169.254.170.2",
             "fe80::1",
             "fd00:ec2::254",
+            "fd00:ec2::23",
+            "fd20:ce::254",
             "100.100.100.200",
             "::ffff:127.0.0.1",
             "::ffff:169.254.169.254",
@@ -349,6 +372,27 @@ mod tests {
         assert!(!policy(&["10.0.0.0/8"], &["10.0.0.0/8"]).permits(ip("10.0.0.1")));
         // A bare address is a /32 (or /128).
         assert!(policy(&["::1"], &[]).permits(ip("::1")));
+    }
+
+    #[test]
+    fn cluster_networks_are_closed_like_the_defaults() {
+        let nets = ["10.111.0.0/16".to_string(), "10.222.0.0/16".into()];
+        let p = EgressPolicy::default().close_by_default(&nets).unwrap();
+        assert!(!p.permits(ip("10.111.3.4")));
+        assert!(!p.permits(ip("10.222.0.1")));
+        assert!(p.permits(ip("10.1.0.1")));
+        // An allow of the same range, or of one address in it, opens it again.
+        let p = policy(&["10.111.0.0/16", "10.222.0.10"], &[])
+            .close_by_default(&nets)
+            .unwrap();
+        assert!(p.permits(ip("10.111.3.4")));
+        assert!(p.permits(ip("10.222.0.10")));
+        assert!(!p.permits(ip("10.222.0.11")));
+        assert!(
+            EgressPolicy::default()
+                .close_by_default(&["not a net".into()])
+                .is_err()
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! HTTP to registries, knowing nothing of registries' protocol or auth: the connection pool
 //! (client), where requests may go (egress), memory for bodies (budget), per-host gates and
-//! rate ceilings (ratelimit), retry timing (retry), what a network failure means (classify),
+//! rate ceilings (ratelimit), an explicit proxy (proxy), retry timing (retry), what a network failure means (classify),
 //! and one request's exchange (exchange) with its counts (counters).
 
 mod budget;
@@ -9,11 +9,13 @@ mod client;
 mod counters;
 mod egress;
 mod exchange;
+mod proxy;
 mod ratelimit;
 mod retry;
 
 pub use budget::BodyBudget;
 pub(crate) use classify::NetFailure;
+pub use proxy::{ProxySettings, redacted as redacted_proxy_url};
 pub(crate) use client::Transport;
 pub use client::{ClientOptions, RequestKind, RequestObserver, install_crypto_provider};
 pub(crate) use counters::Counters;

@@ -159,9 +159,7 @@ impl Refresher {
                 }
             };
             let Ok(slot) = ctx.admission.acquire(&ns).await else {
-                self.pending
-                    .lock()
-                    .remove(&key);
+                self.pending.lock().remove(&key);
                 return;
             };
             // A panic fails this refresh only; the worker goes on and `pending` stays right.

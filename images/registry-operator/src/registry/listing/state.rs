@@ -55,8 +55,12 @@ impl Listers {
 
     pub fn turn_off(&self, tenant: &str, base: &str, repository: &str) {
         let bytes = base.len() + repository.len();
-        self.off
-            .put(tenant, (base.to_string(), repository.to_string()), (), bytes);
+        self.off.put(
+            tenant,
+            (base.to_string(), repository.to_string()),
+            (),
+            bytes,
+        );
     }
 
     pub fn bytes(&self) -> usize {

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use super::budget::BodyBudget;
 use super::egress::{EgressPolicy, PolicyResolver};
-use super::ratelimit::HostGates;
 use super::proxy::ProxySettings;
+use super::ratelimit::HostGates;
 use super::retry::RetryPolicy;
 use crate::registry::error::ScanError;
 

@@ -15,12 +15,12 @@ mod retry;
 
 pub use budget::BodyBudget;
 pub(crate) use classify::NetFailure;
-pub use proxy::{ProxySettings, redacted as redacted_proxy_url};
 pub(crate) use client::Transport;
 pub use client::{ClientOptions, RequestKind, RequestObserver, install_crypto_provider};
 pub(crate) use counters::Counters;
 pub(crate) use egress::same_origin;
 pub use egress::{EgressDenied, EgressPolicy};
 pub(crate) use exchange::{ExchangeError, MAX_GATE_CLOSE, Reply, Request};
+pub use proxy::{ProxySettings, redacted as redacted_proxy_url};
 pub(crate) use ratelimit::HostGates;
 pub use retry::{RetryPolicy, parse_retry_after};

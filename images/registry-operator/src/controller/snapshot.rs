@@ -164,7 +164,17 @@ impl Snapshot {
         let mut manifests: Vec<Manifest> = Vec::new();
         let mut index: HashMap<(Digest, ManifestFacts), u32> = HashMap::new();
         let mut notes = Vec::new();
+        // Offsets are u32: names past 4 GiB (a repository no limit stopped) would wrap them,
+        // so such a snapshot ends there and is not `complete` (the status stands in).
+        let mut complete = complete;
         for (i, image) in images.iter().enumerate() {
+            let (Ok(end), Ok(at)) = (
+                u32::try_from(names.len().saturating_add(image.tag.len())),
+                u32::try_from(i),
+            ) else {
+                complete = false;
+                break;
+            };
             names.push_str(&image.tag);
             let facts = ManifestFacts::of(image);
             let digest = Digest::new(&image.digest);
@@ -181,11 +191,11 @@ impl Snapshot {
             });
             manifests[slot as usize].trusted |= trusted;
             tags.push(Tag {
-                end: names.len() as u32,
+                end,
                 manifest: slot,
             });
             if let Some(note) = &image.note {
-                notes.push((i as u32, note.as_str().into()));
+                notes.push((at, note.as_str().into()));
             }
         }
         Self {

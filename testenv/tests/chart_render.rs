@@ -250,6 +250,7 @@ fn defaults_render_the_documented_flags_placement_and_resources() {
         ("max-images", "1000"),
         ("max-tags", "20000"),
         ("max-tag-page-bytes", "4194304"),
+        ("body-idle-timeout", "10"),
         // Always on: a rolling update briefly runs two Pods even with one replica.
         ("leader-elect", "true"),
         ("shards", "1"),
@@ -412,6 +413,7 @@ fn every_setting_changed_lands_in_the_deployment() {
         ("max-images", "250"),
         ("max-tags", "5000"),
         ("max-tag-page-bytes", "8388608"),
+        ("body-idle-timeout", "5"),
         ("max-scans-per-namespace", "2"),
         ("registry-requests-per-second", "12.5"),
         ("leader-elect", "true"),
@@ -936,6 +938,7 @@ fn template_fallbacks_equal_openapi_defaults() {
         ("maxImages", "1000"),
         ("maxTags", "20000"),
         ("maxTagPageMiB", "4"),
+        ("bodyIdleTimeout", "10"),
         ("resources.requests.cpu", "50m"),
         ("resources.requests.memory", "64Mi"),
         ("resources.limits.memory", "512Mi"),

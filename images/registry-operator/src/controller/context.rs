@@ -38,6 +38,8 @@ pub struct Settings {
     pub proxy: Option<ProxySettings>,
     /// Shared by every registry client.
     pub body_budget: Arc<BodyBudget>,
+    /// A body that sends no byte for this long is dropped.
+    pub body_idle_timeout: Duration,
     /// Ceiling on requests per second to one registry host, across all scans.
     pub requests_per_second: Option<f64>,
     /// Floor under every Registry's scan interval (`--min-scan-interval`; zero: none).
@@ -119,6 +121,7 @@ impl Context {
             egress: Some(self.settings.egress.clone()),
             proxy: self.settings.proxy.clone(),
             body_budget: Some(self.settings.body_budget.clone()),
+            body_idle_timeout: self.settings.body_idle_timeout,
             ..ClientOptions::default()
         })?
         .with_state(self.registry_state.clone())

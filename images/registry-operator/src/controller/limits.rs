@@ -2,9 +2,11 @@
 //! namespace may take.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::registry::{
-    BodyBudget, DEFAULT_MAX_PAGE_BYTES, DEFAULT_MAX_PAGES, DEFAULT_MAX_TAGS, ScanLimits,
+    BodyBudget, DEFAULT_BODY_IDLE_TIMEOUT, DEFAULT_MAX_PAGE_BYTES, DEFAULT_MAX_PAGES,
+    DEFAULT_MAX_TAGS, ScanLimits,
 };
 
 #[derive(clap::Args, Debug, Clone)]
@@ -27,10 +29,17 @@ pub struct LimitArgs {
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
     pub max_scans_per_namespace: Option<usize>,
     /// Bytes of registry response bodies all scans may hold at once; a body reserves its size
-    /// (or its limit, when the length is unknown) and waits for room.
+    /// (or its limit, when the length is unknown) and waits for room. One namespace holds at
+    /// most `total / (namespaces holding or waiting + 1)`.
     #[arg(long, env = "MAX_BODY_BYTES_IN_FLIGHT", default_value_t = 128 << 20,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1 << 20..))]
     pub max_body_bytes_in_flight: usize,
+    /// Seconds a registry may send no byte of a response body before it is dropped (a
+    /// transient failure, retried); below the 30 s request timeout, so that stalled bodies
+    /// give their share of the body budget back early.
+    #[arg(long, env = "BODY_IDLE_TIMEOUT", default_value_t = DEFAULT_BODY_IDLE_TIMEOUT.as_secs(),
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub body_idle_timeout: u64,
 }
 
 impl LimitArgs {
@@ -40,6 +49,10 @@ impl LimitArgs {
             max_page_bytes: self.max_tag_page_bytes,
             max_pages: self.max_tag_pages,
         }
+    }
+
+    pub fn body_idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.body_idle_timeout)
     }
 
     pub fn body_budget(&self) -> Arc<BodyBudget> {

@@ -182,6 +182,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         }),
         limits: args.limits.scan_limits(),
         body_budget: args.limits.body_budget(),
+        body_idle_timeout: args.limits.body_idle_timeout(),
         egress,
         proxy,
         requests_per_second: args

@@ -43,8 +43,9 @@ pub use scanner::{
 pub use state::RegistryState;
 pub use target::{Target, valid_tag};
 pub use transport::{
-    BodyBudget, ClientOptions, EgressDenied, EgressPolicy, ProxySettings, RequestKind,
-    RequestObserver, RetryPolicy, install_crypto_provider, parse_retry_after, redacted_proxy_url,
+    BodyBudget, ClientOptions, DEFAULT_BODY_IDLE_TIMEOUT, EgressDenied, EgressPolicy,
+    ProxySettings, RequestKind, RequestObserver, RetryPolicy, install_crypto_provider,
+    parse_retry_after, redacted_proxy_url,
 };
 
 /// Test builds (`fault-injection` feature) only: a scan of this repository panics once, inside a

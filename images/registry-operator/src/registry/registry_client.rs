@@ -40,8 +40,8 @@ impl RegistryClient {
         self
     }
 
-    /// One scan's conversation with `target`, for `tenant` (whose share of the shared caches
-    /// its tokens and learned modes use).
+    /// One scan's conversation with `target`, for `tenant` (its share of shared resources:
+    /// the body budget, and the caches its tokens and learned modes go to).
     pub(crate) fn session<'a>(
         &'a self,
         tenant: &'a str,

@@ -38,9 +38,9 @@ pub(super) async fn list(
         .append_pair("n", &PAGE_SIZE.to_string());
     loop {
         let reply = out.page(&api, &url).await?;
-        let page: Page = out.parse(&api, &url, &reply)?;
+        let page: Page = out.parse(&api, &url, &reply).await?;
         for t in &page.tags {
-            out.add(&t.name, t.digest.as_deref())?;
+            out.add(&t.name, t.digest.as_deref()).await?;
         }
         let next = next_page(&reply.headers);
         match next {

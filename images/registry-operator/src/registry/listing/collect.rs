@@ -9,7 +9,7 @@ use url::Url;
 use crate::registry::protocol::{TagFilter, valid_digest};
 use crate::registry::session::{Reply, Session};
 use crate::registry::target::valid_tag;
-use crate::registry::transport::RequestKind;
+use crate::registry::transport::{RequestKind, offload};
 use crate::registry::{ScanError, ScanLimits};
 
 pub(crate) struct Collector<'s, 'a> {
@@ -19,7 +19,12 @@ pub(crate) struct Collector<'s, 'a> {
     entries: Vec<(String, Option<String>)>,
     index: HashMap<String, usize>,
     pages: usize,
+    /// Tags offered so far, listed or not.
+    added: usize,
 }
+
+/// Tags checked between two yields to the runtime: about a millisecond of work.
+const YIELD_EVERY: usize = 1024;
 
 impl<'s, 'a> Collector<'s, 'a> {
     pub fn new(session: &'s Session<'a>, filter: &'s TagFilter, limits: &'s ScanLimits) -> Self {
@@ -30,12 +35,18 @@ impl<'s, 'a> Collector<'s, 'a> {
             entries: Vec::new(),
             index: HashMap::new(),
             pages: 0,
+            added: 0,
         }
     }
 
     /// One tag and the digest the API names (`None`: the scan HEADs it). A tag listed twice
     /// with two digests keeps neither: the guard's HEAD settles it.
-    pub fn add(&mut self, tag: &str, digest: Option<&str>) -> Result<(), ScanError> {
+    pub async fn add(&mut self, tag: &str, digest: Option<&str>) -> Result<(), ScanError> {
+        // A page may name a million tags: let the worker's other tasks run in between.
+        self.added = self.added.wrapping_add(1);
+        if self.added.is_multiple_of(YIELD_EVERY) {
+            tokio::task::yield_now().await;
+        }
         if !valid_tag(tag) || !self.filter.admits(tag) {
             return Ok(());
         }
@@ -84,14 +95,38 @@ impl<'s, 'a> Collector<'s, 'a> {
         Ok(reply)
     }
 
-    /// Parses a page as `T`; a body of another shape is an error that names the API.
-    pub fn parse<T: serde::de::DeserializeOwned>(
+    /// Parses a page as `T` (off the async workers when large); a body of another shape is
+    /// an error that names the API.
+    pub async fn parse<T: serde::de::DeserializeOwned + Send + 'static>(
         &self,
         session: &Session<'_>,
         url: &Url,
         reply: &Reply,
     ) -> Result<T, ScanError> {
-        serde_json::from_slice(&reply.body).map_err(|e| {
+        self.parse_then(session, url, reply, |t| t).await
+    }
+
+    /// [`Collector::parse`], then `then` on the page, also off the async workers.
+    pub async fn parse_then<T, R, F>(
+        &self,
+        session: &Session<'_>,
+        url: &Url,
+        reply: &Reply,
+        then: F,
+    ) -> Result<R, ScanError>
+    where
+        T: serde::de::DeserializeOwned,
+        R: Send + 'static,
+        F: FnOnce(T) -> R + Send + 'static,
+    {
+        let body = reply.body.clone();
+        offload(session.tenant, body.len(), move || {
+            serde_json::from_slice(&body)
+                .map(then)
+                .map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| {
             session.invalid(
                 &Method::GET,
                 url,

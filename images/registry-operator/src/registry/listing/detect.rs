@@ -9,7 +9,7 @@ use super::{Lister, Listers};
 use crate::registry::ScanError;
 use crate::registry::session::Session;
 use crate::registry::target::Target;
-use crate::registry::transport::RequestKind;
+use crate::registry::transport::{RequestKind, offload};
 
 const PROBE_BODY_LIMIT: usize = 1 << 20;
 
@@ -63,7 +63,7 @@ pub(super) async fn detect(session: &Session<'_>, listers: &Listers) -> Lister {
     };
     match found {
         Some(l) => {
-            listers.detected_as(session.tenant(), &base, l);
+            listers.detected_as(session.tenant, &base, l);
             l
         }
         // The network failed: try again next scan.
@@ -85,7 +85,13 @@ async fn probe_json(session: &Session<'_>, path: &str) -> Result<Option<serde_js
         )
         .await
     {
-        Ok(r) if r.status == StatusCode::OK => Ok(serde_json::from_slice(&r.body).ok()),
+        Ok(r) if r.status == StatusCode::OK => {
+            let body = r.body.clone();
+            Ok(offload(session.tenant, body.len(), move || {
+                serde_json::from_slice(&body).ok()
+            })
+            .await)
+        }
         Ok(_) => Ok(None),
         // A refusal (401/403) or an error status is an answer: not this vendor, or not for
         // anonymous callers.

@@ -65,9 +65,9 @@ pub(super) async fn list(
         .append_pair("page_size", &PAGE_SIZE.to_string());
     loop {
         let reply = out.page(&api, &url).await?;
-        let page: Page = out.parse(&api, &url, &reply)?;
+        let page: Page = out.parse(&api, &url, &reply).await?;
         for t in &page.results {
-            out.add(&t.name, t.digest.as_deref())?;
+            out.add(&t.name, t.digest.as_deref()).await?;
         }
         match page.next.filter(|n| !n.is_empty()) {
             // `next` is absolute; it may never lead off hub.docker.com.

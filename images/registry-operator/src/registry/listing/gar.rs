@@ -36,14 +36,22 @@ pub(super) async fn list(
     let mut url = target.tags_url(Some(page_size));
     loop {
         let reply = out.page(session, &url).await?;
-        let page: Page = out.parse(session, &url, &reply)?;
-        let by_tag: HashMap<&str, &str> = page
-            .manifest
-            .iter()
-            .flat_map(|(d, m)| m.tag.iter().map(move |t| (t.as_str(), d.as_str())))
-            .collect();
-        for t in page.tags.iter().flatten() {
-            out.add(t, by_tag.get(t.as_str()).copied())?;
+        let listed = out
+            .parse_then(session, &url, &reply, |page: Page| {
+                let by_tag: HashMap<&str, &str> = page
+                    .manifest
+                    .iter()
+                    .flat_map(|(d, m)| m.tag.iter().map(move |t| (t.as_str(), d.as_str())))
+                    .collect();
+                page.tags
+                    .iter()
+                    .flatten()
+                    .map(|t| (t.clone(), by_tag.get(t.as_str()).map(|d| d.to_string())))
+                    .collect::<Vec<_>>()
+            })
+            .await?;
+        for (t, digest) in &listed {
+            out.add(t, digest.as_deref()).await?;
         }
         let next = next_page(&reply.headers);
         match next {

@@ -47,10 +47,10 @@ pub(super) async fn list(
             .append_pair("page", &page.to_string())
             .append_pair("page_size", &PAGE_SIZE.to_string());
         let reply = out.page(&api, &url).await?;
-        let artifacts: Vec<Artifact> = out.parse(&api, &url, &reply)?;
+        let artifacts: Vec<Artifact> = out.parse(&api, &url, &reply).await?;
         for a in &artifacts {
             for t in a.tags.iter().flatten() {
-                out.add(&t.name, Some(&a.digest))?;
+                out.add(&t.name, Some(&a.digest)).await?;
             }
         }
         if artifacts.len() < PAGE_SIZE {

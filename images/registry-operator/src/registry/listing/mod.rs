@@ -179,7 +179,7 @@ pub(crate) async fn list(
                 "the {} disagreed with the registry: {why}; native listing is off for this repository until the operator restarts",
                 lister.api_name(),
             );
-            listers.turn_off(session.tenant(), &base, repository);
+            listers.turn_off(session.tenant, &base, repository);
             distribution(session, options, fell_back(reason)).await
         }
         Err(guard::Verdict::Failed(e)) => {

@@ -43,9 +43,9 @@ pub(super) async fn list(
             .append_pair("page", &page.to_string())
             .append_pair("onlyActiveTags", "true");
         let reply = out.page(&api, &url).await?;
-        let p: Page = out.parse(&api, &url, &reply)?;
+        let p: Page = out.parse(&api, &url, &reply).await?;
         for t in &p.tags {
-            out.add(&t.name, t.manifest_digest.as_deref())?;
+            out.add(&t.name, t.manifest_digest.as_deref()).await?;
         }
         if !p.has_additional {
             break;

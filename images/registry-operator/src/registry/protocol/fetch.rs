@@ -9,7 +9,7 @@ use super::schema1;
 use crate::registry::ManifestFacts;
 use crate::registry::error::ScanError;
 use crate::registry::session::{Reply, Session};
-use crate::registry::transport::RequestKind;
+use crate::registry::transport::{RequestKind, offload};
 
 pub(crate) async fn get_manifest(
     session: &Session<'_>,
@@ -43,16 +43,18 @@ pub(crate) async fn fetch(
     match reply.status {
         StatusCode::NOT_FOUND => Ok(None),
         s if s.is_success() => {
-            if !manifest::verify(&reply.body, digest) {
-                return Err(session.invalid(
-                    &Method::GET,
-                    &url,
-                    format!("manifest does not match its digest {digest}"),
-                ));
-            }
-            let media_type =
-                manifest::media_type_of(&reply.body, reply.header(CONTENT_TYPE.as_str()));
-            Ok(Some(describe(&reply.body, media_type)))
+            let body = reply.body.clone();
+            let content_type = reply.header(CONTENT_TYPE.as_str()).map(str::to_string);
+            let digest = digest.to_string();
+            // Hashing and parsing up to 4 MiB: not on a runtime worker.
+            offload(session.tenant, body.len(), move || {
+                manifest::check(&body, &digest)?;
+                let media_type = manifest::media_type_of(&body, content_type.as_deref());
+                Ok(describe(&body, media_type))
+            })
+            .await
+            .map(Some)
+            .map_err(|why| session.invalid(&Method::GET, &url, why))
         }
         _ => Err(session.status_error(&Method::GET, &url, &reply)),
     }

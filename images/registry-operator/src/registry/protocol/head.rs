@@ -9,7 +9,7 @@ use super::fetch::{Fetched, describe, get_manifest};
 use super::manifest::{self, ACCEPT_MANIFESTS};
 use crate::registry::error::ScanError;
 use crate::registry::session::Session;
-use crate::registry::transport::RequestKind;
+use crate::registry::transport::{RequestKind, offload};
 
 pub(crate) enum HeadOutcome {
     Digest(String),
@@ -48,27 +48,25 @@ pub(crate) async fn head(session: &Session<'_>, tag: &str) -> Result<HeadOutcome
     match reply.status {
         StatusCode::NOT_FOUND => Ok(HeadOutcome::Gone),
         s if s.is_success() => {
-            let digest = match reply
+            let body = reply.body.clone();
+            let content_type = reply.header(CONTENT_TYPE.as_str()).map(str::to_string);
+            let announced = reply
                 .header("docker-content-digest")
                 .filter(|d| valid_digest(d))
-            {
-                Some(d) if manifest::verify(&reply.body, d) => d.to_string(),
-                Some(d) => {
-                    return Err(session.invalid(
-                        &Method::GET,
-                        &url,
-                        format!("manifest does not match its digest {d}"),
-                    ));
-                }
-                None => manifest::registry_digest(&reply.body),
-            };
-            let media_type =
-                manifest::media_type_of(&reply.body, reply.header(CONTENT_TYPE.as_str()));
+                .map(str::to_string);
+            // Hashing and parsing up to 4 MiB: not on a runtime worker.
+            let (digest, described) = offload(session.tenant, body.len(), move || {
+                let digest = match announced {
+                    Some(d) => manifest::check(&body, &d).map(|()| d)?,
+                    None => manifest::registry_digest(&body),
+                };
+                let media_type = manifest::media_type_of(&body, content_type.as_deref());
+                Ok::<_, String>((digest, describe(&body, media_type)))
+            })
+            .await
+            .map_err(|why| session.invalid(&Method::GET, &url, why))?;
             // Whatever it is (an index too), it is described now: no second GET by digest.
-            Ok(HeadOutcome::Fetched(
-                digest,
-                describe(&reply.body, media_type),
-            ))
+            Ok(HeadOutcome::Fetched(digest, described))
         }
         _ => Err(session.status_error(&Method::GET, &url, &reply)),
     }

@@ -1,9 +1,9 @@
 //! Manifest media types, digest checks, and what a manifest says about size and platforms.
 
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
-use sha2::{Digest as _, Sha256, Sha512};
+use sha2::{Sha256, Sha512};
 
-use super::schema1::{self, SCHEMA1_MANIFEST, SCHEMA1_SIGNED};
+use super::schema1::{self, SCHEMA1_MANIFEST, SCHEMA1_SIGNED, Signing};
 use crate::registry::Platform;
 
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
@@ -104,34 +104,64 @@ pub fn media_type_of(body: &[u8], content_type: Option<&str>) -> String {
 
 /// `sha256:<hex>` (or sha512) of the bytes, in the algorithm `expected` names.
 pub fn digest_of(body: &[u8], algorithm: &str) -> Option<String> {
+    digest_of_parts(&[body], algorithm)
+}
+
+/// The digest of the pieces one after the other, without joining them.
+fn digest_of_parts(parts: &[&[u8]], algorithm: &str) -> Option<String> {
+    fn hash<D: sha2::Digest>(parts: &[&[u8]]) -> String {
+        let mut d = D::new();
+        for p in parts {
+            d.update(p);
+        }
+        hex::encode(d.finalize())
+    }
     match algorithm {
-        "sha256" => Some(format!("sha256:{}", hex::encode(Sha256::digest(body)))),
-        "sha512" => Some(format!("sha512:{}", hex::encode(Sha512::digest(body)))),
+        "sha256" => Some(format!("sha256:{}", hash::<Sha256>(parts))),
+        "sha512" => Some(format!("sha512:{}", hash::<Sha512>(parts))),
         _ => None,
     }
 }
 
-/// True when `body` hashes to `digest`. Unknown algorithms cannot be checked and fail. A signed
-/// schema 1 manifest also matches the digest of its payload without signatures (what
-/// distribution reports), besides that of its bytes (what simpler registries report).
-pub fn verify(body: &[u8], digest: &str) -> bool {
-    let Some(alg) = digest.split_once(':').map(|(alg, _)| alg) else {
-        return false;
-    };
+/// `Ok` when `body` hashes to `digest`, else why not. Unknown algorithms cannot be checked and
+/// fail. A signed schema 1 manifest also matches the digest of its payload without signatures
+/// (what distribution reports), besides that of its bytes (what simpler registries report).
+pub fn check(body: &[u8], digest: &str) -> Result<(), String> {
+    let mismatch = || format!("manifest does not match its digest {digest}");
+    let alg = digest
+        .split_once(':')
+        .map(|(alg, _)| alg)
+        .ok_or_else(mismatch)?;
     if digest_of(body, alg).is_some_and(|actual| actual == digest) {
-        return true;
+        return Ok(());
     }
-    schema1::signed_payload(body)
-        .and_then(|p| digest_of(&p, alg))
-        .is_some_and(|actual| actual == digest)
+    match schema1::signing(body) {
+        s @ Signing::Signed { .. } => {
+            if digest_of_parts(&schema1::digested_parts(body, &s), alg)
+                .is_some_and(|actual| actual == digest)
+            {
+                Ok(())
+            } else {
+                Err(mismatch())
+            }
+        }
+        Signing::Unverifiable(why) => Err(format!(
+            "{} (its schema 1 signatures were not checked: {why})",
+            mismatch()
+        )),
+        Signing::Unsigned => Err(mismatch()),
+    }
+}
+
+/// True when `body` hashes to `digest` (see [`check`]).
+pub fn verify(body: &[u8], digest: &str) -> bool {
+    check(body, digest).is_ok()
 }
 
 /// The digest a registry reports for `body` (schema 1: of the payload without signatures).
 pub fn registry_digest(body: &[u8]) -> String {
-    format!(
-        "sha256:{}",
-        hex::encode(Sha256::digest(schema1::digested_bytes(body)))
-    )
+    let signing = schema1::signing(body);
+    digest_of_parts(&schema1::digested_parts(body, &signing), "sha256").unwrap_or_default()
 }
 
 /// Config plus layers: the compressed bytes a pull downloads.

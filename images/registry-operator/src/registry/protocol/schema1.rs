@@ -15,10 +15,57 @@ pub fn is_schema1(media_type: &str) -> bool {
     media_type == SCHEMA1_MANIFEST || media_type == SCHEMA1_SIGNED
 }
 
+/// Signatures checked at most. Docker signed with one key; libtrust allows several, which
+/// must all describe the same payload. A body with more is not verified as signed: checking
+/// ~55,000 signatures of a 4 MiB body took seconds of CPU.
+pub const MAX_SIGNATURES: usize = 16;
+
 #[derive(Deserialize)]
 struct Signed {
     #[serde(default)]
-    signatures: Option<Vec<Signature>>,
+    signatures: Option<Signatures>,
+}
+
+/// The protected headers of the first signatures, and how many there are in all.
+struct Signatures {
+    protected: Vec<String>,
+    count: usize,
+}
+
+impl<'de> Deserialize<'de> for Signatures {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Signatures;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list of JWS signatures")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Signatures, A::Error> {
+                let mut out = Signatures {
+                    protected: Vec::new(),
+                    count: 0,
+                };
+                loop {
+                    // Past the cap only counted: nothing of them is kept.
+                    let more = if out.count < MAX_SIGNATURES {
+                        seq.next_element::<Signature>()?
+                            .map(|s| out.protected.push(s.protected))
+                            .is_some()
+                    } else {
+                        seq.next_element::<serde::de::IgnoredAny>()?.is_some()
+                    };
+                    if !more {
+                        return Ok(out);
+                    }
+                    out.count = out.count.saturating_add(1);
+                }
+            }
+        }
+        d.deserialize_seq(Visitor)
+    }
 }
 
 #[derive(Deserialize)]
@@ -39,26 +86,80 @@ fn b64url(s: &str) -> Option<Vec<u8>> {
         .ok()
 }
 
-/// The signed payload of a JWS-signed schema 1 manifest; `None` for a body without signatures
-/// (whose digest is that of its bytes) or whose signatures disagree or do not parse.
-pub fn signed_payload(body: &[u8]) -> Option<Vec<u8>> {
-    let signed: Signed = serde_json::from_slice(body).ok()?;
-    let mut payload: Option<Vec<u8>> = None;
-    for sig in signed.signatures.unwrap_or_default() {
-        let header: Protected = serde_json::from_slice(&b64url(&sig.protected)?).ok()?;
-        let tail = b64url(&header.format_tail)?;
-        let head = body.get(..header.format_length)?;
-        if tail.len() > body.len() {
-            return None;
+/// What a body's JWS signatures say its signed payload is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signing {
+    /// No signatures (or not JSON): the digest is that of the bytes served.
+    Unsigned,
+    /// The payload is `body[..head]` followed by `tail`, as every signature agrees.
+    Signed { head: usize, tail: Vec<u8> },
+    /// Signatures that cannot be checked: why.
+    Unverifiable(String),
+}
+
+/// Reads the signatures (at most [`MAX_SIGNATURES`]), in time linear in the body: every
+/// protected header lies inside it, and the payload is described, never copied. Signatures
+/// agree as libtrust demands: the same `formatLength` and the same decoded `formatTail`.
+pub fn signing(body: &[u8]) -> Signing {
+    let Ok(Signed {
+        signatures: Some(signatures),
+    }) = serde_json::from_slice::<Signed>(body)
+    else {
+        return Signing::Unsigned;
+    };
+    if signatures.count == 0 {
+        return Signing::Unsigned;
+    }
+    if signatures.count > MAX_SIGNATURES {
+        return Signing::Unverifiable(format!(
+            "it carries {} signatures, more than the {MAX_SIGNATURES} checked",
+            signatures.count
+        ));
+    }
+    let unverifiable = |why: &str| Signing::Unverifiable(why.to_string());
+    let mut agreed: Option<(usize, Vec<u8>)> = None;
+    for protected in &signatures.protected {
+        let Some(header) =
+            b64url(protected).and_then(|h| serde_json::from_slice::<Protected>(&h).ok())
+        else {
+            return unverifiable("a signature's protected header does not parse");
+        };
+        let Some(tail) = b64url(&header.format_tail) else {
+            return unverifiable("a signature's formatTail is not base64url");
+        };
+        if header.format_length > body.len() || tail.len() > body.len() {
+            return unverifiable("a signature describes more than the body holds");
         }
-        let this = [head, tail.as_slice()].concat();
-        match &payload {
-            Some(p) if *p != this => return None,
+        match &agreed {
+            Some((head, t)) if *head != header.format_length || *t != tail => {
+                return unverifiable("its signatures disagree on formatLength or formatTail");
+            }
             Some(_) => {}
-            None => payload = Some(this),
+            None => agreed = Some((header.format_length, tail)),
         }
     }
-    payload
+    match agreed {
+        Some((head, tail)) => Signing::Signed { head, tail },
+        None => Signing::Unsigned,
+    }
+}
+
+/// The pieces whose digest the registry reports: the signed payload, or the body itself.
+pub fn digested_parts<'b>(body: &'b [u8], signing: &'b Signing) -> [&'b [u8]; 2] {
+    match signing {
+        Signing::Signed { head, tail } => [body.get(..*head).unwrap_or(body), tail],
+        _ => [body, &[]],
+    }
+}
+
+/// The signed payload of a JWS-signed schema 1 manifest; `None` for a body without signatures
+/// (whose digest is that of its bytes) or whose signatures cannot be checked. A copy: the
+/// digest checks use [`signing`] and [`digested_parts`] instead.
+pub fn signed_payload(body: &[u8]) -> Option<Vec<u8>> {
+    match signing(body) {
+        s @ Signing::Signed { .. } => Some(digested_parts(body, &s).concat()),
+        _ => None,
+    }
 }
 
 /// The bytes whose digest the registry reports: the signed payload, or the body itself.
@@ -164,6 +265,64 @@ mod tests {
             "length past the body"
         );
         assert_eq!(signed_payload(b"not json"), None);
+        let (body, _) = signed_body(PAYLOAD, Some("!"));
+        assert!(matches!(signing(body.as_bytes()), Signing::Unverifiable(_)));
         assert!(blob_sums(br#"{"schemaVersion":2}"#).is_err());
+    }
+
+    #[test]
+    fn signatures_agree_on_length_and_tail_and_are_capped() {
+        let (body, _) = signed_body(PAYLOAD, None);
+        let Signing::Signed { head, tail } = signing(body.as_bytes()) else {
+            panic!("signed")
+        };
+        // The same signature again agrees with itself, up to the cap.
+        let sig_at = body.find("{\"header\"").unwrap();
+        let sig_end = body[sig_at..].find("}]").unwrap() + sig_at + 1;
+        let one = &body[sig_at..sig_end];
+        let with = |n: usize| {
+            let sigs = vec![one; n].join(",");
+            format!("{}{sigs}{}", &body[..sig_at], &body[sig_end..])
+        };
+        assert_eq!(
+            signing(with(MAX_SIGNATURES).as_bytes()),
+            Signing::Signed {
+                head,
+                tail: tail.clone()
+            }
+        );
+        let over = signing(with(MAX_SIGNATURES + 1).as_bytes());
+        assert_eq!(
+            over,
+            Signing::Unverifiable(format!(
+                "it carries {} signatures, more than the {MAX_SIGNATURES} checked",
+                MAX_SIGNATURES + 1
+            ))
+        );
+        // Same payload, described differently: libtrust refuses it, and so do we.
+        let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let shorter = e.encode(format!(
+            r#"{{"formatLength":{},"formatTail":"{}"}}"#,
+            head - 1,
+            e.encode([&body.as_bytes()[head - 1..head], &tail[..]].concat())
+        ));
+        let (two, _) = signed_body(PAYLOAD, Some(&shorter));
+        assert!(matches!(signing(two.as_bytes()), Signing::Unverifiable(_)));
+    }
+
+    #[test]
+    fn a_signature_bomb_is_not_verified() {
+        // ~4 MiB: every signature claims the first 1 MiB of the body as its payload.
+        let e = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let protected = e.encode(r#"{"formatLength":1048576,"formatTail":"fQ"}"#);
+        let sig = format!(r#"{{"protected":"{protected}"}}"#);
+        let n = (4 << 20) / (sig.len() + 1);
+        let body = format!(
+            r#"{{"schemaVersion":1,"pad":"{}","signatures":[{}]}}"#,
+            "x".repeat(1 << 20),
+            vec![sig.as_str(); n].join(",")
+        );
+        assert!(matches!(signing(body.as_bytes()), Signing::Unverifiable(_)));
+        assert_eq!(signed_payload(body.as_bytes()), None);
     }
 }

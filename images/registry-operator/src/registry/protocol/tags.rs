@@ -8,7 +8,7 @@ use reqwest::{Method, StatusCode};
 
 use crate::registry::session::Session;
 use crate::registry::target::valid_tag;
-use crate::registry::transport::RequestKind;
+use crate::registry::transport::{RequestKind, offload};
 use crate::registry::{ScanError, ScanLimits};
 
 /// Include/exclude patterns over tag names.
@@ -52,6 +52,9 @@ struct TagPage {
     #[serde(default)]
     tags: Option<Vec<String>>,
 }
+
+/// Names checked between two yields to the runtime: about a millisecond of work.
+const YIELD_EVERY: usize = 1024;
 
 /// Names the filter leaves out that a listing remembers (by hash) to tell a repeated page:
 /// past this, repeats are judged on the names remembered.
@@ -159,7 +162,13 @@ pub(crate) async fn list_tags(
         }
         let later = !first;
         first = false;
-        let page: TagPage = serde_json::from_slice(&reply.body).map_err(|e| {
+        // Up to 4 MiB of JSON: parsed off the runtime's workers.
+        let body = reply.body.clone();
+        let page: TagPage = offload(session.tenant, body.len(), move || {
+            serde_json::from_slice(&body).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| {
             session.invalid(
                 &Method::GET,
                 &url,
@@ -170,7 +179,11 @@ pub(crate) async fn list_tags(
         let page_len = page_tags.len();
         let last_listed = page_tags.last().cloned();
         let (mut new, mut repeated) = (0usize, 0usize);
-        for tag in page_tags {
+        for (i, tag) in page_tags.into_iter().enumerate() {
+            // A page may hold a million names: let the worker's other tasks run in between.
+            if i % YIELD_EVERY == YIELD_EVERY - 1 {
+                tokio::task::yield_now().await;
+            }
             // A name that is not a tag must never become part of a request path.
             if !valid_tag(&tag) {
                 tracing::warn!(registry = %target.registry(), repository = target.repository(), tag = %tag.escape_debug().to_string().chars().take(80).collect::<String>(), "registry listed an invalid tag name; skipped");

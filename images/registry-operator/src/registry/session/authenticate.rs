@@ -14,7 +14,7 @@ use crate::registry::auth::{
     AuthMode, Challenge, Credentials, MAX_TOKEN_BYTES, TokenKey, TokenResponse,
 };
 use crate::registry::error::ScanError;
-use crate::registry::transport::{Reply, RequestKind};
+use crate::registry::transport::{Reply, RequestKind, offload};
 
 /// A token endpoint's answer: room for `token` and `access_token` of up to 64 KiB each (longer
 /// tokens are refused) and whatever else it carries.
@@ -214,14 +214,18 @@ impl Session<'_> {
             };
             return match reply.status {
                 s if s.is_success() => {
-                    let parsed: TokenResponse =
-                        serde_json::from_slice(&reply.body).map_err(|e| {
-                            self.invalid(
-                                &Method::GET,
-                                &url,
-                                format!("token response is not JSON: {e}"),
-                            )
-                        })?;
+                    let body = reply.body.clone();
+                    let parsed: TokenResponse = offload(self.tenant, body.len(), move || {
+                        serde_json::from_slice(&body).map_err(|e| e.to_string())
+                    })
+                    .await
+                    .map_err(|e| {
+                        self.invalid(
+                            &Method::GET,
+                            &url,
+                            format!("token response is not JSON: {e}"),
+                        )
+                    })?;
                     let (token, lifetime) = parsed.into_token().ok_or_else(|| {
                         self.invalid(
                             &Method::GET,

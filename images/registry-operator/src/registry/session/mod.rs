@@ -24,10 +24,10 @@ pub(crate) use super::transport::Reply;
 
 pub(crate) struct Session<'a> {
     transport: &'a Transport,
+    /// Whose share of the body budget, the parse pool and the shared caches this scan uses.
+    pub tenant: &'a str,
     auth_state: &'a AuthState,
     pub target: &'a Target,
-    /// Whose share of the shared caches this session's entries use.
-    tenant: &'a str,
     credentials: Option<&'a Credentials>,
     auth_key: AuthKey,
     auth: Mutex<AuthMode>,
@@ -88,9 +88,9 @@ impl<'a> Session<'a> {
             .unwrap_or(AuthMode::Anonymous);
         Self {
             transport,
+            tenant,
             auth_state,
             target,
-            tenant,
             credentials,
             auth_key,
             auth: Mutex::new(mode),
@@ -157,11 +157,6 @@ impl<'a> Session<'a> {
         }
         tokio::time::sleep(wait).await;
         Ok(())
-    }
-
-    /// Whose share of the shared caches this session uses.
-    pub fn tenant(&self) -> &'a str {
-        self.tenant
     }
 
     pub fn credentials(&self) -> Option<&'a Credentials> {

@@ -244,6 +244,15 @@ impl Session<'_> {
                 what: format!("{method} {}", url.path()),
                 limit,
             }),
+            // Worth another attempt: the registry may just have lost the connection.
+            ExchangeError::Stalled { idle } => Failure::Transient(ScanError::Timeout {
+                what: format!(
+                    "the body of {method} {} from {} (no byte came; the idle timeout)",
+                    url.path(),
+                    self.registry()
+                ),
+                after: idle,
+            }),
             ExchangeError::Net {
                 failure,
                 detail,

@@ -11,6 +11,9 @@ use super::ratelimit::HostGates;
 use super::retry::RetryPolicy;
 use crate::registry::error::ScanError;
 
+/// Default of [`ClientOptions::body_idle_timeout`].
+pub const DEFAULT_BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// What a request was for; tests and metrics count requests by kind.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum RequestKind {
@@ -48,6 +51,10 @@ pub struct ClientOptions {
     pub ca_pem: Option<Vec<u8>>,
     /// Bound on one request, connection and body included.
     pub request_timeout: Duration,
+    /// A body that sends no byte for this long is dropped (a transient failure, retried):
+    /// well below `request_timeout`, so a stalled body gives its share of the body budget
+    /// back early.
+    pub body_idle_timeout: Duration,
     pub connect_timeout: Duration,
     pub retry: RetryPolicy,
     pub user_agent: String,
@@ -69,6 +76,7 @@ impl Default for ClientOptions {
             insecure_skip_verify: false,
             ca_pem: None,
             request_timeout: Duration::from_secs(30),
+            body_idle_timeout: DEFAULT_BODY_IDLE_TIMEOUT,
             connect_timeout: Duration::from_secs(10),
             retry: RetryPolicy::default(),
             user_agent: format!("registry-operator/{}", env!("CARGO_PKG_VERSION")),

@@ -1,5 +1,6 @@
 //! One HTTP exchange with a registry: egress check, the host's gate, a per-request timeout
-//! within the caller's deadline, the shared body budget and a body size limit. What the
+//! within the caller's deadline, the tenant's share of the body budget, a body size limit and
+//! an idle timeout on the body. What the
 //! failures mean for a scan (retry or not, which message) is the session's to decide.
 
 use std::time::{Duration, Instant, SystemTime};
@@ -48,7 +49,7 @@ pub(crate) struct Request<'r> {
     /// The caller's deadline; `None` for none.
     pub deadline: Option<Instant>,
     pub counters: &'r Counters,
-    /// Whose share of the shared state (the host gates) this request uses.
+    /// Whose share of shared resources (the body budget, the host gates) this request uses.
     pub tenant: &'r str,
 }
 
@@ -81,6 +82,8 @@ pub(crate) enum ExchangeError {
     BadAuthorization,
     /// The body is larger than the request's limit.
     TooLarge { limit: usize },
+    /// The body stopped: no byte came for `idle`.
+    Stalled { idle: Duration },
     /// No (complete) response: `detail` is the error chain, for the caller to scrub.
     Net {
         failure: NetFailure,
@@ -145,17 +148,19 @@ impl Transport {
                     .content_length()
                     .and_then(|n| usize::try_from(n).ok())
                     .map_or(req.limit, |n| n.min(req.limit));
-                let room = budget.reserve(expected);
+                let room = budget.reserve(req.tenant, expected);
                 reservation = Some(
                     tokio::time::timeout(req.remaining()?, room)
                         .await
                         .map_err(|_| ExchangeError::Deadline)?,
                 );
             }
-            read_limited(response, req.limit)
+            let idle = self.options.body_idle_timeout;
+            read_limited(response, req.limit, idle)
                 .await
                 .map_err(|e| match e {
                     ReadError::TooLarge => ExchangeError::TooLarge { limit: req.limit },
+                    ReadError::Stalled => ExchangeError::Stalled { idle },
                     ReadError::Http(e) => net_error(e, started),
                 })?
         };
@@ -227,19 +232,28 @@ fn exhausted_for(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
 
 enum ReadError {
     TooLarge,
+    Stalled,
     Http(reqwest::Error),
 }
 
+/// Reads the body within `limit` bytes; a pause of `idle` between two chunks ends it (the
+/// request timeout alone would let a stalled body hold its budget for the whole attempt).
 async fn read_limited(
     mut response: reqwest::Response,
     limit: usize,
+    idle: Duration,
 ) -> Result<bytes::Bytes, ReadError> {
     if response.content_length().is_some_and(|n| n > limit as u64) {
         return Err(ReadError::TooLarge);
     }
     let mut buf = bytes::BytesMut::new();
-    while let Some(chunk) = response.chunk().await.map_err(ReadError::Http)? {
-        if buf.len() + chunk.len() > limit {
+    loop {
+        let chunk = tokio::time::timeout(idle, response.chunk())
+            .await
+            .map_err(|_| ReadError::Stalled)?
+            .map_err(ReadError::Http)?;
+        let Some(chunk) = chunk else { break };
+        if buf.len().saturating_add(chunk.len()) > limit {
             return Err(ReadError::TooLarge);
         }
         buf.extend_from_slice(&chunk);

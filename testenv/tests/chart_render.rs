@@ -710,9 +710,10 @@ fn optional_apis_are_guarded() {
 // ---------------------------------------------------------------------------------------------
 // Monitoring: monitoring/prometheus-rules and monitoring/grafana-dashboards through lib-helm
 
-const ALERTS: [&str; 5] = [
+const ALERTS: [&str; 6] = [
     "D8RegistryOperatorTargetAbsent",
     "D8RegistryOperatorTargetDown",
+    "RegistryOperatorPanics",
     "RegistryOperatorRateLimited",
     "RegistryScanFailing",
     "RegistryScanStale",

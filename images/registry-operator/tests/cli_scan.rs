@@ -453,3 +453,48 @@ async fn listing_flag_chooses_between_the_native_api_and_the_registry_api() {
     let bad = run_scan(&[&args[..], &["--listing", "sometimes"]].concat(), None);
     assert!(!bad.status.success());
 }
+
+/// A registry's rate-limit reset of `1e300` seconds once made `Duration::from_secs_f64` panic
+/// and the CLI exit 101; whatever such numbers do, the scan ends with its own answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absurd_rate_limit_numbers_never_crash_the_scan() {
+    use testenv::fault::{Fault, FaultAction};
+    let reg = RegistryServer::start(RegistryOptions::default())
+        .await
+        .unwrap();
+    common::seed_small(&reg, None, "cli/app").await;
+    let proxy = FaultProxy::start(&reg.url).await.unwrap();
+    for reset in ["1e300", "1.8e19", "18446744073709551616"] {
+        proxy.clear_faults();
+        proxy.inject(Fault::new(
+            "/tags/list",
+            1,
+            FaultAction::Status {
+                code: 200,
+                headers: vec![
+                    ("Content-Type".into(), "application/json".into()),
+                    ("X-RateLimit-Remaining".into(), "0".into()),
+                    ("X-RateLimit-Reset".into(), reset.into()),
+                ],
+                body: r#"{"name":"cli/app","tags":["v1.0.0"]}"#.into(),
+            },
+        ));
+        let out = run_scan(&["--url", &proxy.url, "--repository", "cli/app"], None);
+        assert_ne!(
+            out.status.code(),
+            Some(101),
+            "reset {reset}: {}",
+            text(&out)
+        );
+        assert!(
+            out.status.code().is_some(),
+            "reset {reset}: killed by a signal: {}",
+            text(&out)
+        );
+        assert!(
+            !text(&out).contains("panicked"),
+            "reset {reset}: {}",
+            text(&out)
+        );
+    }
+}

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 /// Lower rank = lower layer. Keep in step with the list in src/registry/mod.rs.
 const LAYERS: &[(&str, u8)] = &[
     ("error", 0),
+    ("cache", 0),
     ("model", 0),
     ("facts", 0),
     ("limits", 0),

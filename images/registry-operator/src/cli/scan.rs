@@ -4,6 +4,7 @@
 //! large, costs only the tag list and one HEAD per tag.
 
 use std::io::Read;
+use std::panic::AssertUnwindSafe;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -11,13 +12,14 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, ValueEnum};
+use futures::FutureExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::api::{DEFAULT_MAX_IMAGES, RegistryStatus};
 use crate::cli::proxy::ProxyArgs;
 use crate::registry::{
     ClientOptions, Credentials, DEFAULT_MAX_TAGS, ListingMode, RegistryClient, RegistryState,
-    RepositoryFacts, ScanLimits, ScanOptions, TagFilter, Target, scan,
+    RepositoryFacts, ScanError, ScanLimits, ScanOptions, TagFilter, Target, scan,
 };
 use crate::status;
 
@@ -164,7 +166,11 @@ async fn scan_once(args: &ScanArgs) -> anyhow::Result<()> {
             options.known_tags.entry(t).or_insert(d);
         }
     }
-    let report = scan(&client, &target, credentials.as_ref(), &options).await?;
+    // A panic in the scan is reported as the scan's error (InternalError), not exit code 101.
+    let report = AssertUnwindSafe(scan(&client, &target, credentials.as_ref(), &options))
+        .catch_unwind()
+        .await
+        .unwrap_or(Err(ScanError::Internal { phase: "scan" }))?;
     tracing::info!(
         tags = report.images.len(),
         tag_pages = report.requests.tag_pages,

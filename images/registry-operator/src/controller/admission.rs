@@ -5,7 +5,9 @@
 //! others by at most one scan.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use tokio::sync::oneshot;
 
@@ -150,7 +152,7 @@ pub struct Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut state = self.state.lock().expect("admission poisoned");
+        let mut state = self.state.lock();
         state.fair.finish(&self.namespace);
         hand_on(&mut state);
     }
@@ -180,7 +182,7 @@ impl Drop for Waiting {
         if self.done {
             return;
         }
-        let mut state = self.state.lock().expect("admission poisoned");
+        let mut state = self.state.lock();
         let id = self.id;
         if !state.fair.withdraw(&self.namespace, |(w, _)| *w == id) && self.rx.try_recv().is_ok() {
             state.fair.finish(&self.namespace);
@@ -208,7 +210,7 @@ impl Admission {
             namespace: namespace.to_string(),
         };
         let mut waiting = {
-            let mut state = self.state.lock().expect("admission poisoned");
+            let mut state = self.state.lock();
             if state.closed {
                 return Err(Closed);
             }
@@ -237,7 +239,7 @@ impl Admission {
 
     /// Wakes every waiter with [`Closed`]; running scans keep their slots.
     pub fn close(&self) {
-        let mut state = self.state.lock().expect("admission poisoned");
+        let mut state = self.state.lock();
         state.closed = true;
         drop(state.fair.drain());
     }

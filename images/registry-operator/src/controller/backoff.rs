@@ -1,8 +1,8 @@
 //! Per-object retry delays: exponential with full jitter, so that objects failing together
 //! (an apiserver answering 429) spread out instead of retrying in lockstep.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use rand::Rng;
@@ -18,7 +18,7 @@ pub struct Backoff {
 impl Backoff {
     /// Counts a failure of `key` and returns how long to wait before the next try.
     pub fn next(&self, key: &str) -> Duration {
-        let mut failures = self.failures.lock().expect("backoff poisoned");
+        let mut failures = self.failures.lock();
         let n = failures.entry(key.to_string()).or_insert(0);
         *n = n.saturating_add(1);
         let ceiling = delay_ceiling(*n);
@@ -28,7 +28,7 @@ impl Backoff {
 
     /// A success: the next failure starts from the base delay again.
     pub fn reset(&self, key: &str) {
-        self.failures.lock().expect("backoff poisoned").remove(key);
+        self.failures.lock().remove(key);
     }
 }
 

@@ -2,7 +2,9 @@
 //! pool, and what is remembered about each Registry between scans.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::Duration;
 
 use kube::runtime::events::Recorder;
@@ -13,7 +15,9 @@ use super::memory::Memory;
 use super::metrics::{Metrics, RequestCounter};
 use super::secrets::SecretVersions;
 use super::shards::Ownership;
+use super::snapshot::{Snapshot, Snapshots};
 use crate::api::RegistrySpec;
+use crate::registry::cache::BoundedCache;
 use crate::registry::{
     BodyBudget, ClientOptions, EgressPolicy, ProxySettings, RegistryClient, RegistryState,
     ScanError, ScanLimits, ScanOptions, TagFilter,
@@ -60,8 +64,16 @@ pub struct Context {
     /// across scans (bounded inside): a rescan sends its cached token up front.
     registry_state: Arc<RegistryState>,
     memory: Mutex<HashMap<String, Memory>>,
-    clients: Mutex<HashMap<ClientKey, RegistryClient>>,
+    /// Each object's last good scan, bounded in bytes with a share per namespace.
+    snapshots: Snapshots,
+    clients: BoundedCache<ClientKey, RegistryClient>,
 }
+
+/// Pooled clients, and one namespace's part. A client is charged its CA bundle and this much
+/// for its connection pool and TLS configuration (an estimate: idle connections come and go).
+const CLIENTS_BYTES: usize = 64 << 20;
+const CLIENTS_SHARE: usize = 8 << 20;
+const CLIENT_COST: usize = 256 << 10;
 
 impl Context {
     pub fn new(
@@ -84,25 +96,25 @@ impl Context {
             shards,
             backoff: Backoff::default(),
             memory: Mutex::default(),
-            clients: Mutex::default(),
+            snapshots: Snapshots::default(),
+            clients: BoundedCache::new(CLIENTS_BYTES, CLIENTS_SHARE),
             settings,
         }
     }
 
-    /// One pooled client per TLS setting: connections are shared, trust is not mixed.
+    /// One pooled client per TLS setting: connections are shared, trust is not mixed. A new one
+    /// is charged to `namespace`'s share of the pool.
     pub fn registry_client(
         &self,
+        namespace: &str,
         insecure: bool,
         ca: Option<Vec<u8>>,
     ) -> Result<RegistryClient, ScanError> {
-        let mut clients = self.clients.lock().expect("client pool poisoned");
         let key = (insecure, ca.clone());
-        if let Some(c) = clients.get(&key) {
-            return Ok(c.clone());
+        if let Some(c) = self.clients.get(&key) {
+            return Ok(c);
         }
-        if clients.len() >= 256 {
-            clients.clear();
-        }
+        let bytes = CLIENT_COST.saturating_add(ca.as_ref().map_or(0, Vec::len));
         let client = RegistryClient::new(ClientOptions {
             insecure_skip_verify: insecure,
             ca_pem: ca,
@@ -114,7 +126,8 @@ impl Context {
         })?
         .with_state(self.registry_state.clone())
         .with_observer(Arc::new(RequestCounter(self.metrics.clone())));
-        clients.insert(key, client.clone());
+        // Not kept when over the share (a CA bundle of megabytes): the scan still runs.
+        self.clients.put(namespace, key, client.clone(), bytes);
         Ok(client)
     }
 
@@ -142,7 +155,7 @@ impl Context {
 
     /// Runs `f` on what is remembered about `key` (a fresh record if the UID changed).
     pub fn with_memory<T>(&self, key: &str, uid: &str, f: impl FnOnce(&mut Memory) -> T) -> T {
-        let mut memory = self.memory.lock().expect("memory poisoned");
+        let mut memory = self.memory.lock();
         let m = memory
             .entry(key.to_string())
             .or_insert_with(|| Memory::new(uid));
@@ -154,20 +167,42 @@ impl Context {
 
     /// A copy of what is remembered about `key`, if it is about the object with this UID.
     pub fn recall<T>(&self, key: &str, uid: &str, f: impl FnOnce(&Memory) -> T) -> Option<T> {
-        let memory = self.memory.lock().expect("memory poisoned");
+        let memory = self.memory.lock();
         memory.get(key).filter(|m| m.uid == uid).map(f)
     }
 
     pub fn forget(&self, key: &str) {
-        self.memory.lock().expect("memory poisoned").remove(key);
+        self.memory.lock().remove(key);
+        self.snapshots.forget(key);
+    }
+
+    /// The last good scan of the object `key` with this UID, if still kept.
+    pub fn last_scan(&self, key: &str, uid: &str) -> Option<Arc<Snapshot>> {
+        self.snapshots.get(key, uid)
+    }
+
+    /// Keeps `snapshot` as the last good scan of `key`, charged to its namespace.
+    pub fn keep_last_scan(&self, key: &str, uid: &str, snapshot: Snapshot) {
+        self.snapshots.keep(key, uid, snapshot);
+    }
+
+    /// Bytes held by the controller's caches and the scan core's.
+    pub fn cache_bytes(&self) -> Vec<(&'static str, usize)> {
+        let mut all = vec![
+            ("snapshots", self.snapshots.bytes()),
+            ("clients", self.clients.bytes()),
+        ];
+        all.extend(self.registry_state.cache_bytes());
+        all
     }
 
     /// Forgets objects for which `keep` says no; returns their keys.
     pub fn retain(&self, keep: impl Fn(&str) -> bool) -> Vec<String> {
-        let mut memory = self.memory.lock().expect("memory poisoned");
+        let mut memory = self.memory.lock();
         let gone: Vec<String> = memory.keys().filter(|k| !keep(k)).cloned().collect();
         for k in &gone {
             memory.remove(k);
+            self.snapshots.forget(k);
             self.backoff.reset(k);
         }
         gone

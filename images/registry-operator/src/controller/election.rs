@@ -19,7 +19,9 @@
 //! (a rolling update that changes the count): old and new replicas never work side by side.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -176,7 +178,7 @@ impl Elector {
         loop {
             tick.tick().await;
             let expired: Vec<u32> = {
-                let state = self.state.lock().expect("election state poisoned");
+                let state = self.state.lock();
                 state
                     .held
                     .iter()
@@ -198,13 +200,7 @@ impl Elector {
     fn lose(&self, shard: u32) {
         // Cancel first: the work must stop before anyone else can take the shard.
         self.ownership.set(shard, false);
-        let was_held = self
-            .state
-            .lock()
-            .expect("election state poisoned")
-            .held
-            .remove(&shard)
-            .is_some();
+        let was_held = self.state.lock().held.remove(&shard).is_some();
         if was_held {
             let _ = self.changes.send(Change::Lost(shard));
         }
@@ -212,11 +208,7 @@ impl Elector {
     }
 
     fn gain(&self, shard: u32, lease: Lease, sent: Instant) {
-        self.state
-            .lock()
-            .expect("election state poisoned")
-            .held
-            .insert(shard, (lease, sent));
+        self.state.lock().held.insert(shard, (lease, sent));
         self.ownership.set(shard, true);
         let _ = self.changes.send(Change::Acquired(shard));
         tracing::info!(shard, identity = %self.cfg.identity, "acquired the leader lease");
@@ -293,7 +285,7 @@ impl Elector {
         // when they see one another: otherwise the first one up takes every shard and has to
         // hand most back, and their objects are scanned twice.
         let first_round = {
-            let mut state = self.state.lock().expect("election state poisoned");
+            let mut state = self.state.lock();
             state.ticks += 1;
             state.ticks == 1
         };
@@ -303,7 +295,7 @@ impl Elector {
         let members = self.live_members(&leases, now).max(1);
         let cap = self.cfg.shards.div_ceil(members) as usize;
         let held: Vec<u32> = {
-            let state = self.state.lock().expect("election state poisoned");
+            let state = self.state.lock();
             let mut h: Vec<u32> = state.held.keys().copied().collect();
             h.sort_unstable();
             h
@@ -337,7 +329,7 @@ impl Elector {
     }
 
     fn observe(&self, leases: &[Lease], now: Instant) {
-        let mut state = self.state.lock().expect("election state poisoned");
+        let mut state = self.state.lock();
         state
             .observed
             .retain(|name, _| leases.iter().any(|l| &l.name_any() == name));
@@ -369,7 +361,7 @@ impl Elector {
             return true;
         }
         let duration = Duration::from_secs(spec.lease_duration_seconds.unwrap_or(15).max(1) as u64);
-        let state = self.state.lock().expect("election state poisoned");
+        let state = self.state.lock();
         state
             .observed
             .get(&lease.name_any())
@@ -471,7 +463,7 @@ impl Elector {
 
     /// A snapshot of the Leases this replica holds, so no lock is kept across awaits.
     fn held_leases(&self) -> Vec<(u32, Lease)> {
-        let state = self.state.lock().expect("election state poisoned");
+        let state = self.state.lock();
         state
             .held
             .iter()
@@ -492,7 +484,7 @@ impl Elector {
                 .await
             {
                 Ok(written) => {
-                    let mut state = self.state.lock().expect("election state poisoned");
+                    let mut state = self.state.lock();
                     // Only if the watchdog has not dropped it meanwhile.
                     if let Some(entry) = state.held.get_mut(&shard) {
                         *entry = (written, sent);
@@ -559,7 +551,7 @@ impl Elector {
     /// Gives a shard to another replica: cancel its work, then release its Lease.
     async fn hand_back(&self, shard: u32) {
         let lease = {
-            let state = self.state.lock().expect("election state poisoned");
+            let state = self.state.lock();
             state.held.get(&shard).map(|(l, _)| l.clone())
         };
         tracing::info!(shard, "handing a shard back to balance the replicas");

@@ -4,19 +4,18 @@
 use std::hash::Hasher;
 use std::time::Instant;
 
-use super::snapshot::Snapshot;
 use crate::registry::Image;
 use crate::status::StatusPatch;
 
+/// The last good scan is kept apart, in the context's bounded snapshot cache
+/// ([`super::context::Context::last_scan`]): what the next scan starts from (unchanged digests
+/// need no GET) and what change events compare against. Failures keep it, so that a success
+/// after a broken Secret does not announce every tag as new.
 pub struct Memory {
     pub uid: String,
     /// Secret versions the last scan used: a change means rescan now.
     pub inputs: Option<String>,
     pub scanned_at: Option<Instant>,
-    /// The last good scan: what the next one starts from (unchanged digests need no GET) and
-    /// what change events compare against. Failures keep it, so that a success after a
-    /// broken Secret does not announce every tag as new.
-    pub last: Option<Snapshot>,
     /// A hash of the `images` the status holds (as written, or as read after a restart): a
     /// scan that finds the same leaves them out of its status patch.
     pub written_images: Option<u64>,
@@ -51,7 +50,6 @@ impl Memory {
             uid: uid.to_string(),
             inputs: None,
             scanned_at: None,
-            last: None,
             written_images: None,
             unwritten: None,
             scanning: false,

@@ -58,6 +58,18 @@ pub struct RefreshLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PanicLabels {
+    /// Where the panic was caught: `scan`, `refresh` or `reconcile`.
+    pub phase: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CacheLabels {
+    /// `tokens`, `auth_modes`, `host_gates`, `listers`, `clients`, `snapshots`.
+    pub cache: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ObjectLabels {
     pub namespace: String,
     pub name: String,
@@ -79,7 +91,13 @@ pub struct Metrics {
     pub leader: Gauge<i64, AtomicI64>,
     pub webhook_requests: Family<WebhookLabels, Counter>,
     pub webhook_refreshes: Family<RefreshLabels, Counter>,
+    pub panics: Family<PanicLabels, Counter>,
+    pub cache_bytes: Family<CacheLabels, Gauge<i64, AtomicI64>>,
+    /// Refreshes gauges read from elsewhere (the caches' sizes) just before each encode.
+    samplers: parking_lot::Mutex<Vec<Sampler>>,
 }
+
+type Sampler = Box<dyn Fn(&Metrics) + Send + Sync>;
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -169,8 +187,24 @@ impl Default for Metrics {
             "Targeted refreshes of a Registry's tags triggered by webhook events",
             webhook_refreshes.clone(),
         );
+        let panics = Family::<PanicLabels, Counter>::default();
+        registry.register(
+            "panics",
+            "Panics caught while working on one object (the object failed with InternalError; the process went on)",
+            panics.clone(),
+        );
+        let cache_bytes = Family::<CacheLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register_with_unit(
+            "cache",
+            "Bytes held by each of the operator's caches (each has a byte bound and a per-namespace share)",
+            prometheus_client::registry::Unit::Bytes,
+            cache_bytes.clone(),
+        );
         Self {
             registry,
+            panics,
+            cache_bytes,
+            samplers: parking_lot::Mutex::default(),
             scans,
             status_writes,
             status_write_bytes,
@@ -190,10 +224,20 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// `sample` runs before every encode (to copy sizes kept elsewhere into gauges).
+    pub fn on_encode(&self, sample: impl Fn(&Metrics) + Send + Sync + 'static) {
+        self.samplers.lock().push(Box::new(sample));
+    }
+
     pub fn encode(&self) -> String {
+        for sample in self.samplers.lock().iter() {
+            sample(self);
+        }
         let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry)
-            .expect("encoding metrics to a String");
+        // Writing to a String cannot fail; an encoder error leaves a partial page, not a panic.
+        if let Err(e) = prometheus_client::encoding::text::encode(&mut out, &self.registry) {
+            tracing::warn!(error = %e, "encoding metrics");
+        }
         out
     }
 

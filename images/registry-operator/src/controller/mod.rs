@@ -4,6 +4,7 @@
 mod admission;
 mod backoff;
 mod changes;
+mod contain;
 mod context;
 mod credentials;
 mod egress;
@@ -196,6 +197,19 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         settings,
         ownership.clone(),
     ));
+    // Each scrape reads the caches' sizes (a weak handle: the context owns the metrics).
+    metrics.on_encode({
+        let ctx = Arc::downgrade(&ctx);
+        move |m| {
+            if let Some(ctx) = ctx.upgrade() {
+                for (cache, bytes) in ctx.cache_bytes() {
+                    m.cache_bytes
+                        .get_or_create(&metrics::CacheLabels { cache })
+                        .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+                }
+            }
+        }
+    });
     let hooks = match (
         &args.webhook.webhook_addr,
         &args.webhook.webhook_secret_file,

@@ -10,6 +10,7 @@ use kube::{Api, ResourceExt};
 use rand::Rng;
 
 use super::changes;
+use super::contain::contained;
 use super::context::Context;
 use super::credentials::SecretProblem;
 use super::memory::{Outcome, PendingEvent, images_hash};
@@ -19,7 +20,7 @@ use super::snapshot::Snapshot;
 use super::view::RegistryView;
 use super::writer::{self, Written};
 use crate::api::{MIN_SCAN_INTERVAL, Registry, RegistryStatus, ScanStatus};
-use crate::registry::{ScanOptions, ScanReport, Target, scan};
+use crate::registry::{ScanError, ScanOptions, ScanReport, Target, scan};
 use crate::status::{self, REASON_SUCCEEDED, REASON_SUSPENDED};
 
 pub use super::writer::FIELD_MANAGER;
@@ -38,6 +39,9 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// A panic was caught and counted; retried with backoff like any other error.
+    #[error("internal error while reconciling (contained; see the operator's log)")]
+    Internal,
 }
 
 /// The object being reconciled and the facts every phase needs about it.
@@ -69,7 +73,10 @@ pub async fn reconcile(obj: Arc<RegistryView>, ctx: Arc<Context>) -> Result<Acti
             ctx.forget(&job.key);
             Ok(Action::await_change())
         }
-        result = pipeline(&job, &ctx) => result,
+        // The last line of defence: a panic anywhere in this object's pipeline ends only it.
+        result = contained(&ctx.metrics, "reconcile", &job.key, pipeline(&job, &ctx)) => {
+            result.unwrap_or(Err(Error::Internal))
+        }
     }
 }
 
@@ -101,7 +108,15 @@ async fn scan_and_write(job: &Job, ctx: &Context) -> Result<Action, Error> {
     restore(job, ctx).await?;
     let outcome = match prepare(job, ctx).await? {
         Ok((target, inputs)) => {
-            let result = run_scan(job, ctx, &target, &inputs).await;
+            // A panic in the scan fails this object with InternalError, like any scan error.
+            let result = contained(
+                &ctx.metrics,
+                "scan",
+                &job.key,
+                run_scan(job, ctx, &target, &inputs),
+            )
+            .await
+            .unwrap_or(Err(ScanError::Internal { phase: "scan" }));
             outcome_of_scan(job, ctx, result, inputs.versions)
         }
         Err((problem, versions)) => outcome_of_failure(job, ctx, &problem, versions),
@@ -200,9 +215,7 @@ fn not_due(job: &Job, ctx: &Context) -> Option<Duration> {
 /// images of its status stand in for the last scan, read with one GET because the watch
 /// cache holds none.
 async fn restore(job: &Job, ctx: &Context) -> Result<(), Error> {
-    let remembered = ctx
-        .recall(&job.key, &job.uid, |m| m.last.is_some())
-        .unwrap_or(false);
+    let remembered = ctx.last_scan(&job.key, &job.uid).is_some();
     let listed = job
         .obj
         .status
@@ -232,12 +245,8 @@ async fn restore(job: &Job, ctx: &Context) -> Result<(), Error> {
     let complete = status.omitted_tags.unwrap_or(0) == 0 && status.last_scan_status.is_some();
     let snapshot = Snapshot::of_status(&images, complete);
     let hash = images_hash(&images);
-    ctx.with_memory(&job.key, &job.uid, |m| {
-        if m.last.is_none() {
-            m.last = Some(snapshot);
-            m.written_images = Some(hash);
-        }
-    });
+    ctx.keep_last_scan(&job.key, &job.uid, snapshot);
+    ctx.with_memory(&job.key, &job.uid, |m| m.written_images = Some(hash));
     Ok(())
 }
 
@@ -269,13 +278,15 @@ async fn run_scan(
 ) -> Result<ScanReport, crate::registry::ScanError> {
     // Known digests need no GET; a tag that cannot be read this time keeps the digest it had.
     let (known, known_tags) = ctx
-        .recall(&job.key, &job.uid, |m| {
-            m.last.as_ref().map(|s| (s.known(), s.known_tags()))
-        })
-        .flatten()
+        .last_scan(&job.key, &job.uid)
+        .map(|s| (s.known(), s.known_tags()))
         .unwrap_or_default();
     let spec = &job.obj.spec;
-    let client = ctx.registry_client(spec.insecure_skip_verify == Some(true), inputs.ca.clone())?;
+    let client = ctx.registry_client(
+        &job.obj.namespace().unwrap_or_default(),
+        spec.insecure_skip_verify == Some(true),
+        inputs.ca.clone(),
+    )?;
     let options = ScanOptions {
         known,
         known_tags,
@@ -327,10 +338,9 @@ fn outcome_of_scan(
     }
     // The images change events compare against: the last good scan, if it listed every tag.
     let before = ctx
-        .recall(&job.key, &job.uid, |m| {
-            m.last.as_ref().filter(|s| s.complete).map(Snapshot::images)
-        })
-        .flatten();
+        .last_scan(&job.key, &job.uid)
+        .filter(|s| s.complete)
+        .map(|s| s.images());
     if let Some(before) = before {
         let c = changes::diff(&before, &report.images);
         for (tags, reason, verb) in [
@@ -345,10 +355,10 @@ fn outcome_of_scan(
     }
     let snapshot = Snapshot::of_scan(&report.images, &report.facts);
     let hash = images_hash(status.images.as_deref().unwrap_or_default());
+    ctx.keep_last_scan(&job.key, &job.uid, snapshot);
     let unchanged = ctx.with_memory(&job.key, &job.uid, |m| {
         m.inputs = Some(versions);
         m.scanned_at = Some(Instant::now());
-        m.last = Some(snapshot);
         m.written_images == Some(hash)
     });
     // The status already lists these images: a steady-state rescan writes only its times
@@ -472,8 +482,12 @@ fn degraded_message(s: &RegistryStatus) -> Option<String> {
 
 /// The status tells when the scan finished, not when it was queued.
 fn status_context_now(job: &Job, ctx: &Context) -> status::Context {
-    let next = Time(k8s_openapi::jiff::Timestamp::now() + job.interval);
-    status_context(job, ctx, Some(next))
+    // Checked: `+` panics past the year 9999, and the interval comes from the spec.
+    let next = k8s_openapi::jiff::Timestamp::now()
+        .checked_add(job.interval)
+        .ok()
+        .map(Time);
+    status_context(job, ctx, next)
 }
 
 fn status_context(job: &Job, ctx: &Context, next: Option<Time>) -> status::Context {

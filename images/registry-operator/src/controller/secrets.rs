@@ -2,9 +2,9 @@
 //! contents) tells which Registries to reconcile when one changes; contents are read with a
 //! GET only when a scan needs them, while the scan holds its admission slot.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::{Stream, StreamExt};
@@ -43,16 +43,13 @@ pub struct SecretVersions {
 
 impl SecretVersions {
     fn set(&self, key: String, version: String) {
-        self.versions
-            .lock()
-            .expect("secret versions poisoned")
-            .insert(key, version);
+        self.versions.lock().insert(key, version);
     }
 
     /// What the versions of the Secrets `obj` names are now, as far as the watch knows.
     pub fn versions_of(&self, obj: &RegistryView) -> String {
         let ns = obj.namespace().unwrap_or_default();
-        let versions = self.versions.lock().expect("secret versions poisoned");
+        let versions = self.versions.lock();
         named(obj)
             .map(|name| {
                 versions
@@ -66,10 +63,7 @@ impl SecretVersions {
 
     /// Forgets Secrets no Registry names any more.
     pub fn retain(&self, keep: impl Fn(&str) -> bool) {
-        self.versions
-            .lock()
-            .expect("secret versions poisoned")
-            .retain(|k, _| keep(k));
+        self.versions.lock().retain(|k, _| keep(k));
     }
 
     /// The initial list of the watch is done.

@@ -5,8 +5,59 @@
 //! watch cache does not have to hold `status.images`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
+use crate::registry::cache::BoundedCache;
 use crate::registry::{Image, ManifestFacts, Platform};
+
+/// All objects' snapshots, and one namespace's part of them.
+const SNAPSHOTS_BYTES: usize = 128 << 20;
+const SNAPSHOTS_SHARE: usize = 32 << 20;
+
+/// Every object's last good scan, by object key (`namespace/name`) with the object's UID,
+/// bounded in bytes with a share per namespace: one namespace's huge repositories evict only
+/// its own snapshots (or, when the whole cache is full, the biggest namespace's). An evicted
+/// snapshot is read back from the status, as after a restart.
+pub struct Snapshots {
+    cache: BoundedCache<String, (String, Arc<Snapshot>)>,
+}
+
+impl Default for Snapshots {
+    fn default() -> Self {
+        Self::new(SNAPSHOTS_BYTES, SNAPSHOTS_SHARE)
+    }
+}
+
+impl Snapshots {
+    fn new(bytes: usize, share: usize) -> Self {
+        Self {
+            cache: BoundedCache::new(bytes, share),
+        }
+    }
+
+    pub fn get(&self, key: &str, uid: &str) -> Option<Arc<Snapshot>> {
+        self.cache
+            .with(&key.to_string(), |(u, s)| (u == uid).then(|| s.clone()))
+            .flatten()
+    }
+
+    /// Keeps `snapshot` for `key`; one over the namespace's share on its own is not kept
+    /// (and the one before it is gone: the next scan reads the status back).
+    pub fn keep(&self, key: &str, uid: &str, snapshot: Snapshot) {
+        let namespace = key.split_once('/').map_or("", |(ns, _)| ns);
+        let bytes = snapshot.bytes().saturating_add(key.len() + uid.len());
+        let value = (uid.to_string(), Arc::new(snapshot));
+        self.cache.put(namespace, key.to_string(), value, bytes);
+    }
+
+    pub fn forget(&self, key: &str) {
+        self.cache.remove(&key.to_string());
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.cache.bytes()
+    }
+}
 
 pub struct Snapshot {
     /// Tag names back to back, in version order.
@@ -113,7 +164,17 @@ impl Snapshot {
         let mut manifests: Vec<Manifest> = Vec::new();
         let mut index: HashMap<(Digest, ManifestFacts), u32> = HashMap::new();
         let mut notes = Vec::new();
+        // Offsets are u32: names past 4 GiB (a repository no limit stopped) would wrap them,
+        // so such a snapshot ends there and is not `complete` (the status stands in).
+        let mut complete = complete;
         for (i, image) in images.iter().enumerate() {
+            let (Ok(end), Ok(at)) = (
+                u32::try_from(names.len().saturating_add(image.tag.len())),
+                u32::try_from(i),
+            ) else {
+                complete = false;
+                break;
+            };
             names.push_str(&image.tag);
             let facts = ManifestFacts::of(image);
             let digest = Digest::new(&image.digest);
@@ -130,11 +191,11 @@ impl Snapshot {
             });
             manifests[slot as usize].trusted |= trusted;
             tags.push(Tag {
-                end: names.len() as u32,
+                end,
                 manifest: slot,
             });
             if let Some(note) = &image.note {
-                notes.push((i as u32, note.as_str().into()));
+                notes.push((at, note.as_str().into()));
             }
         }
         Self {
@@ -144,6 +205,41 @@ impl Snapshot {
             notes: notes.into_boxed_slice(),
             complete,
         }
+    }
+
+    /// About what the snapshot holds in memory (its share of the snapshot cache).
+    pub fn bytes(&self) -> usize {
+        let text = |s: &str| s.len();
+        let manifests: usize = self
+            .manifests
+            .iter()
+            .map(|m| {
+                std::mem::size_of::<Manifest>()
+                    + match &m.digest {
+                        Digest::Other(d) => text(d),
+                        Digest::Sha256(_) => 0,
+                    }
+                    + match &m.media_type {
+                        Some(MediaType::Other(t)) => text(t),
+                        _ => 0,
+                    }
+                    + m.platforms
+                        .iter()
+                        .map(|p| {
+                            std::mem::size_of::<Platform>()
+                                + p.os.len()
+                                + p.architecture.len()
+                                + p.variant.as_deref().map_or(0, text)
+                                + p.digest.len()
+                        })
+                        .sum::<usize>()
+            })
+            .sum();
+        std::mem::size_of::<Self>()
+            + self.names.len()
+            + self.tags.len() * std::mem::size_of::<Tag>()
+            + manifests
+            + self.notes.iter().map(|(_, n)| 24 + n.len()).sum::<usize>()
     }
 
     fn tag(&self, i: usize) -> &str {
@@ -264,5 +360,56 @@ mod tests {
         assert!(!s.complete);
         assert_eq!(s.known().len(), 1);
         assert_eq!(s.images(), images);
+    }
+}
+
+#[cfg(test)]
+mod bounded {
+    use super::*;
+
+    fn snapshot(tags: usize, tag_bytes: usize) -> Snapshot {
+        let images: Vec<Image> = (0..tags)
+            .map(|i| Image {
+                tag: format!("{i:0tag_bytes$}"),
+                digest: format!("sha256:{}", hex::encode([(i % 251) as u8; 32])),
+                size: Some(1),
+                media_type: None,
+                platforms: vec![],
+                note: None,
+            })
+            .collect();
+        Snapshot::of_scan(&images, &HashMap::new())
+    }
+
+    #[test]
+    fn one_namespaces_huge_snapshots_cannot_evict_anothers() {
+        let one = snapshot(100, 100);
+        let size = one.bytes();
+        assert!(size > 100 * 100, "counts its tag names: {size}");
+        let snapshots = Snapshots::new(20 * size, 4 * size);
+        snapshots.keep("victim/a", "u1", snapshot(100, 100));
+        snapshots.keep("victim/b", "u2", snapshot(100, 100));
+        for i in 0..200 {
+            snapshots.keep(&format!("flood/o{i}"), "u", snapshot(100, 100));
+            assert!(snapshots.bytes() <= 20 * size);
+        }
+        assert!(snapshots.get("victim/a", "u1").is_some());
+        assert!(snapshots.get("victim/b", "u2").is_some());
+        assert!(
+            snapshots.get("victim/a", "other-uid").is_none(),
+            "another object's"
+        );
+        assert!(
+            snapshots.get("flood/o199", "u").is_some(),
+            "the newest stays"
+        );
+        assert!(snapshots.get("flood/o0", "u").is_none(), "the oldest went");
+        snapshots.keep("flood/huge", "u", snapshot(1000, 100));
+        assert!(
+            snapshots.get("flood/huge", "u").is_none(),
+            "over the share: not kept"
+        );
+        snapshots.forget("victim/a");
+        assert!(snapshots.get("victim/a", "u1").is_none());
     }
 }

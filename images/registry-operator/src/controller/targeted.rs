@@ -5,13 +5,16 @@
 //! through the usual guarded status write; the periodic scan stays the safety net.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{Api, ResourceExt};
 
 use super::changes;
+use super::contain::contained;
 use super::context::Context;
 use super::memory::PendingEvent;
 use super::memory::images_hash;
@@ -111,7 +114,7 @@ impl Refresher {
         work: Work,
         not_before: Option<Instant>,
     ) {
-        let mut pending = self.pending.lock().expect("refresh queue poisoned");
+        let mut pending = self.pending.lock();
         match pending.get_mut(&key) {
             Some(slot) => {
                 slot.work.get_or_insert_with(Work::default).merge(work);
@@ -135,7 +138,7 @@ impl Refresher {
         let ns = key.split_once('/').map_or("", |(ns, _)| ns).to_string();
         loop {
             let wait = {
-                let pending = self.pending.lock().expect("refresh queue poisoned");
+                let pending = self.pending.lock();
                 pending
                     .get(&key)
                     .and_then(|p| p.not_before)
@@ -146,7 +149,7 @@ impl Refresher {
                 continue;
             }
             let work = {
-                let mut pending = self.pending.lock().expect("refresh queue poisoned");
+                let mut pending = self.pending.lock();
                 match pending.get_mut(&key).and_then(|p| p.work.take()) {
                     Some(w) => w,
                     None => {
@@ -156,13 +159,19 @@ impl Refresher {
                 }
             };
             let Ok(slot) = ctx.admission.acquire(&ns).await else {
-                self.pending
-                    .lock()
-                    .expect("refresh queue poisoned")
-                    .remove(&key);
+                self.pending.lock().remove(&key);
                 return;
             };
-            let result = match refresh_object(&ctx, &key, &work).await {
+            // A panic fails this refresh only; the worker goes on and `pending` stays right.
+            let refreshed = contained(
+                &ctx.metrics,
+                "refresh",
+                &key,
+                refresh_object(&ctx, &key, &work),
+            )
+            .await
+            .unwrap_or_else(|()| Err(anyhow::anyhow!("internal error (contained)")));
+            let result = match refreshed {
                 Ok(r) => r,
                 Err(e) => {
                     tracing::warn!(registry = %key, error = %e, "webhook refresh failed; the periodic scan will catch up");
@@ -172,7 +181,7 @@ impl Refresher {
             drop(slot);
             if result == DEFERRED {
                 {
-                    let mut pending = self.pending.lock().expect("refresh queue poisoned");
+                    let mut pending = self.pending.lock();
                     if let Some(slot) = pending.get_mut(&key) {
                         slot.work.get_or_insert_with(Work::default).merge(work);
                     }
@@ -224,10 +233,9 @@ async fn refresh_object(ctx: &Context, key: &str, work: &Work) -> anyhow::Result
         };
         // The full list of the last scan when memory has it; else the status's.
         let full = ctx
-            .recall(key, &uid, |m| {
-                m.last.as_ref().filter(|s| s.complete).map(Snapshot::images)
-            })
-            .flatten();
+            .last_scan(key, &uid)
+            .filter(|s| s.complete)
+            .map(|s| s.images());
         let (known, unlisted) = match full {
             Some(tags) => (tags, 0),
             // A capped status without the full list (just restarted): an event's tag may be one
@@ -250,8 +258,8 @@ async fn refresh_object(ctx: &Context, key: &str, work: &Work) -> anyhow::Result
             return Ok("unchanged");
         }
         let mut facts = ctx
-            .recall(key, &uid, |m| m.last.as_ref().map(Snapshot::known))
-            .flatten()
+            .last_scan(key, &uid)
+            .map(|s| s.known())
             .unwrap_or_default();
         for (digest, f) in status::known_facts(&previous) {
             facts.entry(digest).or_insert(f);
@@ -262,8 +270,11 @@ async fn refresh_object(ctx: &Context, key: &str, work: &Work) -> anyhow::Result
             known: facts,
             ..ctx.scan_options(&obj.namespace().unwrap_or_default(), spec)?
         };
-        let client =
-            ctx.registry_client(spec.insecure_skip_verify == Some(true), inputs.ca.clone())?;
+        let client = ctx.registry_client(
+            ns,
+            spec.insecure_skip_verify == Some(true),
+            inputs.ca.clone(),
+        )?;
         let report = refresh(
             &client,
             &target,
@@ -332,8 +343,8 @@ fn remember(
 ) {
     let snapshot = Snapshot::of_scan(all, facts);
     let hash = written.map(|s| images_hash(s.images.as_deref().unwrap_or_default()));
+    ctx.keep_last_scan(key, uid, snapshot);
     ctx.with_memory(key, uid, |m| {
-        m.last = Some(snapshot);
         if hash.is_some() {
             m.written_images = hash;
         }

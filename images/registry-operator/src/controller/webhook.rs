@@ -13,8 +13,10 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
+
+use parking_lot::Mutex;
 
 use axum::Router;
 use axum::routing::post;
@@ -207,7 +209,7 @@ fn next_at(
     key: &str,
     now: Instant,
 ) -> Instant {
-    let mut last = handovers.lock().expect("hand-over floor poisoned");
+    let mut last = handovers.lock();
     let at = match last.get(key) {
         None => now,
         Some(prev) if *prev > now => *prev,
@@ -278,7 +280,7 @@ impl SecretFile {
         let modified = std::fs::metadata(&self.path)
             .and_then(|m| m.modified())
             .ok();
-        let mut cached = self.cached.lock().expect("secret cache poisoned");
+        let mut cached = self.cached.lock();
         if modified.is_some() && cached.0 == modified {
             return cached.1.clone();
         }

@@ -3,7 +3,8 @@
 //! It also knows which tenant webhook Secret (`spec.webhook.secretRef`) each object names.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::Mutex;
+
+use parking_lot::Mutex;
 
 use kube::ResourceExt;
 use kube::runtime::watcher;
@@ -54,7 +55,7 @@ fn key_of(obj: &RegistryView) -> String {
 
 impl Index {
     pub fn observe(&self, event: &watcher::Event<RegistryView>) {
-        let mut inner = self.inner.lock().expect("webhook index poisoned");
+        let mut inner = self.inner.lock();
         match event {
             watcher::Event::Apply(obj) => {
                 let key = key_of(obj);
@@ -85,7 +86,7 @@ impl Index {
     /// Keys of the objects that scan `repository` on `host` (on any host when the event names
     /// none), sorted.
     pub fn matching(&self, host: Option<&str>, repository: &str) -> Vec<String> {
-        let inner = self.inner.lock().expect("webhook index poisoned");
+        let inner = self.inner.lock();
         let Some(keys) = inner.by_repository.get(repository) else {
             return Vec::new();
         };
@@ -97,13 +98,13 @@ impl Index {
 
     /// The tenant webhook Secret the object `key` names.
     pub fn secret_of(&self, key: &str) -> Option<String> {
-        let inner = self.inner.lock().expect("webhook index poisoned");
+        let inner = self.inner.lock();
         inner.by_key.get(key).and_then(|e| e.secret.clone())
     }
 
     /// The tenant webhook Secrets objects of `namespace` name, sorted, at most `limit`.
     pub fn secrets_in(&self, namespace: &str, limit: usize) -> Vec<String> {
-        let inner = self.inner.lock().expect("webhook index poisoned");
+        let inner = self.inner.lock();
         inner
             .secrets
             .get(namespace)

@@ -117,6 +117,12 @@ pub enum ScanError {
         registry: String,
         realm_host: String,
     },
+
+    /// A bug met this object's input: the work was stopped and contained, the process goes on.
+    #[error(
+        "the operator hit an internal error ({phase}) on this object and stopped its {phase}; the next one retries (please report it with the operator's logs)"
+    )]
+    Internal { phase: &'static str },
 }
 
 fn rate_limit_detail(
@@ -158,6 +164,7 @@ pub enum FailureReason {
     ResponseTooLarge,
     EgressDenied,
     InsecureTokenRealm,
+    InternalError,
 }
 
 impl FailureReason {
@@ -175,6 +182,7 @@ impl FailureReason {
             Self::ResponseTooLarge => "ResponseTooLarge",
             Self::EgressDenied => "EgressDenied",
             Self::InsecureTokenRealm => "InsecureTokenRealm",
+            Self::InternalError => "InternalError",
         }
     }
 }
@@ -197,6 +205,7 @@ impl ScanError {
             Self::ResponseTooLarge { .. } => FailureReason::ResponseTooLarge,
             Self::EgressDenied { .. } => FailureReason::EgressDenied,
             Self::InsecureTokenRealm { .. } => FailureReason::InsecureTokenRealm,
+            Self::Internal { .. } => FailureReason::InternalError,
         }
     }
 }
@@ -270,7 +279,7 @@ fn one_line(s: &str) -> String {
         .join(" ")
 }
 
-fn truncate(s: &str, max: usize) -> String {
+pub(crate) fn truncate(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
         s.to_string()
     } else {

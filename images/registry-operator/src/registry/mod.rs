@@ -1,7 +1,8 @@
 //! The cluster-free scan core. Nothing here knows about Kubernetes; the controller and the
 //! `scan` CLI both call it. Layers, each using only those above it in this list:
 //!
-//! - base data: `error`, `model`, `facts`, `limits`, `order`, `target`;
+//! - base data: `error`, `model`, `facts`, `limits`, `order`, `target`, and `cache` (the one
+//!   bounded, per-tenant cache every layer keeps its state in);
 //! - `transport`: HTTP, egress, body budget, per-host gates, retry timing, error classes;
 //! - `auth`: credentials, challenges, tokens, learned auth modes;
 //! - `session`: one scan's conversation — auth flow, retries, redirects, deadline, messages;
@@ -13,6 +14,7 @@
 //! `tests/layers.rs` fails when a module reaches up the list.
 
 mod auth;
+pub(crate) mod cache;
 mod error;
 mod facts;
 mod limits;
@@ -45,3 +47,8 @@ pub use transport::{
     ProxySettings, RequestKind, RequestObserver, RetryPolicy, install_crypto_provider,
     parse_retry_after, redacted_proxy_url,
 };
+
+/// Test builds (`fault-injection` feature) only: a scan of this repository panics once, inside a
+/// shared cache's lock, so the tests can show the panic is contained and nothing stays poisoned.
+#[cfg(feature = "fault-injection")]
+pub const FAULT_INJECTION_REPOSITORY: &str = "fault-injection/panic";

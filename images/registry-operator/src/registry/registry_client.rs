@@ -40,7 +40,8 @@ impl RegistryClient {
         self
     }
 
-    /// One scan's conversation with `target`, for `tenant` (its share of shared resources).
+    /// One scan's conversation with `target`, for `tenant` (its share of shared resources:
+    /// the body budget, and the caches its tokens and learned modes go to).
     pub(crate) fn session<'a>(
         &'a self,
         tenant: &'a str,

@@ -19,6 +19,17 @@ pub struct RegistryState {
 }
 
 impl RegistryState {
+    /// Bytes each shared cache holds (`tokens`, `auth_modes`, `host_gates`, `listers`): each is
+    /// bounded in bytes with a share per tenant.
+    pub fn cache_bytes(&self) -> [(&'static str, usize); 4] {
+        [
+            ("tokens", self.auth.tokens.bytes()),
+            ("auth_modes", self.auth.modes.bytes()),
+            ("host_gates", self.gates.bytes()),
+            ("listers", self.listers.bytes()),
+        ]
+    }
+
     /// `requests_per_second`: an optional ceiling on requests to any one registry host, shared
     /// by every scan using this state.
     pub fn new(requests_per_second: Option<f64>) -> Self {

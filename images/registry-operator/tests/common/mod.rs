@@ -90,5 +90,6 @@ pub fn assert_images(images: &[Image], pushed: &Pushed) {
     assert_eq!(found, expected);
 }
 
+pub mod bloat;
 pub mod hostile;
 pub mod operator;

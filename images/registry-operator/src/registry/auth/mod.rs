@@ -10,7 +10,7 @@ mod tokens;
 pub use challenge::{Challenge, parse_challenge};
 pub use credentials::Credentials;
 pub(crate) use modes::{AuthKey, AuthMode, AuthModes};
-pub(crate) use tokens::{TokenCache, TokenKey, TokenResponse};
+pub(crate) use tokens::{MAX_TOKEN_BYTES, TokenCache, TokenKey, TokenResponse};
 
 /// What authentication learns that outlives a scan: tokens and each repository's mode.
 #[derive(Default)]

@@ -1,8 +1,8 @@
 //! Bearer tokens: the token endpoint's answer and the cache that outlives a scan.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use crate::registry::cache::BoundedCache;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct TokenKey {
@@ -14,53 +14,67 @@ pub(crate) struct TokenKey {
 }
 
 /// Bearer tokens by realm + service + scope + credential, so one tenant's token is never
-/// handed to a scan that runs with other (or no) credentials.
-#[derive(Default)]
+/// handed to a scan that runs with other (or no) credentials. Bounded in bytes, with a share
+/// per tenant (see [`BoundedCache`]): a registry that answers every request with a new scope
+/// and a big token fills only the share of the tenant scanning it.
 pub(crate) struct TokenCache {
-    tokens: Mutex<HashMap<TokenKey, (String, Instant)>>,
+    tokens: BoundedCache<TokenKey, (String, Instant)>,
 }
 
 /// Tokens are refreshed this long before they expire (or after half their life, for short-lived
 /// ones), so a request never carries a stale one.
 const EXPIRY_MARGIN: Duration = Duration::from_secs(10);
-const MAX_CACHED_TOKENS: usize = 10_000;
+/// All cached tokens, and one tenant's part: 2,048 tokens of 2 KiB (a typical JWT) per tenant.
+const TOKEN_CACHE_BYTES: usize = 32 << 20;
+const TOKEN_CACHE_SHARE: usize = 4 << 20;
+/// Longer tokens are refused (the session then fails the scan): real ones are a few KiB.
+pub(crate) const MAX_TOKEN_BYTES: usize = 64 << 10;
+
+impl Default for TokenCache {
+    fn default() -> Self {
+        Self {
+            tokens: BoundedCache::new(TOKEN_CACHE_BYTES, TOKEN_CACHE_SHARE),
+        }
+    }
+}
 
 /// When a token obtained now with `lifetime` should no longer be sent.
 fn usable_until(now: Instant, lifetime: Duration) -> Option<Instant> {
     now.checked_add(lifetime.saturating_sub(EXPIRY_MARGIN.min(lifetime / 2)))
 }
 
+impl TokenKey {
+    fn bytes(&self) -> usize {
+        self.realm.len() + self.service.len() + self.scope.len() + self.credential.len()
+    }
+}
+
 impl TokenCache {
     pub fn get(&self, key: &TokenKey) -> Option<String> {
-        let tokens = self.tokens.lock().expect("token cache poisoned");
-        tokens
-            .get(key)
-            .filter(|(_, until)| Instant::now() < *until)
-            .map(|(t, _)| t.clone())
+        self.tokens
+            .with(key, |(t, until)| {
+                (Instant::now() < *until).then(|| t.clone())
+            })
+            .flatten()
     }
 
-    pub fn put(&self, key: TokenKey, token: String, lifetime: Duration) {
-        let now = Instant::now();
-        let Some(until) = usable_until(now, lifetime) else {
+    /// Keeps `token` for `tenant` (charged to its share).
+    pub fn put(&self, tenant: &str, key: TokenKey, token: String, lifetime: Duration) {
+        let Some(until) = usable_until(Instant::now(), lifetime) else {
             return;
         };
-        let mut tokens = self.tokens.lock().expect("token cache poisoned");
-        if tokens.len() >= MAX_CACHED_TOKENS {
-            tokens.retain(|_, (_, until)| *until > now);
-            if tokens.len() >= MAX_CACHED_TOKENS {
-                tokens.clear();
-            }
-        }
-        tokens.insert(key, (token, until));
+        let bytes = key.bytes() + token.len();
+        self.tokens.put(tenant, key, (token, until), bytes);
     }
 
     /// Forgets `token` for `key`, and only that token: a concurrent request may already have
     /// replaced a rejected token with a fresh one.
     pub fn forget(&self, key: &TokenKey, token: &str) {
-        let mut tokens = self.tokens.lock().expect("token cache poisoned");
-        if tokens.get(key).is_some_and(|(t, _)| t == token) {
-            tokens.remove(key);
-        }
+        self.tokens.remove_if(key, |(t, _)| t == token);
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.tokens.bytes()
     }
 }
 
@@ -77,11 +91,13 @@ pub(crate) struct TokenResponse {
 }
 
 impl TokenResponse {
+    /// `None` when there is no token, or one longer than [`MAX_TOKEN_BYTES`].
     pub fn into_token(self) -> Option<(String, Duration)> {
         let token = self
             .token
             .filter(|t| !t.is_empty())
-            .or(self.access_token.filter(|t| !t.is_empty()))?;
+            .or(self.access_token.filter(|t| !t.is_empty()))
+            .filter(|t| t.len() <= MAX_TOKEN_BYTES)?;
         let lifetime = Duration::from_secs(self.expires_in.unwrap_or(60).max(1));
         Some((token, lifetime))
     }
@@ -109,7 +125,7 @@ mod tests {
             scope: "repository:a:pull".into(),
             credential: String::new(),
         };
-        cache.put(key.clone(), "t1".into(), Duration::from_secs(6));
+        cache.put("tenant", key.clone(), "t1".into(), Duration::from_secs(6));
         assert_eq!(
             cache.get(&key).as_deref(),
             Some("t1"),
@@ -134,5 +150,41 @@ mod tests {
         assert_eq!(t.into_token(), Some(("b".into(), Duration::from_secs(60))));
         let t: TokenResponse = serde_json::from_str(r#"{"token":""}"#).unwrap();
         assert_eq!(t.into_token(), None);
+        let big = serde_json::json!({ "token": "x".repeat(MAX_TOKEN_BYTES + 1) }).to_string();
+        let t: TokenResponse = serde_json::from_str(&big).unwrap();
+        assert_eq!(t.into_token(), None, "a token over 64 KiB is refused");
+    }
+
+    #[test]
+    fn a_tenant_flooding_fresh_scopes_keeps_within_its_share() {
+        let cache = TokenCache::default();
+        let key = |scope: String| TokenKey {
+            realm: "https://auth.example/token".into(),
+            service: "registry".into(),
+            scope,
+            credential: String::new(),
+        };
+        let lifetime = Duration::from_secs(300);
+        cache.put(
+            "victim",
+            key("repository:v:pull".into()),
+            "v".repeat(2048),
+            lifetime,
+        );
+        let token = "x".repeat(MAX_TOKEN_BYTES);
+        for i in 0..1_000 {
+            cache.put(
+                "attacker",
+                key(format!("repository:a{i}:pull")),
+                token.clone(),
+                lifetime,
+            );
+        }
+        assert!(
+            cache.bytes() <= TOKEN_CACHE_SHARE + 4096,
+            "{}",
+            cache.bytes()
+        );
+        assert!(cache.get(&key("repository:v:pull".into())).is_some());
     }
 }

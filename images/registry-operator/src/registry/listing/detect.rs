@@ -63,7 +63,7 @@ pub(super) async fn detect(session: &Session<'_>, listers: &Listers) -> Lister {
     };
     match found {
         Some(l) => {
-            listers.detected_as(&base, l);
+            listers.detected_as(session.tenant, &base, l);
             l
         }
         // The network failed: try again next scan.

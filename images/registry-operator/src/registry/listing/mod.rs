@@ -140,7 +140,8 @@ pub(crate) async fn list(
         Lister::Quay => quay::list(session, &mut collector).await,
         Lister::Gar => gar::list(session, &mut collector, options.page_size).await,
         Lister::Acr => acr::list(session, &mut collector).await,
-        Lister::Distribution => unreachable!("handled above"),
+        // Returned above; listed the plain way should that ever change.
+        Lister::Distribution => return distribution(session, options, None).await,
     };
     let fell_back = |reason: String| {
         tracing::info!(registry = %session.target.registry(), repository = session.target.repository(), lister = lister.as_str(), %reason, "native listing not used; falling back to the distribution API");
@@ -178,7 +179,7 @@ pub(crate) async fn list(
                 "the {} disagreed with the registry: {why}; native listing is off for this repository until the operator restarts",
                 lister.api_name(),
             );
-            listers.turn_off(&base, repository);
+            listers.turn_off(session.tenant, &base, repository);
             distribution(session, options, fell_back(reason)).await
         }
         Err(guard::Verdict::Failed(e)) => {

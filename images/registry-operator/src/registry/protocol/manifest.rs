@@ -23,6 +23,25 @@ application/vnd.docker.distribution.manifest.v1+json";
 /// Manifests are small; distribution itself refuses ones over 4 MiB.
 pub const MANIFEST_BODY_LIMIT: usize = 4 << 20;
 
+/// Longest media type kept: RFC 6838 §4.2 caps type and subtype names at 127 characters each,
+/// so `type/subtype` fits in 255 (what the OCI image spec's media types follow).
+pub const MAX_MEDIA_TYPE: usize = 255;
+/// Longest platform fields of an index kept. The OCI image spec takes `os` and `architecture`
+/// from Go's GOOS/GOARCH (the longest today: `dragonfly`, `loong64`, ~10 characters) and
+/// `variant` from a short list (`v8`, `v7`, `v6`); these leave room for any new ones.
+pub const MAX_PLATFORM_OS: usize = 64;
+pub const MAX_PLATFORM_ARCHITECTURE: usize = 64;
+pub const MAX_PLATFORM_VARIANT: usize = 32;
+/// A digest's text: `sha512:` and 128 hex digits is the longest registered algorithm's.
+pub const MAX_DIGEST: usize = 256;
+
+/// `text` as a media type worth keeping: at most [`MAX_MEDIA_TYPE`] printable ASCII characters
+/// without spaces; anything else is no media type at all (the manifest is then of an unknown
+/// kind, and nothing a registry made up is kept whole).
+fn bounded_media_type(text: &str) -> Option<&str> {
+    (text.len() <= MAX_MEDIA_TYPE && text.bytes().all(|b| b.is_ascii_graphic())).then_some(text)
+}
+
 /// What kind of manifest a body is, by its own `mediaType` or else the `Content-Type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -56,8 +75,8 @@ pub fn media_type_of(body: &[u8], content_type: Option<&str>) -> String {
         signatures: Option<serde::de::IgnoredAny>,
     }
     let probe: Option<Probe> = serde_json::from_slice(body).ok();
-    if let Some(mt) = probe.as_ref().and_then(|p| p.media_type.clone()) {
-        return mt;
+    if let Some(mt) = probe.as_ref().and_then(|p| p.media_type.as_deref()) {
+        return bounded_media_type(mt).unwrap_or_default().to_string();
     }
     let header = content_type
         .map(|c| c.split(';').next().unwrap_or("").trim().to_string())
@@ -70,13 +89,16 @@ pub fn media_type_of(body: &[u8], content_type: Option<&str>) -> String {
         Some(p) if p.layers.is_some() => OCI_MANIFEST.into(),
         Some(p) if p.fs_layers.is_some() && p.signatures.is_some() => SCHEMA1_SIGNED.into(),
         Some(p) if p.fs_layers.is_some() => SCHEMA1_MANIFEST.into(),
-        _ => content_type
-            .unwrap_or("")
-            .split(';')
-            .next()
-            .unwrap_or("")
-            .trim()
-            .to_string(),
+        _ => bounded_media_type(
+            content_type
+                .unwrap_or("")
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim(),
+        )
+        .unwrap_or_default()
+        .to_string(),
     }
 }
 
@@ -163,7 +185,8 @@ pub struct IndexEntry {
 }
 
 /// The real platforms of an index: buildkit attestation manifests (platform unknown/unknown or
-/// annotated `vnd.docker.reference.type: attestation-manifest`) are not platforms.
+/// annotated `vnd.docker.reference.type: attestation-manifest`) are not platforms. An index
+/// whose fields are longer than the spec's (see [`MAX_PLATFORM_OS`] and the rest) is refused.
 pub fn index_entries(body: &[u8]) -> Result<Vec<IndexEntry>, String> {
     let index: ImageIndex =
         serde_json::from_slice(body).map_err(|e| format!("image index does not parse: {e}"))?;
@@ -185,15 +208,29 @@ pub fn index_entries(body: &[u8]) -> Result<Vec<IndexEntry>, String> {
         if is_attestation || (os == "unknown" && architecture == "unknown") {
             continue;
         }
+        let digest = d.digest().to_string();
+        let media_type = d.media_type().to_string();
+        if os.len() > MAX_PLATFORM_OS
+            || architecture.len() > MAX_PLATFORM_ARCHITECTURE
+            || variant
+                .as_ref()
+                .is_some_and(|v| v.len() > MAX_PLATFORM_VARIANT)
+            || digest.len() > MAX_DIGEST
+            || bounded_media_type(&media_type).is_none()
+        {
+            return Err(format!(
+                "image index has a platform entry with fields longer than the image spec allows (os ≤ {MAX_PLATFORM_OS}, architecture ≤ {MAX_PLATFORM_ARCHITECTURE}, variant ≤ {MAX_PLATFORM_VARIANT}, mediaType ≤ {MAX_MEDIA_TYPE}, digest ≤ {MAX_DIGEST} characters)"
+            ));
+        }
         out.push(IndexEntry {
             platform: Platform {
                 os,
                 architecture,
                 variant: variant.filter(|v| !v.is_empty()),
-                digest: d.digest().to_string(),
+                digest,
                 size: None,
             },
-            media_type: d.media_type().to_string(),
+            media_type,
         });
     }
     Ok(out)
@@ -222,6 +259,29 @@ mod tests {
             "layers":[{{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","size":3000,"digest":"{L1}"}},
                       {{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","size":500,"digest":"{L1}"}}]}}"#
         )
+    }
+
+    #[test]
+    fn strings_longer_than_the_spec_allows_are_not_kept() {
+        let huge = "a".repeat(4 << 20);
+        let body = format!(r#"{{"schemaVersion":2,"mediaType":"{huge}","layers":[]}}"#);
+        let mt = media_type_of(body.as_bytes(), None);
+        assert!(mt.len() <= MAX_MEDIA_TYPE, "kept {} bytes", mt.len());
+        let mt = media_type_of(b"{}", Some(&format!("application/{huge}")));
+        assert!(mt.len() <= MAX_MEDIA_TYPE, "kept {} bytes", mt.len());
+        let long = "x".repeat(MAX_PLATFORM_OS + 1);
+        let index = format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{OCI_MANIFEST}","size":1,"digest":"{CFG}","platform":{{"os":"{long}","architecture":"amd64"}}}}]}}"#
+        );
+        assert!(index_entries(index.as_bytes()).is_err());
+        let index = format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{huge}","size":1,"digest":"{CFG}","platform":{{"os":"linux","architecture":"amd64"}}}}]}}"#
+        );
+        assert!(index_entries(index.as_bytes()).is_err());
+        let fine = format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"{OCI_MANIFEST}","size":1,"digest":"{CFG}","platform":{{"os":"linux","architecture":"arm64","variant":"v8"}}}}]}}"#
+        );
+        assert_eq!(index_entries(fine.as_bytes()).map(|e| e.len()), Ok(1));
     }
 
     #[test]

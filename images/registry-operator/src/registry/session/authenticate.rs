@@ -10,11 +10,15 @@ use url::Url;
 
 use super::Session;
 use super::send::{Failure, Payload};
-use crate::registry::auth::{AuthMode, Challenge, Credentials, TokenKey, TokenResponse};
+use crate::registry::auth::{
+    AuthMode, Challenge, Credentials, MAX_TOKEN_BYTES, TokenKey, TokenResponse,
+};
 use crate::registry::error::ScanError;
 use crate::registry::transport::{Reply, RequestKind, offload};
 
-const TOKEN_BODY_LIMIT: usize = 1 << 20;
+/// A token endpoint's answer: room for `token` and `access_token` of up to 64 KiB each (longer
+/// tokens are refused) and whatever else it carries.
+const TOKEN_BODY_LIMIT: usize = 256 << 10;
 
 /// The `Authorization` a request carried: a bearer token is remembered so that a 401 forgets
 /// exactly the token that was rejected.
@@ -29,7 +33,7 @@ impl Session<'_> {
         if !self.on_same_host(url) {
             return Ok((None, None));
         }
-        let mode = self.auth.lock().expect("auth mode poisoned").clone();
+        let mode = self.auth.lock().clone();
         match mode {
             AuthMode::Anonymous => Ok((None, None)),
             AuthMode::Basic => Ok((self.credentials.map(Credentials::basic_header), None)),
@@ -55,7 +59,7 @@ impl Session<'_> {
     /// challenge, such as Harbor's).
     pub fn assume_basic(&self) {
         if self.credentials.is_some() {
-            *self.auth.lock().expect("auth mode poisoned") = AuthMode::Basic;
+            *self.auth.lock() = AuthMode::Basic;
         }
     }
 
@@ -63,7 +67,7 @@ impl Session<'_> {
     /// for this session's host; false when the cached one is missing or expired.
     pub fn cached_bearer(&self, key: &TokenKey) -> bool {
         if self.auth_state.tokens.get(key).is_some() {
-            *self.auth.lock().expect("auth mode poisoned") = AuthMode::Bearer(key.clone());
+            *self.auth.lock() = AuthMode::Bearer(key.clone());
             true
         } else {
             false
@@ -72,13 +76,19 @@ impl Session<'_> {
 
     pub fn use_bearer(&self, key: TokenKey, token: String, lifetime: Duration) {
         self.remember_token(&token);
-        self.auth_state.tokens.put(key.clone(), token, lifetime);
-        *self.auth.lock().expect("auth mode poisoned") = AuthMode::Bearer(key);
+        if token.len() <= MAX_TOKEN_BYTES {
+            self.auth_state
+                .tokens
+                .put(self.tenant, key.clone(), token, lifetime);
+        }
+        *self.auth.lock() = AuthMode::Bearer(key);
     }
 
     fn set_mode(&self, mode: AuthMode) {
-        *self.auth.lock().expect("auth mode poisoned") = mode.clone();
-        self.auth_state.modes.put(self.auth_key.clone(), mode);
+        *self.auth.lock() = mode.clone();
+        self.auth_state
+            .modes
+            .put(self.tenant, self.auth_key.clone(), mode);
     }
 
     /// Reacts to a 401: switch to Basic, or to a bearer token for the challenge. A cached
@@ -217,12 +227,16 @@ impl Session<'_> {
                         )
                     })?;
                     let (token, lifetime) = parsed.into_token().ok_or_else(|| {
-                        self.invalid(&Method::GET, &url, "token response has no token".into())
+                        self.invalid(
+                            &Method::GET,
+                            &url,
+                            "token response has no token, or one longer than 64 KiB".into(),
+                        )
                     })?;
                     self.remember_token(&token);
                     self.auth_state
                         .tokens
-                        .put(key.clone(), token.clone(), lifetime);
+                        .put(self.tenant, key.clone(), token.clone(), lifetime);
                     Ok(token)
                 }
                 StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(self.denied(&reply)),

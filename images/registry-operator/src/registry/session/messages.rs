@@ -7,11 +7,13 @@ use url::Url;
 
 use super::Session;
 use crate::registry::auth::{Challenge, parse_challenge};
-use crate::registry::error::{ScanError, body_excerpt};
+use crate::registry::error::{ScanError, body_excerpt, truncate};
 use crate::registry::transport::{EgressDenied, Reply, RequestKind, same_origin};
 
 /// Tokens remembered per session for scrubbing messages; a scan rarely sees more than two.
 const MAX_SCRUBBED_TOKENS: usize = 16;
+/// Characters of a parser's message kept in an error.
+const MAX_DETAIL: usize = 300;
 const WITHHELD: &str = "(registry response withheld: it echoed the credentials)";
 
 impl Session<'_> {
@@ -29,7 +31,8 @@ impl Session<'_> {
         ScanError::InvalidResponse {
             registry: self.registry(),
             what: format!("{method} {}", url.path()),
-            detail: self.scrub(detail),
+            // Parser messages quote what they met: a registry's megabytes stop here.
+            detail: truncate(&self.scrub(detail), MAX_DETAIL),
         }
     }
 
@@ -39,7 +42,6 @@ impl Session<'_> {
             || self
                 .tokens_seen
                 .lock()
-                .expect("tokens poisoned")
                 .iter()
                 .any(|t| text.contains(t.as_str()))
     }
@@ -68,7 +70,7 @@ impl Session<'_> {
         if token.len() < 8 {
             return;
         }
-        let mut seen = self.tokens_seen.lock().expect("tokens poisoned");
+        let mut seen = self.tokens_seen.lock();
         if !seen.iter().any(|t| t == token) {
             if seen.len() >= MAX_SCRUBBED_TOKENS {
                 seen.remove(0);

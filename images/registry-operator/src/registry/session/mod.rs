@@ -10,7 +10,9 @@ mod authenticate;
 mod messages;
 mod send;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, Instant};
 
 use super::auth::{AuthKey, AuthMode, AuthState, Credentials};
@@ -22,7 +24,7 @@ pub(crate) use super::transport::Reply;
 
 pub(crate) struct Session<'a> {
     transport: &'a Transport,
-    /// Whose share of the body budget and the parse pool this scan uses.
+    /// Whose share of the body budget, the parse pool and the shared caches this scan uses.
     pub tenant: &'a str,
     auth_state: &'a AuthState,
     pub target: &'a Target,

@@ -164,7 +164,9 @@ impl Session<'_> {
         let wait = asked.unwrap_or_else(|| policy.backoff(attempt));
         // Every scan of this host waits, this one included; a far-off time is capped so that a
         // registry cannot shut itself out of scans for good.
-        self.transport.gates.close(url, wait.min(MAX_GATE_CLOSE));
+        self.transport
+            .gates
+            .close(self.tenant, url, wait.min(MAX_GATE_CLOSE));
         let left = self.remaining()?;
         if wait >= left {
             return Err(if limited {

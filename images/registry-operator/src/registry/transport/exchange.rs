@@ -49,7 +49,7 @@ pub(crate) struct Request<'r> {
     /// The caller's deadline; `None` for none.
     pub deadline: Option<Instant>,
     pub counters: &'r Counters,
-    /// Whose share of the body budget the body takes.
+    /// Whose share of shared resources (the body budget, the host gates) this request uses.
     pub tenant: &'r str,
 }
 
@@ -136,7 +136,8 @@ impl Transport {
                 ?wait,
                 "X-RateLimit-Remaining is 0; the host's gate is closed until the reset"
             );
-            self.gates.close(req.url, wait.min(MAX_GATE_CLOSE));
+            self.gates
+                .close(req.tenant, req.url, wait.min(MAX_GATE_CLOSE));
         }
         let mut reservation = None;
         let body = if *req.method == Method::HEAD {
@@ -181,7 +182,7 @@ impl Transport {
     /// Waits at the host's gate (a registry's `Retry-After`, the rate ceiling). A wait past
     /// the deadline fails now rather than at the deadline.
     async fn admit(&self, req: &Request<'_>) -> Result<(), ExchangeError> {
-        let admission = self.gates.admit(req.url);
+        let admission = self.gates.admit(req.tenant, req.url);
         if admission.wait.is_zero() {
             return Ok(());
         }
@@ -219,10 +220,13 @@ fn exhausted_for(headers: &HeaderMap, now: SystemTime) -> Option<Duration> {
     let reset = value("x-ratelimit-reset").filter(|r| r.is_finite() && *r >= 0.0)?;
     // Ten years of seconds: anything larger is a timestamp.
     if reset > 315_360_000.0 {
-        let at = SystemTime::UNIX_EPOCH.checked_add(Duration::from_secs_f64(reset))?;
+        // `try_`: a reset past `Duration::MAX` (`1e300`) is no answer, not a panic.
+        let at = SystemTime::UNIX_EPOCH.checked_add(Duration::try_from_secs_f64(reset).ok()?)?;
         at.duration_since(now).ok().filter(|d| !d.is_zero())
     } else {
-        Some(Duration::from_secs_f64(reset)).filter(|d| !d.is_zero())
+        Duration::try_from_secs_f64(reset)
+            .ok()
+            .filter(|d| !d.is_zero())
     }
 }
 
@@ -302,6 +306,19 @@ mod tests {
             None,
             "a reset in the past"
         );
+        for absurd in [
+            "1e300",
+            "1.8e19",
+            "18446744073709551616",
+            "inf",
+            "-1",
+            "NaN",
+        ] {
+            let _ = at(&[
+                ("x-ratelimit-remaining", "0"),
+                ("x-ratelimit-reset", absurd),
+            ]);
+        }
         assert_eq!(at(&[("x-ratelimit-remaining", "x")]), None);
     }
 }

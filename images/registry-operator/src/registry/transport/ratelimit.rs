@@ -2,18 +2,22 @@
 //! `Retry-After`) closes it for the time the registry asked, so all streams wait together
 //! instead of each retrying on its own; an optional requests-per-second ceiling spaces requests.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use parking_lot::Mutex;
 use url::Url;
 
-/// Hosts remembered at most; idle gates are dropped first.
-const MAX_GATES: usize = 10_000;
+use crate::registry::cache::BoundedCache;
 
-#[derive(Default)]
+/// Gates remembered in all, and per tenant (a gate is ~100 bytes + its host name): past that
+/// the least recently used go, one at a time; a host seen again starts with an open gate.
+const GATES_BYTES: usize = 4 << 20;
+const GATES_SHARE: usize = 512 << 10;
+
 pub(crate) struct HostGates {
-    gates: Mutex<HashMap<String, Arc<Gate>>>,
+    /// Charged to the tenant whose request first met the host; shared by every tenant.
+    gates: BoundedCache<String, Arc<Gate>>,
     /// Minimum spacing of requests to one host, from the requests-per-second ceiling.
     spacing: Option<Duration>,
 }
@@ -45,47 +49,51 @@ impl HostGates {
             .filter(|r| r.is_finite() && *r > 0.0)
             .map(|r| Duration::from_secs_f64((1.0 / r).min(3600.0)));
         Self {
-            gates: Mutex::default(),
+            gates: BoundedCache::new(GATES_BYTES, GATES_SHARE),
             spacing,
         }
     }
 
-    pub fn for_url(&self, url: &Url) -> Arc<Gate> {
+    pub fn for_url(&self, tenant: &str, url: &Url) -> Arc<Gate> {
         let host = format!(
             "{}:{}",
             url.host_str().unwrap_or_default().to_ascii_lowercase(),
             url.port_or_known_default().unwrap_or(0)
         );
-        let mut gates = self.gates.lock().expect("gates poisoned");
-        if gates.len() >= MAX_GATES && !gates.contains_key(&host) {
-            let now = Instant::now();
-            gates.retain(|_, g| Arc::strong_count(g) > 1 || g.busy_at(now));
-            if gates.len() >= MAX_GATES {
-                gates.clear();
-            }
+        if let Some(gate) = self.gates.get(&host) {
+            return gate;
         }
-        gates.entry(host).or_default().clone()
+        let gate = Arc::new(Gate::default());
+        let bytes = host.len() + std::mem::size_of::<Gate>();
+        self.gates.put(tenant, host, gate.clone(), bytes);
+        gate
     }
 
     /// Reserves the next slot at `url`'s host: the wait before the request may be sent.
-    pub fn admit(&self, url: &Url) -> Admission {
-        self.for_url(url).admit(Instant::now(), self.spacing)
+    pub fn admit(&self, tenant: &str, url: &Url) -> Admission {
+        self.for_url(tenant, url)
+            .admit(Instant::now(), self.spacing)
     }
 
     /// Closes `url`'s host for `wait` (never shortens an earlier, longer close).
-    pub fn close(&self, url: &Url, wait: Duration) {
-        self.for_url(url).close(Instant::now(), wait);
+    pub fn close(&self, tenant: &str, url: &Url, wait: Duration) {
+        self.for_url(tenant, url).close(Instant::now(), wait);
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.gates.bytes()
+    }
+}
+
+impl Default for HostGates {
+    fn default() -> Self {
+        Self::new(None)
     }
 }
 
 impl Gate {
-    fn busy_at(&self, now: Instant) -> bool {
-        let s = self.state.lock().expect("gate poisoned");
-        s.closed_until.is_some_and(|t| t > now) || s.next_slot.is_some_and(|t| t > now)
-    }
-
     fn admit(&self, now: Instant, spacing: Option<Duration>) -> Admission {
-        let mut s = self.state.lock().expect("gate poisoned");
+        let mut s = self.state.lock();
         let closed_until = s.closed_until.filter(|t| *t > now);
         let mut start = closed_until.unwrap_or(now);
         if let Some(spacing) = spacing {
@@ -104,7 +112,7 @@ impl Gate {
         let Some(until) = now.checked_add(wait) else {
             return;
         };
-        let mut s = self.state.lock().expect("gate poisoned");
+        let mut s = self.state.lock();
         if s.closed_until.is_none_or(|t| t < until) {
             s.closed_until = Some(until);
         }
@@ -123,13 +131,13 @@ mod tests {
     fn a_close_holds_every_request_to_that_host_only() {
         let gates = HostGates::new(None);
         let a = url("https://r.example/v2/x/tags/list");
-        assert_eq!(gates.admit(&a).wait, Duration::ZERO);
-        gates.close(&a, Duration::from_secs(30));
-        gates.close(&a, Duration::from_secs(5));
-        let held = gates.admit(&url("https://R.example:443/v2/y/manifests/1"));
+        assert_eq!(gates.admit("t", &a).wait, Duration::ZERO);
+        gates.close("t", &a, Duration::from_secs(30));
+        gates.close("t", &a, Duration::from_secs(5));
+        let held = gates.admit("t", &url("https://R.example:443/v2/y/manifests/1"));
         assert!(held.wait > Duration::from_secs(29), "{held:?}");
         assert_eq!(held.wait, held.closed_for);
-        let other = gates.admit(&url("https://other.example/v2/x/tags/list"));
+        let other = gates.admit("t", &url("https://other.example/v2/x/tags/list"));
         assert_eq!(other.wait, Duration::ZERO);
     }
 
@@ -162,9 +170,15 @@ mod tests {
     #[test]
     fn gates_are_bounded() {
         let gates = HostGates::new(None);
-        for i in 0..MAX_GATES + 10 {
-            gates.admit(&url(&format!("http://h{i}.example/")));
+        let victim = url("https://victim.example/");
+        gates.close("victim", &victim, Duration::from_secs(60));
+        for i in 0..100_000 {
+            gates.admit("attacker", &url(&format!("http://h{i}.example/")));
         }
-        assert!(gates.gates.lock().unwrap().len() <= MAX_GATES);
+        assert!(gates.bytes() <= GATES_SHARE + 1024, "{}", gates.bytes());
+        assert!(
+            gates.admit("victim", &victim).closed_for > Duration::from_secs(50),
+            "another tenant's flood left the victim's closed gate alone"
+        );
     }
 }

@@ -14,8 +14,7 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use registry_operator::api::{Registry, ScanStatus};
 use testenv::controlplane;
 use testenv::fault::{Fault, FaultAction, FaultProxy};
-use testenv::push::{Format, ImageSpec, Pusher};
-use testenv::registry::{RegistryOptions, RegistryServer};
+use testenv::push::{Format, ImageSpec};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -441,18 +440,7 @@ async fn a_tenant_written_pending_annotation_waits_for_admission_and_the_floor()
     operator::install_crd(cp).await;
     let ns = cp.create_namespace("hard-pending").await;
     let client = cp.client().await;
-    let reg = RegistryServer::start(RegistryOptions::plain())
-        .await
-        .unwrap();
-    let pusher = Pusher::new(&reg, None).unwrap();
-    pusher
-        .push_image(
-            REPO,
-            Some("1.0"),
-            &ImageSpec::new(Format::Docker, 31, &[1000]),
-        )
-        .await
-        .unwrap();
+    let (reg, pusher) = common::plain_registry_with(REPO, "1.0", 31).await;
     pusher
         .push_image(
             "hooks/slow",

@@ -14,8 +14,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
 use registry_operator::api::{Registry, ScanStatus};
 use testenv::controlplane;
-use testenv::push::{Format, ImageSpec, Pusher};
-use testenv::registry::{RegistryOptions, RegistryServer};
+use testenv::push::{Format, ImageSpec};
 
 const CLUSTER_SECRET: &str = "cluster-wide-secret-2026";
 const TOKEN_A: &str = "tenant-a-token-2026";
@@ -42,18 +41,7 @@ async fn a_tenant_secret_refreshes_its_own_namespace_only() {
             .await
             .unwrap();
     }
-    let reg = RegistryServer::start(RegistryOptions::plain())
-        .await
-        .unwrap();
-    let pusher = Pusher::new(&reg, None).unwrap();
-    pusher
-        .push_image(
-            REPO,
-            Some("1.0"),
-            &ImageSpec::new(Format::Docker, 41, &[1000]),
-        )
-        .await
-        .unwrap();
+    let (reg, pusher) = common::plain_registry_with(REPO, "1.0", 41).await;
 
     let dir = tempfile::tempdir().unwrap();
     let secret_file = dir.path().join("secret");

@@ -278,18 +278,7 @@ async fn a_standby_hands_events_over_to_the_shard_owner() {
     operator::install_crd(cp).await;
     let ns = cp.create_namespace("hooks-handover").await;
     let client = cp.client().await;
-    let reg = RegistryServer::start(RegistryOptions::plain())
-        .await
-        .unwrap();
-    let pusher = Pusher::new(&reg, None).unwrap();
-    pusher
-        .push_image(
-            REPO,
-            Some("1.0"),
-            &ImageSpec::new(Format::Docker, 21, &[1000]),
-        )
-        .await
-        .unwrap();
+    let (reg, pusher) = common::plain_registry_with(REPO, "1.0", 21).await;
 
     let dir = tempfile::tempdir().unwrap();
     let secret_file = dir.path().join("secret");

@@ -93,3 +93,25 @@ pub fn assert_images(images: &[Image], pushed: &Pushed) {
 pub mod bloat;
 pub mod hostile;
 pub mod operator;
+
+/// A plain distribution registry holding `repository:tag`, a one-layer Docker image made from
+/// `seed`, and a pusher for more.
+pub async fn plain_registry_with(
+    repository: &str,
+    tag: &str,
+    seed: u64,
+) -> (RegistryServer, Pusher) {
+    let reg = RegistryServer::start(testenv::registry::RegistryOptions::plain())
+        .await
+        .unwrap();
+    let pusher = Pusher::new(&reg, None).unwrap();
+    pusher
+        .push_image(
+            repository,
+            Some(tag),
+            &ImageSpec::new(Format::Docker, seed, &[1000]),
+        )
+        .await
+        .unwrap();
+    (reg, pusher)
+}

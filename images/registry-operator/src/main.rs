@@ -42,6 +42,7 @@ fn main() -> ExitCode {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
+        // ok: start-up, no outside input; nothing can run without the runtime.
         .expect("building the tokio runtime");
     // Work runs as a spawned task, not on the main thread: otherwise every response hops
     // between the main thread and the workers that drive the connections (measured: ~30% more

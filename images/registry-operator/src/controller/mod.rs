@@ -414,6 +414,7 @@ async fn shutdown_signal() {
     #[cfg(unix)]
     {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            // ok: start-up, no outside input; without the handler the pod could not stop cleanly.
             .expect("installing the SIGTERM handler");
         tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
     }

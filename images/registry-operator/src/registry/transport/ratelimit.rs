@@ -47,7 +47,7 @@ impl HostGates {
     pub fn new(requests_per_second: Option<f64>) -> Self {
         let spacing = requests_per_second
             .filter(|r| r.is_finite() && *r > 0.0)
-            .map(|r| Duration::from_secs_f64((1.0 / r).min(3600.0)));
+            .and_then(|r| Duration::try_from_secs_f64((1.0 / r).min(3600.0)).ok());
         Self {
             gates: BoundedCache::new(GATES_BYTES, GATES_SHARE),
             spacing,

@@ -10,7 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use crate::registry::{Image, RequestCounts};
+use crate::registry::{Image, Latest, RequestCounts};
 
 pub const GROUP: &str = "registry.kubecontroller.io";
 pub const DEFAULT_SCAN_INTERVAL: i64 = 300;
@@ -258,6 +258,16 @@ pub struct RegistryStatus {
     /// Tags with their digests and sizes, in ascending version order (`1.9` before `1.10`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub images: Option<Vec<Image>>,
+    /// The newest version `spec.policy` allows, with its digest and times.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latest: Option<Latest>,
+    /// The `latest` before the last time it moved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_latest: Option<Latest>,
+    /// How many tags name referrers (signatures, SBOMs, attestations) rather than versions
+    /// and were folded into the images they refer to instead of being listed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referrer_tags: Option<i64>,
     /// How many tags the repository has (after `tagFilter`), including any left out of `images`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag_count: Option<i64>,

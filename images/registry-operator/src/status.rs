@@ -108,6 +108,9 @@ pub fn succeeded(previous: &[Condition], report: &ScanReport, ctx: &Context) -> 
         failed_tags: Some(failed as i64),
         // Left as it is: only events set it.
         last_event_time: None,
+        latest: None,
+        previous_latest: None,
+        referrer_tags: None,
         conditions,
     }
 }
@@ -340,6 +343,7 @@ mod tests {
             media_type: None,
             platforms: vec![],
             note: None,
+            ..Image::default()
         }
     }
 

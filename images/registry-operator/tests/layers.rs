@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 /// Lower rank = lower layer. Keep in step with the list in src/registry/mod.rs.
 const LAYERS: &[(&str, u8)] = &[
+    ("artifact", 0),
     ("error", 0),
     ("cache", 0),
     ("model", 0),
@@ -15,6 +16,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("limits", 0),
     ("order", 0),
     ("target", 0),
+    ("timestamp", 0),
     ("transport", 1),
     ("auth", 2),
     ("session", 3),

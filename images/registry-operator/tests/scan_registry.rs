@@ -103,6 +103,7 @@ async fn docker_oci_and_multi_arch_images_with_exact_digests_and_sizes() {
         variant: variant.map(Into::into),
         digest: p.digest.clone(),
         size: Some(p.size),
+        referrers: vec![],
     };
     assert_eq!(
         multi.platforms,

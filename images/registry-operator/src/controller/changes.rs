@@ -74,6 +74,7 @@ mod tests {
             media_type: None,
             platforms: vec![],
             note: None,
+            ..Image::default()
         }
     }
 

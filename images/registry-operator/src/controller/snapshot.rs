@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::registry::cache::BoundedCache;
-use crate::registry::{Image, ManifestFacts, Platform};
+use crate::registry::{CreatedSource, Image, ManifestFacts, Platform, Referrer, Timestamp};
 
 /// All objects' snapshots, and one namespace's part of them.
 const SNAPSHOTS_BYTES: usize = 128 << 20;
@@ -66,6 +66,10 @@ pub struct Snapshot {
     manifests: Box<[Manifest]>,
     /// The few tags that carry a note, by index.
     notes: Box<[(u32, Box<str>)]>,
+    /// Push times the registry's listing API gave, by tag index, and which lister gave them
+    /// (one per scan).
+    pushed: Box<[(u32, Timestamp)]>,
+    pushed_by: Option<Box<str>>,
     /// Every tag of the repository is here (a snapshot read back from a capped status is not).
     pub complete: bool,
 }
@@ -81,8 +85,40 @@ struct Manifest {
     size: Option<i64>,
     media_type: Option<MediaType>,
     platforms: Box<[Platform]>,
+    /// What few manifests have: an artifact type, a creation time, referrers.
+    extra: Option<Box<Extra>>,
     /// The facts are complete: the next scan may trust them instead of a GET.
     trusted: bool,
+}
+
+#[derive(Default, PartialEq)]
+struct Extra {
+    artifact_type: Option<Box<str>>,
+    created: Option<(Timestamp, CreatedSource)>,
+    referrers: Box<[Referrer]>,
+}
+
+impl Extra {
+    fn of(f: &ManifestFacts) -> Option<Box<Self>> {
+        let extra = Self {
+            artifact_type: f.artifact_type.as_deref().map(Into::into),
+            created: f.created_at.zip(f.created_source),
+            referrers: f.referrers.clone().into_boxed_slice(),
+        };
+        (extra != Self::default()).then(|| Box::new(extra))
+    }
+
+    fn bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.artifact_type.as_deref().map_or(0, str::len)
+            + self.referrers.iter().map(referrer_bytes).sum::<usize>()
+    }
+}
+
+fn referrer_bytes(r: &Referrer) -> usize {
+    std::mem::size_of::<Referrer>()
+        + r.digest.len()
+        + r.artifact_type.as_deref().map_or(0, str::len)
 }
 
 #[derive(PartialEq, Eq, Hash, Clone)]
@@ -144,6 +180,21 @@ impl MediaType {
     }
 }
 
+impl Manifest {
+    fn facts(&self) -> ManifestFacts {
+        let extra = self.extra.as_deref();
+        ManifestFacts {
+            size: self.size,
+            media_type: self.media_type.as_ref().map(|t| t.as_str().to_string()),
+            platforms: self.platforms.to_vec(),
+            artifact_type: extra.and_then(|e| e.artifact_type.as_deref().map(str::to_string)),
+            created_at: extra.and_then(|e| e.created.map(|(t, _)| t)),
+            created_source: extra.and_then(|e| e.created.map(|(_, s)| s)),
+            referrers: extra.map(|e| e.referrers.to_vec()).unwrap_or_default(),
+        }
+    }
+}
+
 impl Snapshot {
     /// From a scan: its full image list and the facts it vouches for.
     pub fn of_scan(images: &[Image], facts: &HashMap<String, ManifestFacts>) -> Self {
@@ -164,6 +215,8 @@ impl Snapshot {
         let mut manifests: Vec<Manifest> = Vec::new();
         let mut index: HashMap<(Digest, ManifestFacts), u32> = HashMap::new();
         let mut notes = Vec::new();
+        let mut pushed = Vec::new();
+        let mut pushed_by = None;
         // Offsets are u32: names past 4 GiB (a repository no limit stopped) would wrap them,
         // so such a snapshot ends there and is not `complete` (the status stands in).
         let mut complete = complete;
@@ -179,16 +232,19 @@ impl Snapshot {
             let facts = ManifestFacts::of(image);
             let digest = Digest::new(&image.digest);
             let trusted = trusted(image);
-            let slot = *index.entry((digest.clone(), facts)).or_insert_with(|| {
-                manifests.push(Manifest {
-                    digest,
-                    size: image.size,
-                    media_type: image.media_type.as_deref().map(MediaType::new),
-                    platforms: image.platforms.clone().into_boxed_slice(),
-                    trusted: false,
+            let slot = *index
+                .entry((digest.clone(), facts.clone()))
+                .or_insert_with(|| {
+                    manifests.push(Manifest {
+                        digest,
+                        size: image.size,
+                        media_type: image.media_type.as_deref().map(MediaType::new),
+                        platforms: image.platforms.clone().into_boxed_slice(),
+                        extra: Extra::of(&facts),
+                        trusted: false,
+                    });
+                    (manifests.len() - 1) as u32
                 });
-                (manifests.len() - 1) as u32
-            });
             manifests[slot as usize].trusted |= trusted;
             tags.push(Tag {
                 end,
@@ -197,12 +253,24 @@ impl Snapshot {
             if let Some(note) = &image.note {
                 notes.push((at, note.as_str().into()));
             }
+            if let Some(when) = image.pushed_at {
+                pushed.push((at, when));
+                let by = image
+                    .timestamp_source
+                    .as_ref()
+                    .and_then(|s| s.pushed_at.as_deref());
+                if pushed_by.is_none() {
+                    pushed_by = by.map(Into::into);
+                }
+            }
         }
         Self {
             names: names.into_boxed_str(),
             tags: tags.into_boxed_slice(),
             manifests: manifests.into_boxed_slice(),
             notes: notes.into_boxed_slice(),
+            pushed: pushed.into_boxed_slice(),
+            pushed_by,
             complete,
         }
     }
@@ -231,8 +299,10 @@ impl Snapshot {
                                 + p.architecture.len()
                                 + p.variant.as_deref().map_or(0, text)
                                 + p.digest.len()
+                                + p.referrers.iter().map(referrer_bytes).sum::<usize>()
                         })
                         .sum::<usize>()
+                    + m.extra.as_ref().map_or(0, |e| e.bytes())
             })
             .sum();
         std::mem::size_of::<Self>()
@@ -240,6 +310,8 @@ impl Snapshot {
             + self.tags.len() * std::mem::size_of::<Tag>()
             + manifests
             + self.notes.iter().map(|(_, n)| 24 + n.len()).sum::<usize>()
+            + self.pushed.len() * std::mem::size_of::<(u32, Timestamp)>()
+            + self.pushed_by.as_deref().map_or(0, str::len)
     }
 
     fn tag(&self, i: usize) -> &str {
@@ -252,18 +324,16 @@ impl Snapshot {
         (0..self.tags.len())
             .map(|i| {
                 let m = &self.manifests[self.tags[i].manifest as usize];
-                Image {
-                    tag: self.tag(i).to_string(),
-                    digest: m.digest.text(),
-                    size: m.size,
-                    media_type: m.media_type.as_ref().map(|t| t.as_str().to_string()),
-                    platforms: m.platforms.to_vec(),
-                    note: self
-                        .notes
-                        .iter()
-                        .find(|(n, _)| *n as usize == i)
-                        .map(|(_, note)| note.to_string()),
+                let note = self
+                    .notes
+                    .iter()
+                    .find(|(n, _)| *n as usize == i)
+                    .map(|(_, note)| note.to_string());
+                let mut image = Image::of(self.tag(i), &m.digest.text(), &m.facts(), note);
+                if let Some((_, when)) = self.pushed.iter().find(|(n, _)| *n as usize == i) {
+                    image.set_pushed_at(*when, self.pushed_by.as_deref().unwrap_or_default());
                 }
+                image
             })
             .collect()
     }
@@ -273,16 +343,7 @@ impl Snapshot {
         self.manifests
             .iter()
             .filter(|m| m.trusted)
-            .map(|m| {
-                (
-                    m.digest.text(),
-                    ManifestFacts {
-                        size: m.size,
-                        media_type: m.media_type.as_ref().map(|t| t.as_str().to_string()),
-                        platforms: m.platforms.to_vec(),
-                    },
-                )
-            })
+            .map(|m| (m.digest.text(), m.facts()))
             .collect()
     }
 
@@ -300,6 +361,7 @@ impl Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::registry::ReferrerKind;
 
     fn image(tag: &str, n: u8, note: Option<&str>) -> Image {
         Image {
@@ -309,6 +371,7 @@ mod tests {
             media_type: Some(KNOWN_MEDIA_TYPES[0].into()),
             platforms: vec![],
             note: note.map(Into::into),
+            ..Image::default()
         }
     }
 
@@ -330,9 +393,36 @@ mod tests {
                 variant: Some("v8".into()),
                 digest: "sha256:ff".into(),
                 size: Some(3),
+                referrers: vec![Referrer {
+                    digest: "sha256:aa".into(),
+                    artifact_type: Some("application/vnd.in-toto+json".into()),
+                    kind: ReferrerKind::Attestation,
+                }],
             }],
             note: None,
+            ..Image::default()
         });
+        // Every field #17 and #18 added survives the packing.
+        let mut artifact = Image::of(
+            "chart-1.0",
+            &format!("sha256:{}", hex::encode([7; 32])),
+            &ManifestFacts {
+                size: Some(9),
+                media_type: Some(KNOWN_MEDIA_TYPES[0].into()),
+                artifact_type: Some("application/vnd.cncf.helm.config.v1+json".into()),
+                created_at: Timestamp::from_unix(1_700_000_000),
+                created_source: Some(CreatedSource::Config),
+                referrers: vec![Referrer {
+                    digest: "sha256:bb".into(),
+                    artifact_type: Some("application/vnd.cncf.notary.signature".into()),
+                    kind: ReferrerKind::Signature,
+                }],
+                ..ManifestFacts::default()
+            },
+            None,
+        );
+        artifact.set_pushed_at(Timestamp::from_unix(1_700_000_100).unwrap(), "harbor");
+        images.push(artifact);
         images.push(Image {
             digest: format!("sha256:{}", "AB".repeat(32)),
             tag: "upper".into(),
@@ -345,10 +435,10 @@ mod tests {
             .collect();
         let s = Snapshot::of_scan(&images, &facts);
         assert_eq!(s.images(), images);
-        assert_eq!(s.manifests.len(), 4, "1.0 and 1.1 share one manifest");
-        assert_eq!(s.tags.len(), 5);
+        assert_eq!(s.manifests.len(), 5, "1.0 and 1.1 share one manifest");
+        assert_eq!(s.tags.len(), 6);
         let known = s.known();
-        assert_eq!(known.len(), 3, "the noted tag's manifest is not trusted");
+        assert_eq!(known.len(), 4, "the noted tag's manifest is not trusted");
         assert!(!known.contains_key(&images[2].digest));
         assert_eq!(s.known_tags()["2.0"], images[2].digest);
     }
@@ -376,6 +466,7 @@ mod bounded {
                 media_type: None,
                 platforms: vec![],
                 note: None,
+                ..Image::default()
             })
             .collect();
         Snapshot::of_scan(&images, &HashMap::new())

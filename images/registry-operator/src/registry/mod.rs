@@ -1,7 +1,7 @@
 //! The cluster-free scan core. Nothing here knows about Kubernetes; the controller and the
 //! `scan` CLI both call it. Layers, each using only those above it in this list:
 //!
-//! - base data: `error`, `model`, `facts`, `limits`, `order`, `target`, and `cache` (the one
+//! - base data: `artifact`, `error`, `model`, `facts`, `limits`, `order`, `target`, `timestamp`, and `cache` (the one
 //!   bounded, per-tenant cache every layer keeps its state in);
 //! - `transport`: HTTP, egress, body budget, per-host gates, retry timing, error classes;
 //! - `auth`: credentials, challenges, tokens, learned auth modes;
@@ -13,6 +13,7 @@
 //!
 //! `tests/layers.rs` fails when a module reaches up the list.
 
+pub mod artifact;
 mod auth;
 pub(crate) mod cache;
 mod error;
@@ -27,6 +28,7 @@ mod scanner;
 mod session;
 mod state;
 mod target;
+mod timestamp;
 mod transport;
 
 pub use auth::{Challenge, Credentials, parse_challenge};
@@ -34,7 +36,10 @@ pub use error::{FailureReason, ScanError};
 pub use facts::RepositoryFacts;
 pub use limits::{DEFAULT_MAX_PAGE_BYTES, DEFAULT_MAX_PAGES, DEFAULT_MAX_TAGS, ScanLimits};
 pub use listing::{Lister, ListingMode, NativeOutcome, detect_by_host};
-pub use model::{Image, ManifestFacts, Platform, RequestCounts, TagFailure};
+pub use model::{
+    CreatedSource, Image, Latest, ManifestFacts, Platform, Referrer, ReferrerKind, RequestCounts,
+    TagFailure, TimestampSource,
+};
 pub use protocol::{TagFilter, manifest, next_link, schema1, valid_digest};
 pub use registry_client::RegistryClient;
 pub use scanner::{
@@ -42,6 +47,7 @@ pub use scanner::{
 };
 pub use state::RegistryState;
 pub use target::{Target, valid_tag};
+pub use timestamp::Timestamp;
 pub use transport::{
     BodyBudget, ClientOptions, DEFAULT_BODY_IDLE_TIMEOUT, EgressDenied, EgressPolicy,
     ProxySettings, RequestKind, RequestObserver, RetryPolicy, install_crypto_provider,

@@ -3,8 +3,10 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::Timestamp;
+
 /// One tag and the manifest it points at.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Image {
     /// The tag name.
@@ -25,6 +27,125 @@ pub struct Image {
     /// (the digest is then the last one known), or its size could not be worked out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// What the manifest holds when it is not a container image: its `artifactType`, else its
+    /// config's media type (a Helm chart: `application/vnd.cncf.helm.config.v1+json`).
+    /// Absent for container images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    /// When the registry says the tag was last pushed (from its own listing API).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushed_at: Option<Timestamp>,
+    /// When the publisher says the image was built: the manifest's
+    /// `org.opencontainers.image.created` annotation, else (with `spec.timestamps: Created`)
+    /// the image config's `created`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<Timestamp>,
+    /// Where `pushedAt` and `createdAt` came from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp_source: Option<TimestampSource>,
+    /// Signatures, SBOMs, attestations and other artifacts whose subject is this manifest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub referrers: Vec<Referrer>,
+}
+
+impl Image {
+    /// The image a tag gives when it points at `digest`, whose facts are `facts`: the one place
+    /// a digest's facts become a tag's, so every per-digest field reaches every tag.
+    pub fn of(tag: &str, digest: &str, facts: &ManifestFacts, note: Option<String>) -> Self {
+        Self {
+            tag: tag.to_string(),
+            digest: digest.to_string(),
+            size: facts.size,
+            media_type: facts.media_type.clone(),
+            platforms: facts.platforms.clone(),
+            note,
+            artifact_type: facts.artifact_type.clone(),
+            pushed_at: None,
+            created_at: facts.created_at,
+            timestamp_source: facts.created_source.map(|created| TimestampSource {
+                pushed_at: None,
+                created_at: Some(created),
+            }),
+            referrers: facts.referrers.clone(),
+        }
+    }
+
+    /// Records the registry's push time of this tag, and which listing API said it.
+    pub fn set_pushed_at(&mut self, at: Timestamp, lister: &str) {
+        self.pushed_at = Some(at);
+        self.timestamp_source
+            .get_or_insert_with(TimestampSource::default)
+            .pushed_at = Some(lister.to_string());
+    }
+}
+
+/// Where an image's timestamps came from: a registry sets the push time, a publisher the
+/// creation time, and the two answer different questions.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TimestampSource {
+    /// The listing API that gave `pushedAt` (`dockerhub`, `harbor`, `quay`, `gar`, `acr`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushed_at: Option<String>,
+    /// Where `createdAt` was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<CreatedSource>,
+}
+
+/// Where a creation time was read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum CreatedSource {
+    /// The manifest's or index's `org.opencontainers.image.created` annotation.
+    Annotation,
+    /// The image config's `created` field (one blob read per new digest).
+    Config,
+}
+
+/// An artifact whose manifest names an image as its `subject` (OCI 1.1 referrers), or that
+/// the fallback tag schema or cosign's tags attach to it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Referrer {
+    /// Digest of the referrer's own manifest.
+    pub digest: String,
+    /// The referrer's `artifactType` (else its config media type), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    pub kind: ReferrerKind,
+}
+
+/// What a referrer is, as far as a platform engineer cares.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "camelCase")]
+pub enum ReferrerKind {
+    /// cosign, Sigstore bundle or Notary v2 signature.
+    Signature,
+    /// SPDX or CycloneDX software bill of materials.
+    Sbom,
+    /// in-toto statement, DSSE envelope, buildkit attestation manifest.
+    Attestation,
+    Other,
+}
+
+/// The newest version a policy allows (`status.latest`, the CLI's `latest`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Latest {
+    /// The tag name.
+    pub tag: String,
+    /// Digest of this version's manifest.
+    pub digest: String,
+    /// The value the policy compared (the tag, or what `filterTags.extract` made of it).
+    pub version: String,
+    /// When the tag was pushed to the registry (see `images[].pushedAt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pushed_at: Option<Timestamp>,
+    /// When the publisher says the image was built (see `images[].createdAt`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<Timestamp>,
 }
 
 /// One platform-specific image of a multi-arch index.
@@ -40,6 +161,10 @@ pub struct Platform {
     /// Bytes to pull for this platform: config plus compressed layers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<i64>,
+    /// Attestations an index carries for this platform (buildkit's attestation manifests,
+    /// which name the platform manifest they describe).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub referrers: Vec<Referrer>,
 }
 
 /// What a manifest digest resolves to; the same for every tag that points at it, so an earlier
@@ -53,6 +178,14 @@ pub struct ManifestFacts {
     pub media_type: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub platforms: Vec<Platform>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub artifact_type: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_at: Option<Timestamp>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created_source: Option<CreatedSource>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub referrers: Vec<Referrer>,
 }
 
 impl ManifestFacts {
@@ -61,6 +194,10 @@ impl ManifestFacts {
             size: image.size,
             media_type: image.media_type.clone(),
             platforms: image.platforms.clone(),
+            artifact_type: image.artifact_type.clone(),
+            created_at: image.created_at,
+            created_source: image.timestamp_source.as_ref().and_then(|s| s.created_at),
+            referrers: image.referrers.clone(),
         }
     }
 }

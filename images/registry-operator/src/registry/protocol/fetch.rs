@@ -68,6 +68,7 @@ pub(crate) fn describe(body: &[u8], media_type: String) -> Fetched {
             size: None,
             media_type: Some(media_type).filter(|m| !m.is_empty()),
             platforms: Vec::new(),
+            ..ManifestFacts::default()
         })
     };
     match manifest::kind_of(&media_type) {
@@ -81,6 +82,7 @@ pub(crate) fn describe(body: &[u8], media_type: String) -> Fetched {
                 size,
                 media_type: Some(media_type),
                 platforms: Vec::new(),
+                ..ManifestFacts::default()
             })
         }
         Kind::Index => match manifest::index_entries(body) {

@@ -229,6 +229,7 @@ pub fn index_entries(body: &[u8]) -> Result<Vec<IndexEntry>, String> {
                 variant: variant.filter(|v| !v.is_empty()),
                 digest,
                 size: None,
+                referrers: Vec::new(),
             },
             media_type,
         });

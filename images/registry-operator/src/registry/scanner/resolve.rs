@@ -124,14 +124,7 @@ pub(super) async fn resolve(
     let mut facts = HashMap::new();
     let mut failures: Vec<(String, ScanError)> = Vec::new();
     for (tag, digest) in resolved {
-        let image = |f: &ManifestFacts, note: Option<String>| Image {
-            tag: tag.clone(),
-            digest: digest.clone(),
-            size: f.size,
-            media_type: f.media_type.clone(),
-            platforms: f.platforms.clone(),
-            note,
-        };
+        let image = |f: &ManifestFacts, note: Option<String>| Image::of(&tag, &digest, f, note);
         match resolutions.get(&digest) {
             Some(Resolution::Gone) => vanished.push(tag),
             Some(Resolution::Complete(f)) => {
@@ -157,16 +150,14 @@ pub(super) async fn resolve(
     for (tag, e) in head_failures {
         if let Some(digest) = options.known_tags.get(&tag) {
             let f = options.known.get(digest).cloned().unwrap_or_default();
-            images.push(Image {
-                tag: tag.clone(),
-                digest: digest.clone(),
-                size: f.size,
-                media_type: f.media_type.clone(),
-                platforms: f.platforms.clone(),
-                note: Some(format!(
+            images.push(Image::of(
+                &tag,
+                digest,
+                &f,
+                Some(format!(
                     "manifest could not be read ({e}); digest from the previous scan"
                 )),
-            });
+            ));
             if options.known.contains_key(digest) {
                 facts.insert(digest.clone(), f);
             }
@@ -242,6 +233,7 @@ async fn resolve_indexes(
             size: manifest::representative_size(&platforms),
             media_type: Some(media_type),
             platforms,
+            ..ManifestFacts::default()
         };
         let r = match missing.first() {
             None => Resolution::Complete(f),
@@ -292,12 +284,14 @@ async fn resolve_schema1(
                 size: Some(size),
                 media_type: Some(media_type),
                 platforms: Vec::new(),
+                ..ManifestFacts::default()
             }),
             Err(e) => Resolution::Partial(
                 ManifestFacts {
                     size: None,
                     media_type: Some(media_type),
                     platforms: Vec::new(),
+                    ..ManifestFacts::default()
                 },
                 format!("schema 1 manifest lists no sizes and a layer's size is unknown: {e}"),
             ),

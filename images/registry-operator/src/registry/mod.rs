@@ -46,7 +46,7 @@ pub use scanner::{
     FAILED_TAGS_LIMIT_PERCENT, RefreshReport, ScanOptions, ScanReport, refresh, scan,
 };
 pub use state::RegistryState;
-pub use target::{Target, valid_tag};
+pub use target::{Target, valid_repository, valid_tag};
 pub use timestamp::Timestamp;
 pub use transport::{
     BodyBudget, ClientOptions, DEFAULT_BODY_IDLE_TIMEOUT, EgressDenied, EgressPolicy,

@@ -56,12 +56,10 @@ impl Target {
         if repository.is_empty() {
             return Err(ScanError::InvalidConfig("repository is empty".into()));
         }
-        if repository
-            .split('/')
-            .any(|part| part.is_empty() || part == "." || part == "..")
-        {
+        if !valid_repository(&repository) {
             return Err(ScanError::InvalidConfig(format!(
-                "repository {repository:?} is not a valid repository path"
+                "repository {:?} is not a valid repository path: lowercase components of [a-z0-9] separated by '.', '_', '__' or '-', joined by '/' (at most {MAX_REPOSITORY} characters)",
+                repository.chars().take(80).collect::<String>()
             )));
         }
         let host = base.host_str().unwrap_or_default().to_ascii_lowercase();
@@ -143,6 +141,22 @@ impl Target {
     }
 }
 
+/// The distribution spec's bound on a repository name (as the Registry CRD's).
+pub const MAX_REPOSITORY: usize = 255;
+
+/// The distribution spec's repository name grammar: lower-case path components of
+/// `[a-z0-9]` joined by `.`, `_`, `__` or dashes, separated by `/` — the CRD's rule too, so a
+/// name a sender or a CLI user gives is held to what admission holds a spec to.
+pub fn valid_repository(r: &str) -> bool {
+    static GRAMMAR: std::sync::LazyLock<Option<regex::Regex>> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(
+            r"^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$",
+        )
+        .ok()
+    });
+    r.len() <= MAX_REPOSITORY && GRAMMAR.as_ref().is_some_and(|g| g.is_match(r))
+}
+
 /// A tag name as the distribution spec defines it: `[A-Za-z0-9_][A-Za-z0-9._-]{0,127}`.
 pub fn valid_tag(tag: &str) -> bool {
     let bytes = tag.as_bytes();
@@ -157,6 +171,37 @@ pub fn valid_tag(tag: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn repositories_follow_the_distribution_grammar_as_the_crd_does() {
+        for ok in ["app", "library/nginx", "a.b_c__d---e/f-1", "bitnami/redis"] {
+            assert!(Target::new("https://r.example", ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "App",
+            "a//b",
+            "../etc",
+            "a/./b",
+            "-a",
+            "a_",
+            "a___b",
+            "a b",
+            &"a".repeat(256),
+        ] {
+            let e = Target::new("https://r.example", bad).unwrap_err();
+            assert!(
+                e.to_string().contains("not a valid repository path"),
+                "{bad}: {e}"
+            );
+        }
+        // The CLI trims slashes and blanks, as before.
+        assert_eq!(
+            Target::new("https://r.example", " /app/ ")
+                .unwrap()
+                .repository(),
+            "app"
+        );
+    }
 
     #[test]
     fn docker_hub_aliases_are_one_registry_with_library_prefix() {

@@ -3,12 +3,9 @@
 //! in registry URLs). Whatever fails is dropped, never repaired.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
-use std::sync::LazyLock;
 
 /// Events taken from one payload; the rest wait for the periodic scan.
 pub const MAX_EVENTS: usize = 256;
-/// The distribution spec's bound on a repository name (as the Registry CRD's).
-const MAX_REPOSITORY: usize = 255;
 
 /// `sha256:` + 64 or `sha512:` + 128 lower-case hex digits: the registered OCI algorithms,
 /// and what the scan core accepts as well.
@@ -29,16 +26,9 @@ pub fn tag(t: &str) -> bool {
     crate::registry::valid_tag(t)
 }
 
-/// The distribution spec's repository name grammar: lower-case path components of
-/// `[a-z0-9]` joined by `.`, `_`, `__` or dashes, separated by `/`.
+/// A repository name as the distribution spec (and the CRD) allow it.
 pub fn repository(r: &str) -> bool {
-    static GRAMMAR: LazyLock<Option<regex::Regex>> = LazyLock::new(|| {
-        regex::Regex::new(
-            r"^[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*(/[a-z0-9]+((\.|_|__|-+)[a-z0-9]+)*)*$",
-        )
-        .ok()
-    });
-    r.len() <= MAX_REPOSITORY && GRAMMAR.as_ref().is_some_and(|g| g.is_match(r))
+    crate::registry::valid_repository(r)
 }
 
 /// `host[:port]` (already lower case): a DNS name, an IPv4 address or a bracketed IPv6

@@ -92,9 +92,8 @@ pub struct TimestampSource {
     pub created_at: Option<CreatedSource>,
 }
 
-/// Where a creation time was read.
+/// Where a creation time was read (CamelCase values, as Kubernetes API enums are).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
-#[serde(rename_all = "camelCase")]
 pub enum CreatedSource {
     /// The manifest's or index's `org.opencontainers.image.created` annotation.
     Annotation,
@@ -115,11 +114,11 @@ pub struct Referrer {
     pub kind: ReferrerKind,
 }
 
-/// What a referrer is, as far as a platform engineer cares.
+/// What a referrer is, as far as a platform engineer cares (CamelCase values, as Kubernetes
+/// API enums are).
 #[derive(
     Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
 )]
-#[serde(rename_all = "camelCase")]
 pub enum ReferrerKind {
     /// cosign, Sigstore bundle or Notary v2 signature.
     Signature,

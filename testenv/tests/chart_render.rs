@@ -425,6 +425,8 @@ fn every_setting_changed_lands_in_the_deployment() {
             "/etc/registry-operator/webhook/token",
         ),
         ("min-scan-interval", "7200"),
+        ("webhook-read-timeout", "20"),
+        ("webhook-max-connections", "512"),
     ] {
         assert_eq!(flag(&a, name).as_deref(), Some(value), "--{name} in {a:?}");
     }

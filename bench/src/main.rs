@@ -13,6 +13,7 @@ mod ours;
 mod peers;
 mod report;
 mod scale;
+mod shared;
 mod sys;
 mod webhooks;
 
@@ -106,6 +107,21 @@ pub struct Args {
     /// Time limit of one scale run, in seconds.
     #[arg(long, default_value_t = 1800)]
     scale_timeout: u64,
+    /// Objects of the shared-scan section (0 skips it), run with and without shared scans.
+    #[arg(long, default_value_t = 1000)]
+    shared_objects: usize,
+    /// Namespaces (tenants) of the shared-scan section.
+    #[arg(long, default_value_t = 50)]
+    shared_namespaces: usize,
+    /// Repositories the shared-scan objects watch.
+    #[arg(long, default_value_t = 20)]
+    shared_repos: usize,
+    /// Tags per repository of the shared-scan section.
+    #[arg(long, default_value_t = 50)]
+    shared_tags: usize,
+    /// scanInterval of the shared-scan objects.
+    #[arg(long, default_value_t = 60)]
+    shared_interval: u64,
     /// Pushes measured with registry webhooks (0 skips the webhook section).
     #[arg(long, default_value_t = 200)]
     webhook_pushes: usize,
@@ -162,6 +178,7 @@ pub struct Args {
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum Section {
     Hostile,
+    Shared,
 }
 
 /// One tag count of the chart.
@@ -189,6 +206,7 @@ pub struct Results {
     pub peers: Vec<PeerRun>,
     pub chart: Vec<ChartPoint>,
     pub scale: Vec<scale::ScaleResult>,
+    pub shared: Option<shared::SharedResult>,
     pub webhooks: Option<webhooks::WebhookResult>,
     pub hostile: Option<hostile::HostileResult>,
     pub notes: Vec<String>,
@@ -244,6 +262,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
             json.display(),
             started.elapsed().as_secs_f64()
         ));
+        return Ok(());
+    }
+    if args.only == Some(Section::Shared) {
+        let r = shared::run(&args, &operator, &work).await?;
+        let mut md = String::new();
+        report::shared_section(&mut md, &r);
+        println!("{md}");
         return Ok(());
     }
     let peers_dir = match &args.peers_dir {
@@ -449,6 +474,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 window_scans: args.scale_window_scans,
                 work: work.join(format!("scale-{replicas}")),
                 timeout: Duration::from_secs(args.scale_timeout),
+                share_scans: true,
             };
             std::fs::create_dir_all(&opts.work)?;
             let r = scale::run(&opts).await?;
@@ -462,6 +488,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
             scale.push(r);
         }
     }
+
+    // 4c. Shared scans.
+    let shared_result = if args.shared_objects > 0 {
+        Some(shared::run(&args, &operator, &work).await?)
+    } else {
+        None
+    };
 
     // 5. Webhooks against polling.
     let webhook_result = if args.webhook_pushes > 0 {
@@ -506,6 +539,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         peers: main_peers,
         chart: chart_points,
         scale,
+        shared: shared_result,
         webhooks: webhook_result,
         hostile: hostile_result,
         notes,

@@ -314,6 +314,23 @@ pub fn markdown(r: &Results, chart_link: &str) -> String {
             );
         }
     }
+    if let Some(sh) = &r.shared {
+        let ratio =
+            crate::shared::SharedResult::requests(&sh.shared) / sh.requests_of_one_scan_each;
+        let _ = writeln!(
+            s,
+            "| Shared scans (issue #19): {} objects in {} namespaces over {} repositories, registry requests per cycle ≤ {:.2}× those of one scan per repository | {:.0} against {:.0}: {:.2}× (each object on its own: {:.0}) (section 4c) | {} |",
+            sh.objects,
+            sh.namespaces,
+            sh.repositories,
+            crate::shared::REQUESTS_TARGET,
+            crate::shared::SharedResult::requests(&sh.shared),
+            sh.requests_of_one_scan_each,
+            ratio,
+            crate::shared::SharedResult::requests(&sh.unshared),
+            mark(ratio <= crate::shared::REQUESTS_TARGET)
+        );
+    }
     let (one, sharded) = scale_runs(r);
     match one {
         Some(sc) => {
@@ -528,6 +545,10 @@ pub fn markdown(r: &Results, chart_link: &str) -> String {
     // Scale.
     let _ = writeln!(s, "## 4. Scale\n");
     scale_section(&mut s, r);
+
+    if let Some(sh) = &r.shared {
+        shared_section(&mut s, sh);
+    }
 
     // Chart.
     let _ = writeln!(s, "## 5. Scan time against tag count\n");
@@ -970,6 +991,46 @@ pub fn hostile_section(s: &mut String, h: &crate::hostile::HostileResult) {
             r.operator_exit
                 .as_ref()
                 .map_or("alive".into(), |e| format!("exited ({e}); restarted"))
+        );
+    }
+    let _ = writeln!(s);
+}
+
+pub fn shared_section(s: &mut String, sh: &crate::shared::SharedResult) {
+    use crate::shared::SharedResult;
+    let _ = writeln!(s, "## 4c. Shared scans\n");
+    let _ = writeln!(
+        s,
+        "{} anonymous Registry objects in {} namespaces over {} repositories of {} tags (each \
+         repository watched by {} objects in as many namespaces), `scanInterval: {}`, one \
+         operator on a fresh kube-apiserver + etcd per run; once with `--share-scans=false` \
+         (every object scans on its own, as before #19) and once sharing (the default). \
+         Per-cycle figures as in section 4. One scan of every repository costs {:.0} requests \
+         (a tag page and a HEAD per tag each).\n",
+        sh.objects,
+        sh.namespaces,
+        sh.repositories,
+        sh.tags,
+        sh.objects / sh.repositories.max(1),
+        sh.unshared.interval_seconds,
+        sh.requests_of_one_scan_each
+    );
+    let _ = writeln!(
+        s,
+        "| | Registry requests per cycle | × one scan per repository | Operator CPU per cycle | Peak RSS | All Success after |\n|---|---|---|---|---|---|"
+    );
+    for (name, r) in [
+        ("each object on its own", &sh.unshared),
+        ("shared scans", &sh.shared),
+    ] {
+        let requests = SharedResult::requests(r);
+        let _ = writeln!(
+            s,
+            "| {name} | {requests:.0} | {:.2}× | {:.1} CPU s | {} | {:.1} s |",
+            requests / sh.requests_of_one_scan_each.max(1.0),
+            r.cycle_cpu_seconds,
+            mib(r.peak_rss_kib),
+            r.all_success_seconds
         );
     }
     let _ = writeln!(s);

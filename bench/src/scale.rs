@@ -32,6 +32,8 @@ pub struct ScaleOptions {
     pub window_scans: usize,
     pub work: PathBuf,
     pub timeout: Duration,
+    /// `--share-scans` of each operator.
+    pub share_scans: bool,
 }
 
 /// One operator process of a scale run.
@@ -367,6 +369,7 @@ async fn start_replica(
         ])
         .args(["--identity", &identity])
         .args(["--shards", &opts.replicas.to_string()])
+        .args(["--share-scans", &opts.share_scans.to_string()])
         .args(["--leader-election-namespace", lease_ns])
         // The registries are on loopback, which the egress policy closes by default.
         .args(["--egress-allow", "127.0.0.1/32"]);

@@ -15,12 +15,13 @@ use super::memory::Memory;
 use super::metrics::{Metrics, RequestCounter};
 use super::secrets::SecretVersions;
 use super::shards::Ownership;
+use super::shared::ScanKeys;
 use super::snapshot::{Snapshot, Snapshots};
 use crate::api::RegistrySpec;
 use crate::registry::cache::BoundedCache;
 use crate::registry::{
-    BodyBudget, ClientOptions, EgressPolicy, ProxySettings, RegistryClient, RegistryState,
-    ScanError, ScanLimits, ScanOptions, TagFilter,
+    BodyBudget, ClientOptions, EgressPolicy, ProxySettings, RefreshReport, RegistryClient,
+    RegistryState, ScanError, ScanLimits, ScanOptions, SharedScans, TagFilter,
 };
 
 #[derive(Debug, Clone)]
@@ -44,6 +45,8 @@ pub struct Settings {
     pub requests_per_second: Option<f64>,
     /// Floor under every Registry's scan interval (`--min-scan-interval`; zero: none).
     pub min_scan_interval: Duration,
+    /// Objects of one scan key share scans (`--share-scans`).
+    pub share_scans: bool,
 }
 
 /// insecureSkipVerify and the CA bundle: what sets a pooled client apart.
@@ -67,7 +70,16 @@ pub struct Context {
     /// Each object's last good scan, bounded in bytes with a share per namespace.
     snapshots: Snapshots,
     clients: BoundedCache<ClientKey, RegistryClient>,
+    /// Scans shared by the objects of one scan key, and which objects use which key.
+    pub shared: Arc<SharedScans>,
+    /// Webhook refreshes of the same tags shared the same way (only while they run).
+    pub shared_refreshes: Arc<SharedScans<RefreshReport>>,
+    pub scan_keys: ScanKeys,
 }
+
+/// Finished shared results kept for objects that become due later, and one namespace's part.
+const SHARED_BYTES: usize = 64 << 20;
+const SHARED_SHARE: usize = 16 << 20;
 
 /// Pooled clients, and one namespace's part. A client is charged its CA bundle and this much
 /// for its connection pool and TLS configuration (an estimate: idle connections come and go).
@@ -98,6 +110,9 @@ impl Context {
             memory: Mutex::default(),
             snapshots: Snapshots::default(),
             clients: BoundedCache::new(CLIENTS_BYTES, CLIENTS_SHARE),
+            shared: Arc::new(SharedScans::new(SHARED_BYTES, SHARED_SHARE)),
+            shared_refreshes: Arc::new(SharedScans::new(0, 0)),
+            scan_keys: ScanKeys::default(),
             settings,
         }
     }
@@ -174,6 +189,14 @@ impl Context {
     pub fn forget(&self, key: &str) {
         self.memory.lock().remove(key);
         self.snapshots.forget(key);
+        self.forget_scan_key(key);
+    }
+
+    /// `key` no longer scans here: a shared result only it used goes too.
+    fn forget_scan_key(&self, key: &str) {
+        if let Some(unused) = self.scan_keys.forget(key) {
+            self.shared.forget(&unused);
+        }
     }
 
     /// The last good scan of the object `key` with this UID, if still kept.
@@ -191,6 +214,7 @@ impl Context {
         let mut all = vec![
             ("snapshots", self.snapshots.bytes()),
             ("clients", self.clients.bytes()),
+            ("shared_scans", self.shared.bytes()),
         ];
         all.extend(self.registry_state.cache_bytes());
         all
@@ -204,6 +228,7 @@ impl Context {
             memory.remove(k);
             self.snapshots.forget(k);
             self.backoff.reset(k);
+            self.forget_scan_key(k);
         }
         gone
     }

@@ -24,6 +24,12 @@ pub struct Memory {
     pub unwritten: Option<Outcome>,
     /// A scan is running: webhook refreshes wait for its write, which would undo theirs.
     pub scanning: bool,
+    /// When the operator first saw the object (with this UID): a never-scanned object is due
+    /// since then, so a shared scan finished after it serves it.
+    pub seen_at: Instant,
+    /// When the scan that served the latest outcome finished (a shared one may have finished
+    /// before this object asked): the next scan is due an interval after it.
+    pub served_at: Option<Instant>,
 }
 
 /// A finished scan, ready to be written.
@@ -53,6 +59,8 @@ impl Memory {
             written_images: None,
             unwritten: None,
             scanning: false,
+            seen_at: Instant::now(),
+            served_at: None,
         }
     }
 }

@@ -58,6 +58,13 @@ pub struct RefreshLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShareLabels {
+    /// `started` (ran the registry conversation), `joined` (waited for one running) or
+    /// `reused` (served by one finished since the object became due).
+    pub share: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PanicLabels {
     /// Where the panic was caught: `scan`, `refresh` or `reconcile`.
     pub phase: &'static str,
@@ -92,6 +99,7 @@ pub struct Metrics {
     pub webhook_requests: Family<WebhookLabels, Counter>,
     pub webhook_refreshes: Family<RefreshLabels, Counter>,
     pub panics: Family<PanicLabels, Counter>,
+    pub shared_scans: Family<ShareLabels, Counter>,
     pub cache_bytes: Family<CacheLabels, Gauge<i64, AtomicI64>>,
     /// Refreshes gauges read from elsewhere (the caches' sizes) just before each encode.
     samplers: parking_lot::Mutex<Vec<Sampler>>,
@@ -193,6 +201,12 @@ impl Default for Metrics {
             "Panics caught while working on one object (the object failed with InternalError; the process went on)",
             panics.clone(),
         );
+        let shared_scans = Family::<ShareLabels, Counter>::default();
+        registry.register(
+            "shared_scans",
+            "Objects' scans by how they were served: started (one registry conversation), joined or reused (served by another object's scan of the same repository, credentials and settings)",
+            shared_scans.clone(),
+        );
         let cache_bytes = Family::<CacheLabels, Gauge<i64, AtomicI64>>::default();
         registry.register_with_unit(
             "cache",
@@ -203,6 +217,7 @@ impl Default for Metrics {
         Self {
             registry,
             panics,
+            shared_scans,
             cache_bytes,
             samplers: parking_lot::Mutex::default(),
             scans,

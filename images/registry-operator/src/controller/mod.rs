@@ -16,6 +16,7 @@ pub mod metrics;
 mod reconcile;
 mod secrets;
 pub mod shards;
+mod shared;
 mod snapshot;
 mod targeted;
 mod view;
@@ -71,6 +72,11 @@ pub struct RunArgs {
     /// (default: no ceiling; a registry's 429 and Retry-After are always honoured).
     #[arg(long, env = "REGISTRY_REQUESTS_PER_SECOND")]
     pub registry_requests_per_second: Option<f64>,
+    /// Objects that would have the same conversation with a registry (origin, repository,
+    /// credentials, TLS settings, listing mode) share one scan; `false`: every object scans
+    /// on its own.
+    #[arg(long, env = "SHARE_SCANS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub share_scans: bool,
     /// Only watch Registries in this namespace (default: all namespaces).
     #[arg(long, env = "WATCH_NAMESPACE")]
     pub namespace: Option<String>,
@@ -189,6 +195,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             .registry_requests_per_second
             .filter(|r| r.is_finite() && *r > 0.0),
         min_scan_interval: Duration::from_secs(args.webhook.min_scan_interval.unwrap_or(0)),
+        share_scans: args.share_scans,
     };
     let ctx = Arc::new(context::Context::new(
         client.clone(),

@@ -7,20 +7,23 @@ use std::time::{Duration, Instant};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
-use rand::Rng;
 
 use super::changes;
 use super::contain::contained;
 use super::context::Context;
 use super::credentials::SecretProblem;
 use super::memory::{Outcome, PendingEvent, images_hash};
+use super::metrics::ShareLabels;
 use super::metrics::{ObjectLabels, ScanLabels};
 use super::secrets::{self, Inputs};
+use super::shared;
 use super::snapshot::Snapshot;
 use super::view::RegistryView;
 use super::writer::{self, Written};
 use crate::api::{MIN_SCAN_INTERVAL, Registry, RegistryStatus, ScanStatus};
-use crate::registry::{ScanError, ScanOptions, ScanReport, Target, scan};
+use crate::registry::{
+    ScanError, ScanKey, ScanOptions, ScanReport, Share, SharedRequest, Target, scan,
+};
 use crate::status::{self, REASON_SUCCEEDED, REASON_SUSPENDED};
 
 pub use super::writer::FIELD_MANAGER;
@@ -287,12 +290,95 @@ async fn run_scan(
         spec.insecure_skip_verify == Some(true),
         inputs.ca.clone(),
     )?;
+    let ns = job.obj.namespace().unwrap_or_default();
     let options = ScanOptions {
         known,
         known_tags,
-        ..ctx.scan_options(&job.obj.namespace().unwrap_or_default(), spec)?
+        ..ctx.scan_options(&ns, spec)?
     };
-    scan(&client, target, inputs.credentials.as_ref(), &options).await
+    if !ctx.settings.share_scans {
+        return scan(&client, target, inputs.credentials.as_ref(), &options).await;
+    }
+    // Objects with the same conversation share one scan; each keeps only its own tags.
+    let key = ScanKey::new(
+        target,
+        inputs.credentials.as_ref(),
+        spec.insecure_skip_verify == Some(true),
+        inputs.ca.as_deref(),
+        options.listing,
+    );
+    let filter = shared::filter_id(spec);
+    let users = ctx.scan_keys.register(&job.key, &key, &filter);
+    let request = SharedRequest {
+        tenant: &ns,
+        key,
+        filter,
+        filters: users.filters,
+        // A tenth of the interval early still serves (the next scan is then due an interval
+        // after the one that served): objects due a little apart fall into step instead of
+        // each starting its own scan.
+        due: due_at(job, ctx)
+            .checked_sub(job.interval / 10)
+            .unwrap_or_else(Instant::now),
+        keep: users.objects > 1,
+    };
+    let own = options.filter.clone();
+    let timeout = options.timeout;
+    let (target, credentials) = (target.clone(), inputs.credentials.clone());
+    let asked = Instant::now();
+    let (done, share) = ctx
+        .shared
+        .scan(request, move |filters| {
+            let options = ScanOptions {
+                filter: shared::union(filters),
+                ..options
+            };
+            Box::pin(async move { scan(&client, &target, credentials.as_ref(), &options).await })
+        })
+        .await;
+    ctx.metrics
+        .shared_scans
+        .get_or_create(&ShareLabels {
+            share: share.as_str(),
+        })
+        .inc();
+    ctx.with_memory(&job.key, &job.uid, |m| m.served_at = Some(done.at));
+    tracing::debug!(registry = %job.key, share = share.as_str(), "scan served");
+    let report = done.result.clone()?;
+    if share != Share::Started {
+        tokio::time::sleep(shared::privacy_wait(asked, &report, timeout)).await;
+    }
+    Ok(shared::view(&report, &own))
+}
+
+/// When the object became due: a scan of its key that finished since then serves it.
+fn due_at(job: &Job, ctx: &Context) -> Instant {
+    let now = Instant::now();
+    let remembered = ctx.recall(&job.key, &job.uid, |m| {
+        (m.inputs.clone(), m.scanned_at, m.seen_at)
+    });
+    let Some(status) = job.obj.status.as_ref() else {
+        return remembered.map_or(now, |(_, _, seen)| seen);
+    };
+    // A new spec or Secret: only a scan from now on.
+    if status.observed_generation != job.obj.metadata.generation {
+        return now;
+    }
+    match remembered {
+        Some((Some(inputs), _, _)) if inputs != ctx.secrets.versions_of(&job.obj) => now,
+        Some((_, Some(at), _)) => at.checked_add(job.interval).unwrap_or(now).min(now),
+        // Nothing scanned since a restart: due an interval after the status's last scan.
+        _ => {
+            let Some(last) = status.last_scan_time.as_ref() else {
+                return remembered.map_or(now, |(_, _, seen)| seen);
+            };
+            let elapsed = k8s_openapi::jiff::Timestamp::now().duration_since(last.0);
+            let overdue = Duration::try_from(elapsed)
+                .unwrap_or(Duration::ZERO)
+                .saturating_sub(job.interval);
+            now.checked_sub(overdue).unwrap_or(now)
+        }
+    }
 }
 
 fn outcome_of_scan(
@@ -358,7 +444,7 @@ fn outcome_of_scan(
     ctx.keep_last_scan(&job.key, &job.uid, snapshot);
     let unchanged = ctx.with_memory(&job.key, &job.uid, |m| {
         m.inputs = Some(versions);
-        m.scanned_at = Some(Instant::now());
+        m.scanned_at = Some(m.served_at.take().unwrap_or_else(Instant::now));
         m.written_images == Some(hash)
     });
     // The status already lists these images: a steady-state rescan writes only its times
@@ -387,7 +473,7 @@ fn outcome_of_failure(
     tracing::warn!(registry = %job.key, reason, message, "scan failed");
     ctx.with_memory(&job.key, &job.uid, |m| {
         m.inputs = Some(versions);
-        m.scanned_at = Some(Instant::now());
+        m.scanned_at = Some(m.served_at.take().unwrap_or_else(Instant::now));
     });
     let status = status::failed(
         conditions(job),
@@ -410,7 +496,7 @@ async fn write(job: &Job, ctx: &Context) -> Result<Action, Error> {
         .recall(&job.key, &job.uid, |m| m.unwritten.clone())
         .flatten()
     else {
-        return Ok(Action::requeue(jitter(job.interval)));
+        return Ok(Action::requeue(jitter(job)));
     };
     match writer::write_status(ctx, job.obj.as_ref(), &outcome.status).await {
         Ok(Written::Done) => {}
@@ -430,7 +516,7 @@ async fn write(job: &Job, ctx: &Context) -> Result<Action, Error> {
     for e in outcome.events {
         writer::publish(ctx, job.obj.as_ref(), &e).await;
     }
-    Ok(Action::requeue(jitter(job.interval)))
+    Ok(Action::requeue(jitter(job)))
 }
 
 fn count_scan(ctx: &Context, reason: &str) {
@@ -505,9 +591,14 @@ fn status_context(job: &Job, ctx: &Context, next: Option<Time>) -> status::Conte
     }
 }
 
-/// Up to 10% later, so that many objects created together drift apart.
-fn jitter(interval: Duration) -> Duration {
-    interval.mul_f64(1.0 + rand::rng().random_range(0.0..0.1))
+/// Up to 10% later, so that many objects created together drift apart — by how much from
+/// the repository they scan, so that the objects that share its scans stay together.
+fn jitter(job: &Job) -> Duration {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    (&job.obj.spec.url, &job.obj.spec.repository).hash(&mut h);
+    let fraction = (h.finish() % 1000) as f64 / 10_000.0;
+    job.interval.mul_f64(1.0 + fraction)
 }
 
 /// Per-object exponential backoff with jitter; a success resets it.

@@ -20,10 +20,11 @@ use super::memory::PendingEvent;
 use super::memory::images_hash;
 use super::metrics::RefreshLabels;
 use super::secrets;
+use super::shared;
 use super::snapshot::Snapshot;
 use super::writer::{self, Written};
 use crate::api::Registry;
-use crate::registry::{Image, ScanOptions, Target, refresh};
+use crate::registry::{Image, ScanKey, ScanOptions, Share, SharedRequest, Target, refresh};
 use crate::status;
 use crate::webhook;
 
@@ -275,14 +276,62 @@ async fn refresh_object(ctx: &Context, key: &str, work: &Work) -> anyhow::Result
             spec.insecure_skip_verify == Some(true),
             inputs.ca.clone(),
         )?;
-        let report = refresh(
-            &client,
-            &target,
-            inputs.credentials.as_ref(),
-            &tags,
-            &options,
-        )
-        .await?;
+        // Objects of one scan key refreshed for the same event share one refresh.
+        let mut tags = tags;
+        tags.sort();
+        tags.dedup();
+        let filter = shared::filter_id(spec);
+        let request = SharedRequest {
+            tenant: ns,
+            key: ScanKey::new(
+                &target,
+                inputs.credentials.as_ref(),
+                spec.insecure_skip_verify == Some(true),
+                inputs.ca.as_deref(),
+                options.listing,
+            )
+            .with_extras(format!("refresh\n{}", tags.join("\n"))),
+            filters: [filter.clone()].into(),
+            filter,
+            due: Instant::now(),
+            keep: false,
+        };
+        // Unshared: a key of its own (`--share-scans=false`).
+        let request = if ctx.settings.share_scans {
+            request
+        } else {
+            let own = request.key.clone().with_extras(format!("object\n{key}"));
+            SharedRequest {
+                key: own,
+                ..request
+            }
+        };
+        let (credentials, shared_options) = (inputs.credentials.clone(), options.clone());
+        let asked = Instant::now();
+        let (done, share) = ctx
+            .shared_refreshes
+            .scan(request, move |_| {
+                Box::pin(async move {
+                    refresh(
+                        &client,
+                        &target,
+                        credentials.as_ref(),
+                        &tags,
+                        &shared_options,
+                    )
+                    .await
+                })
+            })
+            .await;
+        let report = done.result.clone()?;
+        if share != Share::Started {
+            tokio::time::sleep(shared::privacy_wait_for(
+                asked,
+                report.duration,
+                options.timeout,
+            ))
+            .await;
+        }
         for failure in &report.failed {
             tracing::info!(registry = %key, tag = %failure.tag, error = %failure.message, "tag could not be read after a webhook event");
         }

@@ -38,7 +38,7 @@ pub(crate) struct ListRequest<'o> {
 }
 
 /// `spec.listing` / `scan --listing`: whether a native listing API may be used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum ListingMode {
     /// A native API where one is detected, guarded; the distribution API elsewhere.
     #[default]

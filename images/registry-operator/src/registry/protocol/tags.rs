@@ -16,6 +16,9 @@ use crate::registry::{ScanError, ScanLimits};
 pub struct TagFilter {
     pub include: Option<Regex>,
     pub exclude: Option<Regex>,
+    /// Further filters, any of which admitting a tag admits it: a shared scan lists what any
+    /// of the objects sharing it keeps.
+    any_of: Vec<TagFilter>,
 }
 
 impl TagFilter {
@@ -37,12 +40,35 @@ impl TagFilter {
         Ok(Self {
             include: compile("include", include)?,
             exclude: compile("exclude", exclude)?,
+            any_of: Vec::new(),
         })
     }
 
+    /// Admits a tag when any of `filters` does (none: every tag).
+    pub fn union(filters: Vec<TagFilter>) -> Self {
+        let mut filters = filters;
+        match filters.len() {
+            0 => Self::default(),
+            1 => filters.swap_remove(0),
+            _ if filters.iter().any(TagFilter::admits_all) => Self::default(),
+            _ => {
+                let first = filters.swap_remove(0);
+                Self {
+                    any_of: filters,
+                    ..first
+                }
+            }
+        }
+    }
+
+    fn admits_all(&self) -> bool {
+        self.include.is_none() && self.exclude.is_none() && self.any_of.is_empty()
+    }
+
     pub fn admits(&self, tag: &str) -> bool {
-        self.include.as_ref().is_none_or(|r| r.is_match(tag))
-            && !self.exclude.as_ref().is_some_and(|r| r.is_match(tag))
+        (self.include.as_ref().is_none_or(|r| r.is_match(tag))
+            && !self.exclude.as_ref().is_some_and(|r| r.is_match(tag)))
+            || self.any_of.iter().any(|f| f.admits(tag))
     }
 }
 

@@ -8,8 +8,10 @@
 //! digest, carries a note, and is counted in `failed_tags`. Only the tag list, auth, a
 //! registry-wide problem (TLS, rate limit, deadline) or too many failing tags fail the scan.
 
+mod key;
 mod refresh;
 mod resolve;
+mod shared;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -23,7 +25,9 @@ use super::{
 };
 use resolve::{Found, resolve};
 
+pub use key::ScanKey;
 pub use refresh::{RefreshReport, refresh};
+pub use shared::{FilterId, Finished, Request as SharedRequest, Share, SharedScans};
 
 /// A scan fails when more than this share of its tags cannot be read (and always when all of
 /// them fail): past that, the repository's picture is more wrong than right.

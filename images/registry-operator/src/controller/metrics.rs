@@ -82,6 +82,7 @@ pub struct Metrics {
     pub status_write_bytes: Counter,
     pub watch_errors: Family<WatchLabels, Counter>,
     pub shards_held: Gauge<i64, AtomicI64>,
+    pub shard_relabels: Counter,
     pub scan_duration: Histogram,
     pub requests: Family<RequestLabels, Counter>,
     pub tags: Family<ObjectLabels, Gauge<i64, AtomicI64>>,
@@ -132,6 +133,12 @@ impl Default for Metrics {
             "shards_held",
             "Shards of the Registry objects this replica works on",
             shards_held.clone(),
+        );
+        let shard_relabels = Counter::default();
+        registry.register(
+            "shard_relabels",
+            "Shard bucket labels written on Registry objects (new objects, changed repositories)",
+            shard_relabels.clone(),
         );
         let scan_duration = Histogram::new(exponential_buckets(0.05, 2.0, 14));
         registry.register(
@@ -210,6 +217,7 @@ impl Default for Metrics {
             status_write_bytes,
             watch_errors,
             shards_held,
+            shard_relabels,
             scan_duration,
             requests,
             tags,

@@ -330,47 +330,7 @@ pub fn markdown(r: &Results, chart_link: &str) -> String {
             let _ = writeln!(s, "| One operator: peak RSS | not run | — |");
         }
     }
-    match sharded {
-        Some(sc) => {
-            let fair = 1.0 / sc.replicas as f64;
-            let each: Vec<String> = shares(sc)
-                .iter()
-                .map(|x| format!("{:.1}%", x * 100.0))
-                .collect();
-            let _ = writeln!(
-                s,
-                "| {k} shards: each replica scans 1/{k} of the objects ±{:.0}% ({:.1}%–{:.1}%) | steady-state scans per replica: {} | {} |",
-                SHARE_MARGIN * 100.0,
-                fair * (1.0 - SHARE_MARGIN) * 100.0,
-                fair * (1.0 + SHARE_MARGIN) * 100.0,
-                each.join(", "),
-                mark(shares_ok(sc)),
-                k = sc.replicas,
-            );
-            match one {
-                Some(o) => {
-                    let ratio = sc.cycle_cpu_seconds / o.cycle_cpu_seconds;
-                    let _ = writeln!(
-                        s,
-                        "| {} shards together: CPU per cycle ≤ {SHARD_CPU_TARGET}× one operator | {:.1} CPU s against {:.1} CPU s: {ratio:.2}× | {} |",
-                        sc.replicas,
-                        sc.cycle_cpu_seconds,
-                        o.cycle_cpu_seconds,
-                        mark(ratio <= SHARD_CPU_TARGET)
-                    );
-                }
-                None => {
-                    let _ = writeln!(
-                        s,
-                        "| Shards' CPU against one operator | one operator not run | — |"
-                    );
-                }
-            }
-        }
-        None => {
-            let _ = writeln!(s, "| Shards | not run | — |");
-        }
-    }
+    shard_target_rows(&mut s, one, sharded);
     match r.scale.iter().max_by_key(|s| s.largest_status_bytes) {
         Some(sc) => {
             let _ = writeln!(
@@ -677,16 +637,66 @@ fn native_section(s: &mut String, r: &Results) {
     let _ = writeln!(s);
 }
 
+/// The sharded run's targets: balance, CPU and bytes against one operator.
+pub fn shard_target_rows(s: &mut String, one: Option<&ScaleResult>, sharded: Option<&ScaleResult>) {
+    match sharded {
+        Some(sc) => {
+            let fair = 1.0 / sc.replicas as f64;
+            let each: Vec<String> = shares(sc)
+                .iter()
+                .map(|x| format!("{:.1}%", x * 100.0))
+                .collect();
+            let _ = writeln!(
+                s,
+                "| {k} shards: each replica scans 1/{k} of the objects ±{:.0}% ({:.1}%–{:.1}%) | steady-state scans per replica: {} | {} |",
+                SHARE_MARGIN * 100.0,
+                fair * (1.0 - SHARE_MARGIN) * 100.0,
+                fair * (1.0 + SHARE_MARGIN) * 100.0,
+                each.join(", "),
+                mark(shares_ok(sc)),
+                k = sc.replicas,
+            );
+            match one {
+                Some(o) => {
+                    let ratio = sc.cycle_cpu_seconds / o.cycle_cpu_seconds;
+                    let _ = writeln!(
+                        s,
+                        "| {} shards together: CPU per cycle ≤ {SHARD_CPU_TARGET}× one operator | {:.1} CPU s against {:.1} CPU s: {ratio:.2}× | {} |",
+                        sc.replicas,
+                        sc.cycle_cpu_seconds,
+                        o.cycle_cpu_seconds,
+                        mark(ratio <= SHARD_CPU_TARGET)
+                    );
+                }
+                None => {
+                    let _ = writeln!(
+                        s,
+                        "| Shards' CPU against one operator | one operator not run | — |"
+                    );
+                }
+            }
+        }
+        None => {
+            let _ = writeln!(s, "| Shards | not run | — |");
+        }
+    }
+}
+
 fn scale_section(s: &mut String, r: &Results) {
-    let Some(first) = r.scale.first() else {
-        let _ = writeln!(s, "Not run.\n");
-        return;
-    };
     let apiserver = r
         .versions
         .iter()
         .find(|(t, _)| t == "kube-apiserver")
         .map_or("", |(_, v)| v.as_str());
+    scale_table(s, &r.scale, apiserver, r.args.scale_window_scans);
+}
+
+/// Section 4's text and table for these runs.
+pub fn scale_table(s: &mut String, scale: &[ScaleResult], apiserver: &str, window_scans: usize) {
+    let Some(first) = scale.first() else {
+        let _ = writeln!(s, "Not run.\n");
+        return;
+    };
     let _ = writeln!(
         s,
         "{} Registry objects spread over {} namespaces of a real kube-apiserver {apiserver} + etcd \
@@ -694,7 +704,10 @@ fn scale_section(s: &mut String, r: &Results) {
          `scanInterval: {}`. Each run starts its operator processes after the objects exist: \
          `registry-operator run --max-concurrent-scans {} --shards N --identity bench-I \
          --egress-allow 127.0.0.1/32`, leader election on (one Lease per shard), watching every \
-         namespace, scan concurrency 8. \"All Success\" is confirmed on the objects themselves. \
+         namespace, scan concurrency 8. With more than one shard each replica watches only its \
+         shards' objects (one label-selected watch per shard), and objects are sharded by \
+         registry and repository, so the objects per shard follow how the repositories hash \
+         (a row below gives the split). \"All Success\" is confirmed on the objects themselves. \
          The steady-state window then runs until {} more scans have finished and the counters \
          have settled; the per-cycle figures are per scan in that window × the number of \
          objects (a cycle = every object rescanned once).\n",
@@ -704,7 +717,7 @@ fn scale_section(s: &mut String, r: &Results) {
         first.tags_per_object,
         first.interval_seconds,
         first.max_concurrent_scans,
-        r.args.scale_window_scans.min(first.objects),
+        window_scans.min(first.objects),
     );
     let _ = writeln!(
         s,
@@ -726,14 +739,14 @@ fn scale_section(s: &mut String, r: &Results) {
     };
     let mut header = "| |".to_string();
     let mut rule = "|---|".to_string();
-    for sc in &r.scale {
+    for sc in scale {
         let _ = write!(header, " {} |", label(sc));
         rule.push_str("---|");
     }
     let _ = writeln!(s, "{header}\n{rule}");
     let row = |s: &mut String, name: &str, f: &dyn Fn(&ScaleResult) -> String| {
         let _ = write!(s, "| {name} |");
-        for sc in &r.scale {
+        for sc in scale {
             let _ = write!(s, " {} |", f(sc));
         }
         s.push('\n');

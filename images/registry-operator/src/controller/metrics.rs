@@ -83,6 +83,7 @@ pub struct Metrics {
     pub watch_errors: Family<WatchLabels, Counter>,
     pub shards_held: Gauge<i64, AtomicI64>,
     pub shard_relabels: Counter,
+    pub watched_objects: Gauge<i64, AtomicI64>,
     pub scan_duration: Histogram,
     pub requests: Family<RequestLabels, Counter>,
     pub tags: Family<ObjectLabels, Gauge<i64, AtomicI64>>,
@@ -139,6 +140,12 @@ impl Default for Metrics {
             "shard_relabels",
             "Shard bucket labels written on Registry objects (new objects, changed repositories)",
             shard_relabels.clone(),
+        );
+        let watched_objects = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "watched_objects",
+            "Registry objects this replica's watches hold (with shard-scoped watches: those of its shards)",
+            watched_objects.clone(),
         );
         let scan_duration = Histogram::new(exponential_buckets(0.05, 2.0, 14));
         registry.register(
@@ -218,6 +225,7 @@ impl Default for Metrics {
             watch_errors,
             shards_held,
             shard_relabels,
+            watched_objects,
             scan_duration,
             requests,
             tags,

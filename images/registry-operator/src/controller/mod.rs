@@ -73,7 +73,9 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         metrics.shards_held.set(i64::from(args.shards));
         metrics.leader.set(1);
     }
-    let ctx = context(&args, &client, identity, &metrics, &ownership, egress, proxy);
+    let ctx = context(
+        &args, &client, identity, &metrics, &ownership, egress, proxy,
+    );
     let hooks = start_webhooks(&args, &ctx, &shutdown).await?;
 
     // The store holds the objects of the shards held, as views without status.images.
@@ -95,13 +97,27 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         })
         .applied_objects();
+    metrics.on_encode({
+        let store = store.clone();
+        move |m| {
+            let n = store.state().len();
+            m.watched_objects.set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    });
     tokio::spawn(upkeep::prune(store.clone(), ctx.clone()));
-    tokio::spawn(upkeep::readiness(watches.clone(), ctx.clone(), ready.clone()));
+    tokio::spawn(upkeep::readiness(
+        watches.clone(),
+        ctx.clone(),
+        ready.clone(),
+    ));
 
     let (elector, changes) = if args.leader_elect {
         let (elector, changes) =
             shards::Elector::new(client.clone(), election, ownership.clone(), metrics.clone());
-        (Some(tokio::spawn(elector.run(shutdown.clone()))), Some(changes))
+        (
+            Some(tokio::spawn(elector.run(shutdown.clone()))),
+            Some(changes),
+        )
     } else {
         (None, None)
     };

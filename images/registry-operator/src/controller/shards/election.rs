@@ -161,7 +161,11 @@ impl Elector {
         }
         let leases = match self
             .leases
-            .call(self.leases.api.list(&ListParams::default().labels(SET_LABEL)))
+            .call(
+                self.leases
+                    .api
+                    .list(&ListParams::default().labels(SET_LABEL)),
+            )
             .await
         {
             Ok(list) => list.items,
@@ -171,10 +175,14 @@ impl Elector {
             }
         };
         // A Lease written by an older version carries no labels: look at it by name too.
-        let legacy = if leases.iter().any(|l| l.name_any() == self.leases.cfg.prefix) {
+        let legacy = if leases
+            .iter()
+            .any(|l| l.name_any() == self.leases.cfg.prefix)
+        {
             None
         } else {
-            self.leases.call(self.leases.api.get_opt(&self.leases.cfg.prefix))
+            self.leases
+                .call(self.leases.api.get_opt(&self.leases.cfg.prefix))
                 .await
                 .ok()
                 .flatten()
@@ -242,7 +250,9 @@ impl Elector {
     /// Create or update with the resourceVersion read: only one replica can win.
     async fn acquire(&self, shard: u32, existing: Option<&Lease>) -> bool {
         let name = self.leases.cfg.shard_lease(shard);
-        let lease = self.leases.lease_object(name.clone(), self.leases.shard_labels(), existing);
+        let lease = self
+            .leases
+            .lease_object(name.clone(), self.leases.shard_labels(), existing);
         let sent = Instant::now();
         let result = self.leases.put(&name, &lease, existing.is_some()).await;
         match result {
@@ -271,14 +281,19 @@ impl Elector {
     async fn renew_held(&self) {
         let held = self.held_leases();
         for (shard, lease) in held {
-            let renewed = self.leases.lease_object(lease.name_any(), self.leases.shard_labels(), Some(&lease));
+            let renewed = self.leases.lease_object(
+                lease.name_any(),
+                self.leases.shard_labels(),
+                Some(&lease),
+            );
             let sent = Instant::now();
             match self
                 .leases
-                .call(
-                    self.leases.api
-                        .replace(&lease.name_any(), &kube::api::PostParams::default(), &renewed),
-                )
+                .call(self.leases.api.replace(
+                    &lease.name_any(),
+                    &kube::api::PostParams::default(),
+                    &renewed,
+                ))
                 .await
             {
                 Ok(written) => {

@@ -11,7 +11,7 @@
 //! (`ownership.rs`), so a tenant who writes another bucket gets their object relabelled and
 //! scanned where it belongs, never scanned by two replicas.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::StreamExt;
@@ -33,10 +33,16 @@ const CONCURRENT_WRITES: usize = 4;
 pub struct Labeller {
     client: kube::Client,
     metrics: Arc<Metrics>,
-    /// `namespace/name=bucket` of the writes queued or in flight: one per object and value.
-    pending: Mutex<HashSet<String>>,
+    /// Objects (`namespace/name`) being relabelled, and whether another event came for one
+    /// meanwhile (then it is looked at again when the write is done: nothing is lost).
+    pending: Mutex<HashMap<String, bool>>,
     writes: Arc<Semaphore>,
 }
+
+/// Writes tried per object (a conflict is retried on the fresh object at once, other errors
+/// after a pause) before waiting for the object's next event.
+const ATTEMPTS: usize = 5;
+const RETRY_PAUSE: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Labeller {
     pub fn new(client: kube::Client, metrics: Arc<Metrics>) -> Arc<Self> {
@@ -56,46 +62,84 @@ impl Labeller {
 
     /// Relabels `obj` in the background if its label is not its spec's bucket.
     pub fn check(self: &Arc<Self>, obj: &RegistryView) {
-        if obj.metadata.deletion_timestamp.is_some() {
+        if obj.metadata.deletion_timestamp.is_some() || Self::wanted(obj).is_none() {
             return;
         }
-        let Some(want) = Self::wanted(obj) else {
-            return;
-        };
-        let (ns, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
-        let job = format!("{ns}/{name}={want}");
-        if !self.pending.lock().insert(job.clone()) {
-            return;
+        let key = format!("{}/{}", obj.namespace().unwrap_or_default(), obj.name_any());
+        {
+            let mut pending = self.pending.lock();
+            if let Some(again) = pending.get_mut(&key) {
+                *again = true;
+                return;
+            }
+            pending.insert(key.clone(), false);
         }
         let this = self.clone();
-        let version = obj.resource_version();
+        let first = obj.clone();
         tokio::spawn(async move {
-            if let Ok(_permit) = this.writes.acquire().await {
-                this.write(&ns, &name, &want, version).await;
+            let mut seen = Some(first);
+            loop {
+                if let Ok(_permit) = this.writes.acquire().await {
+                    this.relabel(&key, seen.take()).await;
+                }
+                let mut pending = this.pending.lock();
+                match pending.get_mut(&key) {
+                    Some(again) if *again => *again = false,
+                    _ => {
+                        pending.remove(&key);
+                        return;
+                    }
+                }
             }
-            this.pending.lock().remove(&job);
         });
     }
 
-    async fn write(&self, ns: &str, name: &str, bucket: &str, version: Option<String>) {
+    /// Writes the bucket label of `key`, guarded by the resourceVersion read: on a conflict
+    /// the object is read again (its spec may have moved it to another bucket).
+    async fn relabel(&self, key: &str, mut seen: Option<RegistryView>) {
+        let (ns, name) = key.split_once('/').unwrap_or(("", key));
         let api: Api<RegistryView> = Api::namespaced(self.client.clone(), ns);
-        // Guarded by the resourceVersion read: if the spec changed meanwhile, the event of
-        // that change brings the right bucket.
-        let patch = serde_json::json!({"metadata": {
-            "resourceVersion": version,
-            "labels": {BUCKET_LABEL: bucket},
-        }});
         let params = PatchParams {
             field_manager: Some(FIELD_MANAGER.into()),
             ..PatchParams::default()
         };
-        match api.patch_metadata(name, &params, &Patch::Merge(&patch)).await {
-            Ok(_) => {
-                self.metrics.shard_relabels.inc();
+        for _ in 0..ATTEMPTS {
+            let obj = match seen.take() {
+                Some(obj) => obj,
+                None => match api.get_opt(name).await {
+                    Ok(Some(obj)) => obj,
+                    Ok(None) => return,
+                    Err(e) => {
+                        tracing::warn!(registry = %key, error = %e, "reading a Registry to label it failed; retrying");
+                        tokio::time::sleep(RETRY_PAUSE).await;
+                        continue;
+                    }
+                },
+            };
+            if obj.metadata.deletion_timestamp.is_some() {
+                return;
             }
-            Err(kube::Error::Api(e)) if e.code == 409 || e.code == 404 => {}
-            Err(e) => {
-                tracing::warn!(registry = %format!("{ns}/{name}"), error = %e, "writing the shard bucket label failed; retried on the object's next event")
+            let Some(want) = Self::wanted(&obj) else {
+                return;
+            };
+            let patch = serde_json::json!({"metadata": {
+                "resourceVersion": obj.resource_version(),
+                "labels": {BUCKET_LABEL: want},
+            }});
+            match api
+                .patch_metadata(name, &params, &Patch::Merge(&patch))
+                .await
+            {
+                Ok(_) => {
+                    self.metrics.shard_relabels.inc();
+                    return;
+                }
+                Err(kube::Error::Api(e)) if e.code == 409 => continue,
+                Err(kube::Error::Api(e)) if e.code == 404 => return,
+                Err(e) => {
+                    tracing::warn!(registry = %key, error = %e, "writing the shard bucket label failed; retrying");
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
             }
         }
     }
@@ -112,9 +156,7 @@ impl Labeller {
         let mut stream = std::pin::pin!(stream);
         while let Some(event) = stream.next().await {
             match event {
-                Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => {
-                    self.check(&obj)
-                }
+                Ok(watcher::Event::Apply(obj) | watcher::Event::InitApply(obj)) => self.check(&obj),
                 Ok(_) => {}
                 Err(e) => secrets::watch_error(&self.metrics, "unlabelled_registries", &e),
             }
@@ -137,17 +179,28 @@ mod tests {
 
     #[test]
     fn only_the_spec_decides_the_label() {
-        let right = placement::bucket_label(placement::bucket_of("registry-1.docker.io", "library/nginx"));
-        assert_eq!(Labeller::wanted(&obj(serde_json::json!({}))), Some(right.clone()));
+        let right = placement::bucket_label(placement::bucket_of(
+            "registry-1.docker.io",
+            "library/nginx",
+        ));
+        assert_eq!(
+            Labeller::wanted(&obj(serde_json::json!({}))),
+            Some(right.clone())
+        );
         assert_eq!(
             Labeller::wanted(&obj(serde_json::json!({BUCKET_LABEL: "not-a-bucket"}))),
             Some(right.clone())
         );
-        let other = placement::bucket_label((placement::bucket_of("docker.io", "nginx") + 1) % placement::BUCKETS);
+        let other = placement::bucket_label(
+            (placement::bucket_of("docker.io", "nginx") + 1) % placement::BUCKETS,
+        );
         assert_eq!(
             Labeller::wanted(&obj(serde_json::json!({BUCKET_LABEL: other}))),
             Some(right.clone())
         );
-        assert_eq!(Labeller::wanted(&obj(serde_json::json!({BUCKET_LABEL: right}))), None);
+        assert_eq!(
+            Labeller::wanted(&obj(serde_json::json!({BUCKET_LABEL: right}))),
+            None
+        );
     }
 }

@@ -121,8 +121,7 @@ impl Leases {
 
     pub fn observe(&self, leases: &[Lease], now: Instant) {
         let mut seen = self.sightings.lock();
-        seen
-            .retain(|name, _| leases.iter().any(|l| &l.name_any() == name));
+        seen.retain(|name, _| leases.iter().any(|l| &l.name_any() == name));
         for l in leases {
             let rv = l.resource_version().unwrap_or_default();
             let entry = seen

@@ -77,8 +77,10 @@ mod tests {
     use super::*;
 
     fn spec(repository: &str) -> RegistrySpec {
-        serde_json::from_value(serde_json::json!({"url": "r.example.com", "repository": repository}))
-            .unwrap()
+        serde_json::from_value(
+            serde_json::json!({"url": "r.example.com", "repository": repository}),
+        )
+        .unwrap()
     }
 
     #[test]

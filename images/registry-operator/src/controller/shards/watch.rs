@@ -15,10 +15,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use futures::{Stream, StreamExt};
+use kube::Api;
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::Api;
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
@@ -40,7 +40,12 @@ pub enum Source {
 enum Msg {
     /// A watch (of this run) starts; what an earlier run of it sent is gone.
     Started(Source, u64),
-    Event(Source, u64, Result<watcher::Event<RegistryView>, watcher::Error>),
+    // Boxed: an object is large, and the markers are not.
+    Event(
+        Source,
+        u64,
+        Box<Result<watcher::Event<RegistryView>, watcher::Error>>,
+    ),
     /// A watch stopped: what only it listed leaves the store.
     Stopped(Source),
 }
@@ -102,9 +107,11 @@ impl Watches {
         // The store is ready from the start (empty): which objects it holds follows the
         // shards, and readiness waits for the watches' initial lists instead (`synced`).
         let head = futures::stream::iter([Ok(watcher::Event::Init), Ok(watcher::Event::InitDone)]);
-        let merged = futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv().await.map(|msg| (msg, rx))
-        })
+        let merged =
+            futures::stream::unfold(
+                rx,
+                |mut rx| async move { rx.recv().await.map(|msg| (msg, rx)) },
+            )
             .flat_map(move |msg| futures::stream::iter(merge.handle(msg).into_iter().map(Ok)));
         (watches, head.chain(merged))
     }
@@ -169,7 +176,7 @@ impl Watches {
         let task = tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
             while let Some(event) = stream.next().await {
-                if tx.send(Msg::Event(source, run, event)).is_err() {
+                if tx.send(Msg::Event(source, run, Box::new(event))).is_err() {
                     return;
                 }
             }
@@ -240,7 +247,7 @@ impl Merge {
                 if self.active.get(&source) != Some(&run) {
                     return Vec::new();
                 }
-                self.event(source, event)
+                self.event(source, *event)
             }
         };
         self.publish_synced();
@@ -382,7 +389,7 @@ mod tests {
         }
 
         fn ev(&mut self, s: Source, run: u64, e: watcher::Event<RegistryView>) {
-            self.send(Msg::Event(s, run, Ok(e)));
+            self.send(Msg::Event(s, run, Box::new(Ok(e))));
         }
 
         fn state(&self) -> Vec<(String, String)> {
@@ -420,7 +427,11 @@ mod tests {
         // Relabelled: the new shard's watch sees it first, the old one lets go later.
         h.ev(b, 2, Apply(obj("x", "12")));
         h.ev(a, 1, Apply(obj("x", "11")));
-        assert_eq!(h.state(), [("x".into(), "12".into())], "older state not applied");
+        assert_eq!(
+            h.state(),
+            [("x".into(), "12".into())],
+            "older state not applied"
+        );
         h.ev(a, 1, Delete(obj("x", "12")));
         assert_eq!(names(&h), ["x"], "still listed by the new shard's watch");
         // The new shard is lost: its objects leave, and what its dead run sends is ignored.
@@ -451,7 +462,11 @@ mod tests {
         // Desynced and relisted: y was deleted meanwhile.
         h.ev(Source::All, 0, Init);
         h.ev(Source::All, 0, InitApply(obj("x", "3")));
-        assert_eq!(names(&h), ["x", "y"], "the old state stays until the list is done");
+        assert_eq!(
+            names(&h),
+            ["x", "y"],
+            "the old state stays until the list is done"
+        );
         h.ev(Source::All, 0, InitDone);
         assert_eq!(h.state(), [("x".into(), "3".into())]);
     }

@@ -16,8 +16,11 @@ const RSS_TARGET_MIB: f64 = 200.0;
 const STATUS_TARGET_BYTES: usize = 256 * 1024;
 /// Each of k shards scans 1/k of the objects, within this relative margin.
 const SHARE_MARGIN: f64 = 0.15;
-/// The shards together spend at most this many times the CPU of one operator.
-const SHARD_CPU_TARGET: f64 = 1.2;
+/// The shards together spend at most this many times the CPU of one operator (issue #19).
+const SHARD_CPU_TARGET: f64 = 1.1;
+/// Each replica reads at most this share of the bytes one operator reads from the apiserver
+/// (issue #19: every replica watches only its shards).
+const SHARD_BYTES_TARGET: f64 = 0.4;
 /// "By a wide margin": at least this many times faster than every peer.
 const WIDE_MARGIN: f64 = 5.0;
 /// The scanner's tag page size (`n`).
@@ -675,6 +678,37 @@ pub fn shard_target_rows(s: &mut String, one: Option<&ScaleResult>, sharded: Opt
                     );
                 }
             }
+            match one {
+                Some(o) if o.cycle_bytes_from_apiserver > 0.0 => {
+                    let ratios: Vec<f64> = sc
+                        .replica
+                        .iter()
+                        .map(|p| p.cycle_bytes_from_apiserver / o.cycle_bytes_from_apiserver)
+                        .collect();
+                    let worst = ratios.iter().copied().fold(0.0, f64::max);
+                    let each: Vec<String> = ratios.iter().map(|x| format!("{x:.2}×")).collect();
+                    let per: Vec<String> = sc
+                        .replica
+                        .iter()
+                        .map(|p| bytes(p.cycle_bytes_from_apiserver))
+                        .collect();
+                    let _ = writeln!(
+                        s,
+                        "| {} shards: bytes from the apiserver per replica ≤ {SHARD_BYTES_TARGET}× one operator's | {} against {}: {} | {} |",
+                        sc.replicas,
+                        per.join(", "),
+                        bytes(o.cycle_bytes_from_apiserver),
+                        each.join(", "),
+                        mark(worst <= SHARD_BYTES_TARGET)
+                    );
+                }
+                _ => {
+                    let _ = writeln!(
+                        s,
+                        "| Shards' bytes from the apiserver against one operator | one operator not run | — |"
+                    );
+                }
+            }
         }
         None => {
             let _ = writeln!(s, "| Shards | not run | — |");
@@ -812,6 +846,27 @@ pub fn scale_table(s: &mut String, scale: &[ScaleResult], apiserver: &str, windo
             bytes(sc.cycle_bytes_from_apiserver),
             per_scan(sc, sc.cycle_bytes_from_apiserver) / 1024.0
         )
+    });
+    row(
+        s,
+        "Bytes from the apiserver per cycle, per process",
+        &|sc| {
+            let each: Vec<String> = sc
+                .replica
+                .iter()
+                .map(|p| bytes(p.cycle_bytes_from_apiserver))
+                .collect();
+            each.join(", ")
+        },
+    );
+    row(s, "Objects per shard (by registry and repository)", &|sc| {
+        let total: usize = sc.objects_per_shard.iter().sum();
+        let each: Vec<String> = sc
+            .objects_per_shard
+            .iter()
+            .map(|n| format!("{n} ({:.1}%)", *n as f64 * 100.0 / total.max(1) as f64))
+            .collect();
+        each.join(", ")
     });
     row(s, "Share of the steady-state scans, per process", &|sc| {
         let each: Vec<String> = shares(sc)
@@ -986,4 +1041,52 @@ pub fn hostile_section(s: &mut String, h: &crate::hostile::HostileResult) {
         );
     }
     let _ = writeln!(s);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scale::ReplicaResult;
+
+    fn run(replicas: usize, bytes: &[f64], cpu: f64) -> ScaleResult {
+        ScaleResult {
+            objects: 10_000,
+            replicas,
+            cycle_cpu_seconds: cpu,
+            cycle_bytes_from_apiserver: bytes.iter().sum(),
+            objects_per_shard: vec![10_000 / replicas; replicas],
+            replica: bytes
+                .iter()
+                .map(|b| ReplicaResult {
+                    cycle_bytes_from_apiserver: *b,
+                    window_scans: 1.0,
+                    ..ReplicaResult::default()
+                })
+                .collect(),
+            ..ScaleResult::default()
+        }
+    }
+
+    #[test]
+    fn the_shard_rows_compare_each_replica_and_the_cpu_with_one_operator() {
+        let one = run(1, &[300.0 * 1048576.0], 70.0);
+        let three = run(3, &[100.0, 110.0, 130.0].map(|m| m * 1048576.0), 75.0);
+        let mut s = String::new();
+        shard_target_rows(&mut s, Some(&one), Some(&three));
+        assert!(s.contains("CPU per cycle ≤ 1.1× one operator"), "{s}");
+        assert!(s.contains("1.07× | ✅"), "{s}");
+        assert!(
+            s.contains("bytes from the apiserver per replica ≤ 0.4× one operator's"),
+            "{s}"
+        );
+        // The worst replica decides: 130 of 300 MiB is 0.43×.
+        assert!(s.contains("0.33×, 0.37×, 0.43× | ❌"), "{s}");
+        let mut t = String::new();
+        scale_table(&mut t, &[one, three], "v1", 2000);
+        assert!(t.contains("| Objects per shard (by registry and repository) | 10000 (100.0%) | 3333 (33.3%), 3333 (33.3%), 3333 (33.3%) |"), "{t}");
+        assert!(
+            t.contains("| Bytes from the apiserver per cycle, per process |"),
+            "{t}"
+        );
+    }
 }

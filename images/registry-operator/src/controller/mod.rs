@@ -37,7 +37,7 @@ use futures::StreamExt;
 use kube::Api;
 use kube::api::ListParams;
 use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector;
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, controller};
 use tokio::sync::watch;
 
@@ -68,11 +68,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
     )
     .await?;
 
-    let ownership = Arc::new(shards::Ownership::new(args.shards, !args.leader_elect));
-    if !args.leader_elect {
-        metrics.shards_held.set(i64::from(args.shards));
-        metrics.leader.set(1);
-    }
+    let ownership = ownership(&args, &metrics);
     let ctx = context(
         &args, &client, identity, &metrics, &ownership, egress, proxy,
     );
@@ -97,13 +93,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         })
         .applied_objects();
-    metrics.on_encode({
-        let store = store.clone();
-        move |m| {
-            let n = store.state().len();
-            m.watched_objects.set(i64::try_from(n).unwrap_or(i64::MAX));
-        }
-    });
+    count_watched(&metrics, store.clone());
     tokio::spawn(upkeep::prune(store.clone(), ctx.clone()));
     tokio::spawn(upkeep::readiness(
         watches.clone(),
@@ -111,15 +101,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         ready.clone(),
     ));
 
-    let (elector, changes) = if args.leader_elect {
-        let (elector, changes) =
-            shards::Elector::new(client.clone(), election, ownership.clone(), metrics.clone());
-        (
-            Some(tokio::spawn(elector.run(shutdown.clone()))),
-            Some(changes),
-        )
-    } else {
-        (None, None)
+    let (elector, changes) = match args.leader_elect {
+        true => {
+            let (elector, changes) =
+                shards::Elector::new(client.clone(), election, ownership, metrics.clone());
+            (
+                Some(tokio::spawn(elector.run(shutdown.clone()))),
+                Some(changes),
+            )
+        }
+        false => (None, None),
     };
     let shard_triggers = shards::triggers(changes, watches.clone(), store.clone(), ctx.clone());
     let secret_triggers = secrets::triggers(
@@ -135,6 +126,56 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
         scoped_watches = watches.scoped(),
         "starting the Registry controller"
     );
+    control(
+        objects,
+        store,
+        secret_triggers,
+        shard_triggers,
+        shutdown,
+        ctx,
+        &metrics,
+    )
+    .await;
+
+    if let Some(elector) = elector {
+        let _ = elector.await;
+    }
+    drop(watches);
+    metrics.leader.set(0);
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Every shard held without election (a replica sure to be alone), else none until elected.
+fn ownership(args: &RunArgs, metrics: &metrics::Metrics) -> Arc<shards::Ownership> {
+    if !args.leader_elect {
+        metrics.shards_held.set(i64::from(args.shards));
+        metrics.leader.set(1);
+    }
+    Arc::new(shards::Ownership::new(args.shards, !args.leader_elect))
+}
+
+/// Each scrape reads how many objects the watches hold.
+fn count_watched(metrics: &metrics::Metrics, store: Store<RegistryView>) {
+    metrics.on_encode(move |m| {
+        let n = store.state().len();
+        m.watched_objects.set(i64::try_from(n).unwrap_or(i64::MAX));
+    });
+}
+
+/// The controller: reconciles the watched objects, and those the Secrets and shard moves
+/// point at, until shutdown.
+async fn control(
+    objects: impl futures::Stream<Item = Result<RegistryView, kube::runtime::watcher::Error>>
+    + Send
+    + 'static,
+    store: Store<RegistryView>,
+    secret_triggers: impl futures::Stream<Item = ObjectRef<RegistryView>> + Send + 'static,
+    shard_triggers: impl futures::Stream<Item = ObjectRef<RegistryView>> + Send + 'static,
+    shutdown: watch::Receiver<bool>,
+    ctx: Arc<context::Context>,
+    metrics: &Arc<metrics::Metrics>,
+) {
     Controller::for_stream(objects, store)
         .reconcile_on(secret_triggers)
         .reconcile_on(shard_triggers)
@@ -155,14 +196,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         })
         .await;
-
-    if let Some(elector) = elector {
-        let _ = elector.await;
-    }
-    drop(watches);
-    metrics.leader.set(0);
-    tracing::info!("stopped");
-    Ok(())
 }
 
 async fn connect() -> anyhow::Result<kube::Client> {

@@ -15,8 +15,9 @@
 //! expired shards up to that, and hands back (cancel first, then release) what is above it.
 //! A replica that dies stops renewing; its Leases expire and the others take its shards.
 //!
-//! A replica never takes a shard while an unexpired Lease of a different shard count is held
-//! (a rolling update that changes the count): old and new replicas never work side by side.
+//! A replica never takes a shard while an unexpired Lease of a different split is held (a
+//! rolling update that changes the count, or comes from a release that split by
+//! namespace/name): old and new replicas never work side by side.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -13,8 +13,13 @@ use parking_lot::Mutex;
 
 /// Label on every Lease of this scheme; the value is the name prefix.
 pub(super) const SET_LABEL: &str = "registry-operator.deckhouse.io/lease-set";
-/// Label on shard Leases: how many shards the holder splits the objects into.
+/// Label on shard Leases: how many shards the holder splits the objects into, and by what
+/// (see [`Config::split`]).
 const SHARDS_LABEL: &str = "registry-operator.deckhouse.io/shards";
+/// How objects are split into more than one shard since issue #19: by registry and repository.
+/// Releases before it split by namespace/name and wrote the bare count, so the two never
+/// work side by side (each waits for the other's Leases to go, as for a new count).
+const BY_REPOSITORY: &str = "by-repository";
 /// Label on membership Leases.
 pub(super) const MEMBER_LABEL: &str = "registry-operator.deckhouse.io/member";
 
@@ -65,6 +70,26 @@ impl Config {
             .collect();
         let name = format!("{}-member-{}", self.prefix, id.trim_matches('-'));
         name.chars().take(253).collect()
+    }
+
+    /// How this replica splits the objects: the shard count, and with more than one shard what
+    /// they are split by (one shard holds everything however it is computed).
+    pub fn split(&self) -> String {
+        if self.shards == 1 {
+            "1".to_string()
+        } else {
+            format!("{}-{BY_REPOSITORY}", self.shards)
+        }
+    }
+
+    /// A shard Lease of another split than this replica's.
+    pub fn foreign(&self, lease: &Lease) -> bool {
+        let split = match lease.labels().get(SHARDS_LABEL) {
+            Some(n) => n.clone(),
+            None if lease.name_any() == self.prefix => "1".to_string(),
+            None => return false,
+        };
+        split != self.split()
     }
 
     /// Each API call gives up in time for the watchdog to matter.
@@ -155,18 +180,12 @@ impl Leases {
             .is_none_or(|(_, seen)| now.duration_since(*seen) >= duration)
     }
 
-    /// Held Leases of another shard count: from before a change of the count (the single
-    /// `<prefix>` Lease, labelled or not, counts as one shard).
+    /// Held Leases of another split: from before a change of the shard count or of how the
+    /// objects are split (the single `<prefix>` Lease, labelled or not, counts as one shard).
     pub fn other_shard_count_active(&self, leases: &[Lease], now: Instant) -> bool {
-        let ours = self.cfg.shards.to_string();
-        leases.iter().any(|l| {
-            let count = match l.labels().get(SHARDS_LABEL) {
-                Some(n) => n.clone(),
-                None if l.name_any() == self.cfg.prefix => "1".to_string(),
-                None => return false,
-            };
-            count != ours && !self.expired(l, now)
-        })
+        leases
+            .iter()
+            .any(|l| self.cfg.foreign(l) && !self.expired(l, now))
     }
 
     pub fn lease_object(
@@ -212,7 +231,7 @@ impl Leases {
     pub fn shard_labels(&self) -> [(&'static str, String); 2] {
         [
             (SET_LABEL, self.cfg.prefix.clone()),
-            (SHARDS_LABEL, self.cfg.shards.to_string()),
+            (SHARDS_LABEL, self.cfg.split()),
         ]
     }
 
@@ -230,5 +249,48 @@ impl Leases {
         {
             tracing::warn!(lease = %name, error = %e, "releasing a lease failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(shards: u32) -> Config {
+        Config {
+            namespace: "ns".into(),
+            prefix: "registry-operator".into(),
+            identity: "me".into(),
+            shards,
+            lease_duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
+            retry_period: Duration::from_secs(2),
+        }
+    }
+
+    fn lease(name: &str, split: Option<&str>) -> Lease {
+        let mut l = Lease::default();
+        l.metadata.name = Some(name.into());
+        if let Some(s) = split {
+            l.metadata.labels = Some([(SHARDS_LABEL.to_string(), s.to_string())].into());
+        }
+        l
+    }
+
+    #[test]
+    fn leases_of_another_count_or_of_the_old_split_are_foreign() {
+        let three = cfg(3);
+        assert_eq!(three.split(), "3-by-repository");
+        assert!(!three.foreign(&lease("registry-operator-0-of-3", Some("3-by-repository"))));
+        // A release that split by namespace/name, same count and same Lease names.
+        assert!(three.foreign(&lease("registry-operator-0-of-3", Some("3"))));
+        assert!(three.foreign(&lease("registry-operator-0-of-2", Some("2-by-repository"))));
+        assert!(three.foreign(&lease("registry-operator", None)));
+        assert!(!three.foreign(&lease("registry-operator-member-x", None)));
+        // One shard: every release agrees on what it holds.
+        let one = cfg(1);
+        assert!(!one.foreign(&lease("registry-operator", None)));
+        assert!(!one.foreign(&lease("registry-operator", Some("1"))));
+        assert!(one.foreign(&lease("registry-operator-0-of-3", Some("3"))));
     }
 }

@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
+use futures::{StreamExt, TryStreamExt};
 use testenv::push::Pusher;
 use testenv::registry::{RegistryOptions, RegistryServer};
 
@@ -83,8 +84,10 @@ pub struct Args {
     /// Tags per repository of the scale test.
     #[arg(long, default_value_t = 50)]
     scale_tags: usize,
-    /// Repositories the scale objects are spread over.
-    #[arg(long, default_value_t = 10)]
+    /// Repositories the scale objects are spread over. Objects are sharded by repository, so
+    /// this is what the shards balance: 10 repositories split at best 4/3/3 over 3 shards,
+    /// 1,000 (10 objects each) leave the busiest of 3 shards about 35% of the objects.
+    #[arg(long, default_value_t = 1000)]
     scale_repos: usize,
     /// Namespaces (tenants) the scale objects are spread over.
     #[arg(long, default_value_t = 10)]
@@ -179,6 +182,8 @@ pub struct Args {
 pub enum Section {
     Hostile,
     Shared,
+    /// Section 4 (scale, one operator and sharded replicas) at the --scale-* settings.
+    Scale,
 }
 
 /// One tag count of the chart.
@@ -211,6 +216,101 @@ pub struct Results {
     pub hostile: Option<hostile::HostileResult>,
     pub notes: Vec<String>,
     pub seconds: f64,
+}
+
+/// The scale section's repositories.
+async fn fill_scale(args: &Args, pusher: &Pusher) -> anyhow::Result<Vec<Fixture>> {
+    say(format!(
+        "filling {} scale repositories of {} tags",
+        args.scale_repos, args.scale_tags
+    ));
+    let images = (args.scale_tags / 10).max(1);
+    futures::stream::iter(0..args.scale_repos)
+        .map(|r| async move {
+            fixture::fill(
+                pusher,
+                &format!("scale/app-{r}"),
+                args.scale_tags,
+                images - 1,
+                1,
+                100 + r as u64,
+            )
+            .await
+        })
+        .buffered(8)
+        .try_collect()
+        .await
+}
+
+/// Section 4: one scale run per entry of --scale-replicas.
+async fn scale_runs(
+    args: &Args,
+    operator: &Path,
+    url: &str,
+    scale_fx: &[Fixture],
+    work: &Path,
+) -> anyhow::Result<Vec<scale::ScaleResult>> {
+    let mut scale = Vec::new();
+    for &replicas in &args.scale_replicas {
+        let opts = scale::ScaleOptions {
+            operator: operator.to_path_buf(),
+            url: url.to_string(),
+            repos: scale_fx.to_vec(),
+            objects: args.scale_objects,
+            namespaces: args.scale_namespaces,
+            replicas: replicas.max(1),
+            interval_seconds: args.scale_interval,
+            max_concurrent_scans: args.scale_max_concurrent_scans,
+            window_scans: args.scale_window_scans,
+            work: work.join(format!("scale-{replicas}")),
+            timeout: Duration::from_secs(args.scale_timeout),
+            share_scans: true,
+        };
+        std::fs::create_dir_all(&opts.work)?;
+        let r = scale::run(&opts).await?;
+        say(format!(
+            "scale, {} replica(s): all Success in {:.1}s, peak RSS {} MiB, {:.1} CPU s per cycle",
+            r.replicas,
+            r.all_success_seconds,
+            r.peak_rss_kib / 1024,
+            r.cycle_cpu_seconds
+        ));
+        scale.push(r);
+    }
+    Ok(scale)
+}
+
+/// `--only scale`: the registry, the scale repositories and section 4, nothing else.
+async fn scale_only(args: &Args, operator: &Path, work: &Path) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let root = testenv::tools::repo_root();
+    say("starting the registry");
+    let reg = RegistryServer::start(RegistryOptions::plain()).await?;
+    let pusher = Pusher::new(&reg, None)?;
+    let scale_fx = fill_scale(args, &pusher).await?;
+    let scale = scale_runs(args, operator, &reg.url, &scale_fx, work).await?;
+    let json = root.join("target/bench/scale.json");
+    if let Some(p) = json.parent() {
+        std::fs::create_dir_all(p)?;
+    }
+    std::fs::write(&json, serde_json::to_vec_pretty(&scale)?)?;
+    let mut md = String::new();
+    let one = scale.iter().find(|s| s.replicas == 1);
+    let sharded = scale
+        .iter()
+        .filter(|s| s.replicas > 1)
+        .max_by_key(|s| s.replicas);
+    md.push_str("| Target | Measured | Verdict |\n|---|---|---|\n");
+    report::shard_target_rows(&mut md, one, sharded);
+    md.push('\n');
+    report::scale_table(&mut md, &scale, "", args.scale_window_scans);
+    println!("{md}");
+    say(format!(
+        "scale only: wrote {} in {:.0}s",
+        json.display(),
+        started.elapsed().as_secs_f64()
+    ));
+    Ok(())
 }
 
 fn say(msg: impl std::fmt::Display) {
@@ -271,6 +371,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         println!("{md}");
         return Ok(());
     }
+    if args.only == Some(Section::Scale) {
+        return scale_only(&args, &operator, &work).await;
+    }
     let peers_dir = match &args.peers_dir {
         Some(d) => d.clone(),
         None => testenv::tools::tool_dir("peers")?,
@@ -329,27 +432,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             .await?,
         );
     }
-    let mut scale_fx = Vec::new();
-    if args.scale_objects > 0 {
-        say(format!(
-            "filling {} scale repositories of {} tags",
-            args.scale_repos, args.scale_tags
-        ));
-        for r in 0..args.scale_repos {
-            let images = (args.scale_tags / 10).max(1);
-            scale_fx.push(
-                fixture::fill(
-                    &pusher,
-                    &format!("scale/app-{r}"),
-                    args.scale_tags,
-                    images - 1,
-                    1,
-                    100 + r as u64,
-                )
-                .await?,
-            );
-        }
-    }
+    let scale_fx = if args.scale_objects > 0 {
+        fill_scale(&args, &pusher).await?
+    } else {
+        Vec::new()
+    };
 
     // 1. The ceiling.
     say("measuring the registry's ceiling (oha, HEAD by tag)");
@@ -459,35 +546,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
 
     // 4. Scale.
-    let mut scale = Vec::new();
-    if args.scale_objects > 0 {
-        for &replicas in &args.scale_replicas {
-            let opts = scale::ScaleOptions {
-                operator: operator.clone(),
-                url: reg.url.clone(),
-                repos: scale_fx.clone(),
-                objects: args.scale_objects,
-                namespaces: args.scale_namespaces,
-                replicas: replicas.max(1),
-                interval_seconds: args.scale_interval,
-                max_concurrent_scans: args.scale_max_concurrent_scans,
-                window_scans: args.scale_window_scans,
-                work: work.join(format!("scale-{replicas}")),
-                timeout: Duration::from_secs(args.scale_timeout),
-                share_scans: true,
-            };
-            std::fs::create_dir_all(&opts.work)?;
-            let r = scale::run(&opts).await?;
-            say(format!(
-                "scale, {} replica(s): all Success in {:.1}s, peak RSS {} MiB, {:.1} CPU s per cycle",
-                r.replicas,
-                r.all_success_seconds,
-                r.peak_rss_kib / 1024,
-                r.cycle_cpu_seconds
-            ));
-            scale.push(r);
-        }
-    }
+    let scale = if args.scale_objects > 0 {
+        scale_runs(&args, &operator, &reg.url, &scale_fx, &work).await?
+    } else {
+        Vec::new()
+    };
 
     // 4c. Shared scans.
     let shared_result = if args.shared_objects > 0 {

@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use futures::{StreamExt, TryStreamExt};
 use kube::api::{Api, PostParams};
 use registry_operator::api::Registry;
+use registry_operator::controller::shards::shard_of;
 use testenv::controlplane::ControlPlane;
 
 use crate::fixture::Fixture;
@@ -92,6 +93,9 @@ pub struct ScaleResult {
     pub largest_status_bytes: usize,
     pub largest_object_bytes: usize,
     pub failed_scans: f64,
+    /// Objects in each shard: the operator shards by registry and repository, so this is
+    /// how the repositories' objects fall into the shards (from the same hash).
+    pub objects_per_shard: Vec<usize>,
     pub replica: Vec<ReplicaResult>,
 }
 
@@ -457,7 +461,19 @@ pub async fn run(opts: &ScaleOptions) -> anyhow::Result<ScaleResult> {
     cp.stop(Duration::from_secs(5));
     let mut result = result?;
     result.create_seconds = create_seconds;
+    result.objects_per_shard = objects_per_shard(opts);
     Ok(result)
+}
+
+/// How the objects fall into the shards, by the operator's own placement.
+fn objects_per_shard(opts: &ScaleOptions) -> Vec<usize> {
+    let count = u32::try_from(opts.replicas.max(1)).unwrap_or(u32::MAX);
+    let mut per = vec![0usize; count as usize];
+    for i in 0..opts.objects {
+        let repo = &opts.repos[i % opts.repos.len()].repo;
+        per[shard_of(&opts.url, repo, count) as usize] += 1;
+    }
+    per
 }
 
 /// Every replica's metrics (an error while one of them does not answer yet).
@@ -616,6 +632,7 @@ async fn measure(
         largest_status_bytes: listing.largest_status,
         largest_object_bytes: listing.largest_object,
         failed_scans: m1.failed,
+        objects_per_shard: Vec::new(),
         replica,
     })
 }

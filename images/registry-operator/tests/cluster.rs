@@ -10,7 +10,7 @@ use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use registry_operator::api::{Registry, ScanStatus};
-use registry_operator::controller::shards::shard_of;
+use registry_operator::controller::shards::placement::{self, BUCKET_LABEL, shard_of};
 use testenv::controlplane::{self, ControlPlane};
 use testenv::fault::{CutProxy, Fault, FaultAction, FaultProxy};
 use testenv::registry::{RegistryOptions, RegistryServer};
@@ -57,6 +57,22 @@ fn kubeconfig(
     let path = dir.join("kubeconfig");
     std::fs::write(&path, serde_yaml::to_string(&config).unwrap()).unwrap();
     path
+}
+
+/// One repository name per shard of `count` for a registry at `url` (its port varies).
+fn repos_per_shard(url: &str, count: u32) -> Vec<String> {
+    let mut repos: Vec<Option<String>> = vec![None; count as usize];
+    for i in 0.. {
+        let repo = format!("sh/app-{i}");
+        let slot = &mut repos[shard_of(url, &repo, count) as usize];
+        if slot.is_none() {
+            *slot = Some(repo);
+        }
+        if repos.iter().all(Option::is_some) {
+            break;
+        }
+    }
+    repos.into_iter().flatten().collect()
 }
 
 fn scanned_by(op: &Operator, key: &str) -> bool {
@@ -216,7 +232,11 @@ async fn three_replicas_share_the_shards_and_a_dead_one_hands_its_objects_over()
     let reg = RegistryServer::start(RegistryOptions::plain())
         .await
         .unwrap();
-    common::seed_small(&reg, None, "sh/app").await;
+    // Objects are sharded by repository: one repository per shard spreads them.
+    let repos = repos_per_shard(&reg.url, 3);
+    for repo in &repos {
+        common::seed_small(&reg, None, repo).await;
+    }
     let ids = ["replica-0", "replica-1", "replica-2"];
     let mut replicas = Vec::new();
     for id in ids {
@@ -255,10 +275,14 @@ async fn three_replicas_share_the_shards_and_a_dead_one_hands_its_objects_over()
 
     let api: Api<Registry> = Api::namespaced(client.clone(), &ns);
     let names: Vec<String> = (0..30).map(|i| format!("obj-{i}")).collect();
+    let repo_of = |n: &str| -> &str {
+        let i: usize = n.trim_start_matches("obj-").parse().unwrap();
+        &repos[i % repos.len()]
+    };
     for n in &names {
         api.create(
             &PostParams::default(),
-            &operator::registry(n, &reg.url, "sh/app", serde_json::json!({})),
+            &operator::registry(n, &reg.url, repo_of(n), serde_json::json!({})),
         )
         .await
         .unwrap();
@@ -271,7 +295,7 @@ async fn three_replicas_share_the_shards_and_a_dead_one_hands_its_objects_over()
         let key = format!("{ns}/{n}");
         let by: Vec<usize> = (0..3).filter(|i| scanned_by(&replicas[*i], &key)).collect();
         assert_eq!(by.len(), 1, "{key} scanned by replicas {by:?}");
-        let owner = owner_of_shard[shard_of(&ns, n, 3) as usize]
+        let owner = owner_of_shard[shard_of(&reg.url, repo_of(n), 3) as usize]
             .clone()
             .unwrap();
         assert_eq!(ids[by[0]], owner, "{key} scanned outside its shard");
@@ -288,7 +312,7 @@ async fn three_replicas_share_the_shards_and_a_dead_one_hands_its_objects_over()
     let killed_at = Instant::now();
     let moved: Vec<&String> = names
         .iter()
-        .filter(|n| shard_of(&ns, n, 3) == shard)
+        .filter(|n| shard_of(&reg.url, repo_of(n), 3) == shard)
         .collect();
     // Ask for a rescan of the orphaned objects: only a new owner can do it.
     for n in &moved {
@@ -321,6 +345,132 @@ async fn three_replicas_share_the_shards_and_a_dead_one_hands_its_objects_over()
         })
         .await;
         assert_eq!(status(&r).observed_generation, Some(2));
+    }
+}
+
+/// Each replica watches only its shard's objects (label-selected), relabels what a tenant
+/// mislabelled, and when a replica dies the heir's new watch brings its objects over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn label_selected_watches_follow_shard_moves_and_undo_a_tenants_label() {
+    let cp = controlplane::shared().await;
+    operator::install_crd(cp).await;
+    let ns = cp.create_namespace("watches").await;
+    let client = cp.client().await;
+    let reg = RegistryServer::start(RegistryOptions::plain())
+        .await
+        .unwrap();
+    let repos = repos_per_shard(&reg.url, 2);
+    for repo in &repos {
+        common::seed_small(&reg, None, repo).await;
+    }
+    let ids = ["replica-a", "replica-b"];
+    let mut replicas = Vec::new();
+    for id in ids {
+        replicas.push(Operator::start_admin(cp, &ns, &["--identity", id, "--shards", "2"]).await);
+    }
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let lease = |shard: u32| format!("registry-operator-{shard}-of-2");
+    eventually("one shard per replica", Duration::from_secs(90), || async {
+        let a = holder(&leases, &lease(0)).await;
+        let b = holder(&leases, &lease(1)).await;
+        a.is_some() && b.is_some() && a != b
+    })
+    .await;
+    let owner = |h: Option<String>| ids.iter().position(|i| Some(*i) == h.as_deref()).unwrap();
+    let owner_of_shard = [
+        owner(holder(&leases, &lease(0)).await),
+        owner(holder(&leases, &lease(1)).await),
+    ];
+
+    // Four plain objects per shard; one of shard 0's repository that a tenant labelled for
+    // shard 1, and one of shard 1's with a label value that names no bucket.
+    let api: Api<Registry> = Api::namespaced(client.clone(), &ns);
+    let bucket = |repo: &str| placement::bucket_of(&reg.url, repo);
+    let other_bucket = (0..placement::BUCKETS)
+        .find(|b| placement::shard_of_bucket(*b, 2) == 1)
+        .unwrap();
+    let mut objects: Vec<(String, usize, Option<String>)> = Vec::new();
+    for shard in 0..2 {
+        for i in 0..4 {
+            objects.push((format!("obj-{shard}-{i}"), shard, None));
+        }
+    }
+    objects.push(("stray".into(), 0, Some(other_bucket.to_string())));
+    objects.push(("bogus".into(), 1, Some("not-a-bucket".into())));
+    for (n, shard, label) in &objects {
+        let mut r = operator::registry(n, &reg.url, &repos[*shard], serde_json::json!({}));
+        if let Some(l) = label {
+            r.metadata.labels = Some([(BUCKET_LABEL.to_string(), l.clone())].into());
+        }
+        api.create(&PostParams::default(), &r).await.unwrap();
+    }
+    for (n, shard, _) in &objects {
+        let r = wait_for(&api, n, &replicas[0], "every object scanned", ok).await;
+        let key = format!("{ns}/{n}");
+        let by: Vec<usize> = (0..2).filter(|i| scanned_by(&replicas[*i], &key)).collect();
+        assert_eq!(by, [owner_of_shard[*shard]], "{key} scanned by {by:?}");
+        let _ = r;
+    }
+    // The labels now name each object's own bucket, whatever the tenant wrote.
+    eventually("every label corrected", Duration::from_secs(30), || async {
+        let mut right = true;
+        for (n, shard, _) in &objects {
+            let r = api.get(n).await.unwrap();
+            let label = r
+                .metadata
+                .labels
+                .unwrap_or_default()
+                .get(BUCKET_LABEL)
+                .cloned();
+            right &= label == Some(bucket(&repos[*shard]).to_string());
+        }
+        right
+    })
+    .await;
+    // Each replica's watches hold its shard's five objects, not all ten.
+    for shard in 0..2 {
+        let op = &replicas[owner_of_shard[shard]];
+        eventually(
+            "a shard's objects in its watch",
+            Duration::from_secs(30),
+            || async { op.metric("registry_operator_watched_objects", &[]).await == 5.0 },
+        )
+        .await;
+    }
+
+    // Kill shard 0's holder: the other takes the shard, watches its objects and rescans them.
+    let victim = owner_of_shard[0];
+    let heir = 1 - victim;
+    replicas[victim].child.kill().await.unwrap();
+    eventually("the shard to move", Duration::from_secs(60), || async {
+        holder(&leases, &lease(0)).await.as_deref() == Some(ids[heir])
+    })
+    .await;
+    eventually(
+        "the moved objects in the heir's watch",
+        Duration::from_secs(30),
+        || async {
+            replicas[heir]
+                .metric("registry_operator_watched_objects", &[])
+                .await
+                == 10.0
+        },
+    )
+    .await;
+    for (n, shard, _) in objects.iter().filter(|(_, s, _)| *s == 0) {
+        let _ = shard;
+        api.patch(
+            n,
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({"spec": {"scanInterval": 301}})),
+        )
+        .await
+        .unwrap();
+        wait_for(&api, n, &replicas[heir], "rescan by the heir", |r| {
+            ok(r) && r.metadata.generation == Some(2)
+        })
+        .await;
+        assert!(scanned_by(&replicas[heir], &format!("{ns}/{n}")), "{n}");
     }
 }
 

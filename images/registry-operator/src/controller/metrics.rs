@@ -89,6 +89,8 @@ pub struct Metrics {
     pub status_write_bytes: Counter,
     pub watch_errors: Family<WatchLabels, Counter>,
     pub shards_held: Gauge<i64, AtomicI64>,
+    pub shard_relabels: Counter,
+    pub watched_objects: Gauge<i64, AtomicI64>,
     pub scan_duration: Histogram,
     pub requests: Family<RequestLabels, Counter>,
     pub tags: Family<ObjectLabels, Gauge<i64, AtomicI64>>,
@@ -140,6 +142,18 @@ impl Default for Metrics {
             "shards_held",
             "Shards of the Registry objects this replica works on",
             shards_held.clone(),
+        );
+        let shard_relabels = Counter::default();
+        registry.register(
+            "shard_relabels",
+            "Shard bucket labels written on Registry objects (new objects, changed repositories)",
+            shard_relabels.clone(),
+        );
+        let watched_objects = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "watched_objects",
+            "Registry objects this replica's watches hold (with shard-scoped watches: those of its shards)",
+            watched_objects.clone(),
         );
         let scan_duration = Histogram::new(exponential_buckets(0.05, 2.0, 14));
         registry.register(
@@ -225,6 +239,8 @@ impl Default for Metrics {
             status_write_bytes,
             watch_errors,
             shards_held,
+            shard_relabels,
+            watched_objects,
             scan_duration,
             requests,
             tags,

@@ -60,7 +60,7 @@ pub async fn reconcile(obj: Arc<RegistryView>, ctx: Arc<Context>) -> Result<Acti
     let name = obj.name_any();
     // Not our shard: another replica works on it. Losing the shard mid-way cancels everything
     // below (scan, Secret reads, the status write) at its next await point.
-    let Some(mut held) = ctx.shards.guard(&ns, &name) else {
+    let Some(mut held) = ctx.shards.guard(&obj.spec) else {
         return Ok(Action::await_change());
     };
     let job = Job {

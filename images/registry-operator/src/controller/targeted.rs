@@ -205,12 +205,12 @@ async fn refresh_object(ctx: &Context, key: &str, work: &Work) -> anyhow::Result
     let api: Api<Registry> = Api::namespaced(ctx.client.clone(), ns);
     // A conflicting write (a scan finished meanwhile) is retried on the fresh object.
     for _ in 0..3 {
-        if !ctx.shards.is_held(ctx.shards.shard_of(ns, name)) {
-            return Ok("skipped");
-        }
         let Some(obj) = api.get_opt(name).await? else {
             return Ok("skipped");
         };
+        if !ctx.shards.holds(&obj.spec) {
+            return Ok("skipped");
+        }
         let scanning = ctx
             .recall(key, &obj.uid().unwrap_or_default(), |m| {
                 m.scanning || m.unwritten.is_some()

@@ -123,11 +123,7 @@ impl Webhooks {
             return;
         };
         let (ns, name) = (obj.namespace().unwrap_or_default(), obj.name_any());
-        if !self
-            .ctx
-            .shards
-            .is_held(self.ctx.shards.shard_of(&ns, &name))
-        {
+        if !self.ctx.shards.holds(&obj.spec) {
             return;
         }
         let key = format!("{ns}/{name}");

@@ -9,6 +9,7 @@ use parking_lot::Mutex;
 use kube::ResourceExt;
 use kube::runtime::watcher;
 
+use super::shards::placement;
 use super::view::RegistryView;
 use crate::registry::Target;
 use crate::webhook::normalize_host;
@@ -36,6 +37,8 @@ struct Entry {
     repository: String,
     /// The object's `spec.webhook.secretRef.name`.
     secret: Option<String>,
+    /// Its shard bucket (from the spec).
+    bucket: u32,
 }
 
 /// Where an object points (`host[:port]` and repository, as events name them) and which
@@ -46,6 +49,7 @@ fn location(obj: &RegistryView) -> Option<Entry> {
         host: normalize_host(&target.registry()),
         repository: target.repository().to_string(),
         secret: obj.spec.webhook.as_ref().map(|w| w.secret_ref.name.clone()),
+        bucket: placement::bucket_of_spec(&obj.spec),
     })
 }
 
@@ -94,6 +98,11 @@ impl Index {
             .filter(|k| host.is_none_or(|h| inner.by_key.get(*k).is_some_and(|e| e.host == h)))
             .cloned()
             .collect()
+    }
+
+    /// The shard bucket of the object `key`.
+    pub fn bucket_of(&self, key: &str) -> Option<u32> {
+        self.inner.lock().by_key.get(key).map(|e| e.bucket)
     }
 
     /// The tenant webhook Secret the object `key` names.

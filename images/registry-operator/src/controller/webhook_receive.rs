@@ -11,6 +11,7 @@ use axum::extract::{Path, RawQuery, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use super::shards::placement;
 use super::targeted::Work;
 use super::webhook::Webhooks;
 use super::webhook_body::{self, BodyError};
@@ -214,8 +215,10 @@ async fn receive(
     }
     let shards = hooks.ctx.shards.clone();
     let (mine, theirs): (Vec<_>, Vec<_>) = work.into_iter().partition(|(key, _)| {
-        let (ns, obj) = key.split_once('/').unwrap_or(("", key));
-        shards.is_held(shards.shard_of(ns, obj))
+        hooks
+            .index
+            .bucket_of(key)
+            .is_some_and(|b| shards.is_held(placement::shard_of_bucket(b, shards.count())))
     });
     hooks.count(
         name,

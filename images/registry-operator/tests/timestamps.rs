@@ -247,6 +247,73 @@ async fn configs_with_no_time_or_too_large_are_remembered_and_not_read_again() {
     assert_eq!(created(&again.images), created(&first.images));
 }
 
+fn run_scan(args: &[&str]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_registry-operator"));
+    for var in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.arg("scan").args(args).output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scan_created_reads_each_config_once_and_previous_reads_none() {
+    let reg = RegistryServer::start(RegistryOptions::plain())
+        .await
+        .unwrap();
+    let digests = seed(&reg).await;
+    let proxy = FaultProxy::start(&reg.url).await.unwrap();
+    let args = [
+        "--url",
+        &proxy.url,
+        "--repository",
+        REPO,
+        "--created",
+        "--output",
+        "json",
+    ];
+    let out = run_scan(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let first: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for image in first["images"].as_array().unwrap() {
+        assert_eq!(image["createdAt"], CONFIG_CREATED, "{image}");
+        assert_eq!(image["timestampSource"]["createdAt"], "config", "{image}");
+    }
+    assert_eq!(
+        proxy.count("GET", "/blobs/"),
+        digests,
+        "{:#?}",
+        proxy.requests()
+    );
+    assert_eq!(first["lastScanRequests"]["blobGets"], digests);
+
+    let previous = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(previous.path(), &out.stdout).unwrap();
+    proxy.reset();
+    let mut again_args = args.to_vec();
+    again_args.extend(["--previous", previous.path().to_str().unwrap()]);
+    let again = run_scan(&again_args);
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let second: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(second["images"], first["images"]);
+    assert_eq!(proxy.count("GET", "/blobs/"), 0, "{:#?}", proxy.requests());
+    assert_eq!(second["lastScanRequests"]["blobGets"], 0);
+}
+
 /// `spec.timestamps: Created` on a real apiserver: the first scan reads each digest's config
 /// once, a rescan and a restarted operator's rescan read none, and the status says where each
 /// createdAt came from.

@@ -170,10 +170,10 @@ pub struct WebhookSpec {
     pub secret_ref: SecretReference,
 }
 
-/// `spec.timestamps`.
+/// `spec.timestamps`: `Created` reads the image config's `created` where the manifest has no
+/// creation annotation.
 #[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Timestamps {
-    /// Read the image config's `created` where the manifest has no creation annotation.
     Created,
 }
 

@@ -25,6 +25,9 @@ pub(crate) struct Collector<'s, 'a> {
     added: usize,
 }
 
+/// Every tag listed, in listing order, with the digest the API named (if it named one).
+pub(crate) type Entries = Vec<(String, Option<String>)>;
+
 /// Tags checked between two yields to the runtime: about a millisecond of work.
 const YIELD_EVERY: usize = 1024;
 
@@ -147,7 +150,7 @@ impl<'s, 'a> Collector<'s, 'a> {
     }
 
     /// The entries in listing order, and the push times the API gave.
-    pub fn finish(self) -> (Vec<(String, Option<String>)>, HashMap<String, Timestamp>) {
+    pub fn finish(self) -> (Entries, HashMap<String, Timestamp>) {
         let pushed = self
             .entries
             .iter()

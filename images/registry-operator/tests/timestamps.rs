@@ -218,19 +218,30 @@ async fn configs_with_no_time_or_too_large_are_remembered_and_not_read_again() {
         )
         .await
         .unwrap();
+    // The same config under a manifest that claims it is small: read up to the limit, refused.
+    pusher
+        .push_raw_manifest(
+            REPO,
+            "liar",
+            "application/vnd.oci.image.manifest.v1+json",
+            manifest(&config, 200).as_bytes(),
+        )
+        .await
+        .unwrap();
     let proxy = FaultProxy::start(&reg.url).await.unwrap();
 
     let first = scan_through(&proxy, None, true).await;
     assert_eq!(
         proxy.count("GET", "/blobs/"),
-        1,
-        "the 1.5 MiB config is not fetched: {:#?}",
+        2,
+        "the 1.5 MiB config declared as such is not fetched: {:#?}",
         proxy.requests()
     );
     assert_eq!(
         created(&first.images),
         [
             ("huge".to_string(), None, Some(CreatedSource::Config)),
+            ("liar".to_string(), None, Some(CreatedSource::Config)),
             ("timeless".to_string(), None, Some(CreatedSource::Config)),
         ]
     );

@@ -79,13 +79,15 @@ pub(super) async fn read(
             _ => None,
         })
         .collect();
-    let read: HashMap<String, Result<Created, String>> = stream::iter(to_read)
+    // By the reference, not the digest alone: two manifests may declare one config's size
+    // differently, and the declared size decides whether it is read at all.
+    let read: HashMap<ConfigRef, Result<Created, String>> = stream::iter(to_read)
         .map(|config| async move {
             let r = read_created(session, &config).await;
             if let Err(e) = &r {
                 tracing::info!(registry = %session.target.registry(), repository = session.target.repository(), config = %config.digest, error = %e, "image config not read; trying again on the next scan");
             }
-            (config.digest, r.map_err(|e| e.to_string()))
+            (config, r.map_err(|e| e.to_string()))
         })
         .buffer_unordered(concurrency.max(1))
         .collect()
@@ -96,7 +98,7 @@ pub(super) async fn read(
             continue;
         };
         let (at, from) = match source {
-            Source::Config(c) => match read.get(&c.digest) {
+            Source::Config(c) => match read.get(&c) {
                 Some(Ok(at)) => (*at, CreatedSource::Config),
                 Some(Err(why)) => {
                     let note =

@@ -75,8 +75,8 @@ pub struct ScanArgs {
     #[arg(long, value_enum, default_value = "auto")]
     listing: ListingArg,
     /// Also read each new image's config for its `created` when the manifest has no
-    /// `org.opencontainers.image.created` annotation (one blob GET per new digest; with
-    /// --previous, digests it knows cost nothing), as `spec.timestamps: Created` does.
+    /// `org.opencontainers.image.created` annotation, as `spec.timestamps: Created` does: one
+    /// blob GET per new digest; with --previous from an earlier --created run, none.
     #[arg(long)]
     created: bool,
     /// Output format.

@@ -1,7 +1,6 @@
 //! The distribution API's operations, one file each, on top of a session: tag lists (tags),
 //! a tag's digest (head), a manifest by reference (fetch), a blob's size (blob), an image
-//! config's creation time (config); and the
-//! formats they read (manifest, schema1, digest).
+//! config's creation time (config); and the formats they read (manifest, schema1, digest).
 
 mod blob;
 mod config;

@@ -5,6 +5,7 @@
 
 mod ceiling;
 mod chart;
+mod created;
 mod fixture;
 mod hostile;
 mod meter;
@@ -159,6 +160,9 @@ pub struct Args {
     /// Skip the native listing APIs' rescans (issue #12).
     #[arg(long)]
     skip_native: bool,
+    /// Skip the cost of `--created` (issue #17).
+    #[arg(long)]
+    skip_created: bool,
     /// oha (the ceiling's load tool).
     #[arg(long, default_value = "oha")]
     oha: PathBuf,
@@ -184,6 +188,8 @@ pub enum Section {
     Shared,
     /// Section 4 (scale, one operator and sharded replicas) at the --scale-* settings.
     Scale,
+    /// What `--created` costs on the main repository's first scan and rescan.
+    Created,
 }
 
 /// One tag count of the chart.
@@ -208,6 +214,8 @@ pub struct Results {
     pub rescan: Vec<ScanRun>,
     /// Rescans through each native listing API's fixture, and the distribution path.
     pub native: Vec<native::NativeRun>,
+    /// The cost of `--created`.
+    pub created: Option<created::CreatedResult>,
     pub peers: Vec<PeerRun>,
     pub chart: Vec<ChartPoint>,
     pub scale: Vec<scale::ScaleResult>,
@@ -374,6 +382,36 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if args.only == Some(Section::Scale) {
         return scale_only(&args, &operator, &work).await;
     }
+    if args.only == Some(Section::Created) {
+        say("starting the registry");
+        let reg = RegistryServer::start(RegistryOptions::plain()).await?;
+        let pusher = Pusher::new(&reg, None)?;
+        say(format!("filling bench/app: {} tags", args.tags));
+        let fx = fixture::fill(
+            &pusher,
+            "bench/app",
+            args.tags,
+            args.images,
+            args.indexes,
+            1,
+        )
+        .await?;
+        let c = created::measure(&reg.url, &fx, args.concurrency, args.runs).await?;
+        let json = root.join("target/bench/created.json");
+        if let Some(p) = json.parent() {
+            std::fs::create_dir_all(p)?;
+        }
+        std::fs::write(&json, serde_json::to_vec_pretty(&c)?)?;
+        let mut md = String::new();
+        report::created_section(&mut md, &c, args.concurrency, args.runs);
+        println!("{md}");
+        say(format!(
+            "--created only: wrote {} in {:.0}s",
+            json.display(),
+            started.elapsed().as_secs_f64()
+        ));
+        return Ok(());
+    }
     let peers_dir = match &args.peers_dir {
         Some(d) => d.clone(),
         None => testenv::tools::tool_dir("peers")?,
@@ -482,6 +520,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 n.lister
             ));
         }
+    }
+
+    // 2c. The cost of `--created`.
+    let mut created_result = None;
+    if !args.skip_created {
+        say("first scan and rescan with --created");
+        let c = created::measure(&reg.url, &main_fx, args.concurrency, args.runs).await?;
+        say(format!(
+            "--created: {} extra requests on the first scan ({} distinct digests), {} config GETs on the rescan",
+            c.first_extra(),
+            c.distinct_digests,
+            c.rescan_blob_gets()
+        ));
+        created_result = Some(c);
     }
 
     // 3. Peers and the chart.
@@ -599,6 +651,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         first,
         rescan,
         native: native_runs,
+        created: created_result,
         peers: main_peers,
         chart: chart_points,
         scale,

@@ -460,6 +460,9 @@ pub fn markdown(r: &Results, chart_link: &str) -> String {
     );
 
     native_section(&mut s, r);
+    if let Some(c) = &r.created {
+        created_section(&mut s, c, r.args.concurrency, r.args.runs);
+    }
 
     // Peers.
     let _ = writeln!(s, "## 3. Peers, {tags} tags\n");
@@ -611,6 +614,60 @@ pub fn markdown(r: &Results, chart_link: &str) -> String {
         let _ = writeln!(s, "- {note}");
     }
     s
+}
+
+/// The cost of `--created` (`spec.timestamps: Created`, issue #17).
+pub fn created_section(
+    s: &mut String,
+    c: &crate::created::CreatedResult,
+    concurrency: usize,
+    runs: usize,
+) {
+    let _ = writeln!(
+        s,
+        "## 2c. `createdAt` from image configs, {}-tag repository\n",
+        c.tags
+    );
+    let _ = writeln!(
+        s,
+        "The first scan of bench/app without and with `--created` (`spec.timestamps: Created`: \
+         each new digest's image config read for its `created`, an index's through its \
+         linux/amd64 platform), and a rescan with it (the first scan's facts known), in-process \
+         through the library at concurrency {concurrency}; time is the median of {runs} runs. \
+         Target: the first scan's extra requests equal the distinct digests ({}), the rescan \
+         makes no config GET.\n",
+        c.distinct_digests
+    );
+    let _ = writeln!(
+        s,
+        "| Scan | Tag pages | HEAD | Manifest GET | Config GET | Requests | Time | Tags with createdAt |\n|---|---|---|---|---|---|---|---|"
+    );
+    for r in &c.runs {
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {} | {:.3} s | {}/{} |",
+            r.path,
+            r.requests.tag_pages,
+            r.requests.manifest_heads,
+            r.requests.manifest_gets,
+            r.requests.blob_gets,
+            r.total_requests(),
+            r.seconds,
+            r.with_created,
+            c.tags
+        );
+    }
+    let mark = |ok: bool| if ok { "✅" } else { "❌" };
+    let _ = writeln!(
+        s,
+        "\nExtra requests of the first scan: {} (target {} = distinct digests {}); config GETs of \
+         the rescan: {} (target 0 {}).\n",
+        c.first_extra(),
+        c.distinct_digests,
+        mark(c.first_extra() == c.distinct_digests as i64),
+        c.rescan_blob_gets(),
+        mark(c.rescan_blob_gets() == 0)
+    );
 }
 
 fn native_section(s: &mut String, r: &Results) {

@@ -69,6 +69,50 @@ pub enum Behaviour {
     ChangedShape,
     /// Answers 200 with exactly these bytes on the listing endpoint (for fuzzing the parsers).
     Raw(Vec<u8>),
+    /// Honest digests, but every time field holds something that is no time (wrong types,
+    /// out of range, garbage text).
+    AbsurdTimes,
+}
+
+/// When the fixture says `tag` was (last) pushed, in Unix seconds: one fixed second per tag
+/// name in 2026, the same for every vendor. Each vendor writes it in its own documented form
+/// (and milliseconds where it has them: `pushed_millis`).
+pub fn pushed_unix(tag: &str) -> i64 {
+    let h = tag
+        .bytes()
+        .fold(0u64, |h, b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    1_767_225_600 + (h % 31_536_000) as i64
+}
+
+/// The sub-second part the fixture adds to [`pushed_unix`] (the operator keeps whole seconds).
+fn pushed_millis(tag: &str) -> i64 {
+    pushed_unix(tag) * 1000 + (tag.len() as i64 * 37) % 1000
+}
+
+/// RFC 3339 in UTC with `digits` fraction digits, as each vendor's samples show them.
+fn rfc3339(tag: &str, digits: usize) -> String {
+    let at = chrono::DateTime::from_timestamp_millis(pushed_millis(tag)).unwrap_or_default();
+    let fraction = format!("{:09}", at.timestamp_subsec_nanos());
+    format!(
+        "{}.{}Z",
+        at.format("%Y-%m-%dT%H:%M:%S"),
+        &fraction[..digits]
+    )
+}
+
+/// What the fixture writes into every time field under [`Behaviour::AbsurdTimes`], by turn.
+fn absurd(i: usize) -> Value {
+    let values = [
+        json!("not a time"),
+        json!(-1),
+        json!(1e300),
+        json!({"nested": [1, 2, 3]}),
+        json!("99999-01-01T00:00:00Z"),
+        json!(null),
+        json!("0"),
+        json!(u64::MAX),
+    ];
+    values[i % values.len()].clone()
 }
 
 /// A repository and its (tag, digest) pairs in tag order.
@@ -395,13 +439,51 @@ async fn native(
         }
     }
     let changed = behaviour == Behaviour::ChangedShape;
-    Ok(match shared.vendor {
+    let mut r = match shared.vendor {
         Vendor::DockerHub => docker_hub(&repo, &tags, &q, changed),
         Vendor::Harbor => harbor(&tags, &q, changed),
         Vendor::Quay => quay(&tags, &q, changed),
         Vendor::Gar => gar(&repo, &tags, changed),
         Vendor::Acr => acr(&repo, &tags, &q, changed),
-    })
+    };
+    if behaviour == Behaviour::AbsurdTimes {
+        r = absurd_times(r).await;
+    }
+    Ok(r)
+}
+
+/// The same answer with every time field the operator reads replaced by [`absurd`] values.
+async fn absurd_times(r: Response) -> Response {
+    const FIELDS: [&str; 5] = [
+        "tag_last_pushed",
+        "push_time",
+        "start_ts",
+        "timeUploadedMs",
+        "lastUpdateTime",
+    ];
+    fn walk(v: &mut Value, n: &mut usize) {
+        match v {
+            Value::Object(map) => {
+                for (k, v) in map.iter_mut() {
+                    if FIELDS.contains(&k.as_str()) {
+                        *v = absurd(*n);
+                        *n += 1;
+                    } else {
+                        walk(v, n);
+                    }
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|v| walk(v, n)),
+            _ => {}
+        }
+    }
+    let (parts, body) = r.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 16 << 20).await else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let mut v: Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    walk(&mut v, &mut 0);
+    Response::from_parts(parts, axum::body::Body::from(v.to_string()))
 }
 
 fn repository_of(vendor: Vendor, route: &str) -> Option<String> {
@@ -524,7 +606,8 @@ fn page_of<'t>(
 }
 
 /// Docker Hub API reference, "List repository tags": `count`, `next`, `previous`, `results[]`
-/// of `name`, `digest`, `images[]` (`architecture`, `os`, `digest`, `size`), `last_updated`.
+/// of `name`, `digest`, `images[]` (`architecture`, `os`, `digest`, `size`), `last_updated`,
+/// `tag_last_pushed` and `tag_last_pulled` (RFC 3339 text with microseconds, as Hub writes).
 fn docker_hub(
     repo: &str,
     tags: &[(String, String)],
@@ -536,7 +619,7 @@ fn docker_hub(
     let (ns, name) = repo.split_once('/').unwrap_or(("library", repo));
     let results: Vec<Value> = page
         .iter()
-        .map(|(t, d)| json!({"name": t, "digest": d, "images": [], "last_updated": "2026-01-01T00:00:00Z", "tag_status": "active"}))
+        .map(|(t, d)| json!({"name": t, "digest": d, "images": [], "last_updated": rfc3339(t, 6), "tag_status": "active", "tag_last_pushed": rfc3339(t, 6), "tag_last_pulled": "2026-12-31T00:00:00.000000Z"}))
         .collect();
     if changed {
         return json_reply(json!({"total": tags.len(), "tags": results}));
@@ -547,8 +630,10 @@ fn docker_hub(
     json_reply(json!({"count": tags.len(), "next": next, "previous": null, "results": results}))
 }
 
-/// harbor api/v2.0/swagger.yaml, `listArtifacts` → `Artifact[]`: `digest`, `tags[]` (`name`),
-/// `references[]`, `media_type`, `size`; paged by `page`/`page_size` with `X-Total-Count`.
+/// harbor api/v2.0/swagger.yaml, `listArtifacts` → `Artifact[]`: `digest`, `tags[]` (`Tag`:
+/// `name`, `push_time`, `pull_time`, `immutable`), `references[]`, `media_type`, `size`,
+/// `push_time` (RFC 3339 `date-time`; the artifact's is its first tag's push); paged by
+/// `page`/`page_size` with `X-Total-Count`.
 fn harbor(tags: &[(String, String)], q: &BTreeMap<String, String>, changed: bool) -> Response {
     // Artifacts are digests; the tags of one digest are listed together.
     let mut by_digest: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
@@ -563,10 +648,14 @@ fn harbor(tags: &[(String, String)], q: &BTreeMap<String, String>, changed: bool
     let items: Vec<Value> = page
         .iter()
         .map(|(d, ts)| {
+            let names: Vec<&str> = ts.split(',').collect();
+            let first = names.iter().map(|t| pushed_millis(t)).min().unwrap_or_default();
+            let first = chrono::DateTime::from_timestamp_millis(first).unwrap_or_default();
             json!({
                 "digest": d,
                 "media_type": "application/vnd.oci.image.manifest.v1+json",
-                "tags": ts.split(',').map(|t| json!({"name": t, "immutable": false})).collect::<Vec<_>>(),
+                "push_time": first.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+                "tags": names.iter().map(|t| json!({"name": t, "immutable": false, "push_time": rfc3339(t, 3), "pull_time": "0001-01-01T00:00:00.000Z"})).collect::<Vec<_>>(),
                 "references": null
             })
         })
@@ -583,12 +672,16 @@ fn harbor(tags: &[(String, String)], q: &BTreeMap<String, String>, changed: bool
 }
 
 /// Red Hat Quay API reference, `listRepoTags`: `tags[]` (`name`, `manifest_digest`,
-/// `is_manifest_list`, `last_modified`), `page`, `has_additional`; `limit` at most 100.
+/// `is_manifest_list`, `start_ts` in Unix seconds, `last_modified` as RFC 2822 text), `page`,
+/// `has_additional`; `limit` at most 100 (the Red Hat Quay API guide's "tag" samples).
 fn quay(tags: &[(String, String)], q: &BTreeMap<String, String>, changed: bool) -> Response {
     let (page, n, more) = page_of(tags, q, "limit", 100);
     let items: Vec<Value> = page
         .iter()
-        .map(|(t, d)| json!({"name": t, "manifest_digest": d, "is_manifest_list": false, "reversion": false}))
+        .map(|(t, d)| {
+            let at = chrono::DateTime::from_timestamp(pushed_unix(t), 0).unwrap_or_default();
+            json!({"name": t, "manifest_digest": d, "is_manifest_list": false, "reversion": false, "start_ts": pushed_unix(t), "last_modified": at.format("%a, %d %b %Y %H:%M:%S -0000").to_string()})
+        })
         .collect();
     if changed {
         return json_reply(json!({"results": items, "page": n}));
@@ -597,7 +690,9 @@ fn quay(tags: &[(String, String)], q: &BTreeMap<String, String>, changed: bool) 
 }
 
 /// GCR / Artifact Registry tag list: `name`, `tags`, `child`, `manifest` (digest →
-/// `imageSizeBytes`, `layerId`, `mediaType`, `tag[]`, `timeCreatedMs`, `timeUploadedMs`).
+/// `imageSizeBytes`, `layerId`, `mediaType`, `tag[]`, `timeCreatedMs`, `timeUploadedMs`; the
+/// times Unix milliseconds as text, GCR's form — go-containerregistry `pkg/v1/google`). A
+/// digest's upload is its tags' latest push.
 fn gar(repo: &str, tags: &[(String, String)], changed: bool) -> Response {
     let mut manifest: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for (t, d) in tags {
@@ -606,7 +701,8 @@ fn gar(repo: &str, tags: &[(String, String)], changed: bool) -> Response {
     let manifest: serde_json::Map<String, Value> = manifest
         .into_iter()
         .map(|(d, ts)| {
-            (d.to_string(), json!({"imageSizeBytes": "0", "layerId": "", "mediaType": "application/vnd.oci.image.manifest.v1+json", "tag": ts, "timeCreatedMs": "0", "timeUploadedMs": "0"}))
+            let uploaded = ts.iter().map(|t| pushed_millis(t)).max().unwrap_or_default();
+            (d.to_string(), json!({"imageSizeBytes": "0", "layerId": "", "mediaType": "application/vnd.oci.image.manifest.v1+json", "tag": ts, "timeCreatedMs": "0", "timeUploadedMs": uploaded.to_string()}))
         })
         .collect();
     let names: Vec<&str> = tags.iter().map(|(t, _)| t.as_str()).collect();
@@ -616,8 +712,10 @@ fn gar(repo: &str, tags: &[(String, String)], changed: bool) -> Response {
     json_reply(json!({"child": [], "manifest": manifest, "name": repo, "tags": names}))
 }
 
-/// ACR "Get Tags": `registry`, `imageName`, `tags[]` (`name`, `digest`, `createdTime`,
-/// `lastUpdateTime`, `signed`, `changeableAttributes`); `n` and `last`, next page in `Link`.
+/// ACR "Get Tags" (learn.microsoft.com/rest/api/containerregistry/tag/get-list): `registry`,
+/// `imageName`, `tags[]` (`name`, `digest`, `createdTime`, `lastUpdateTime` — RFC 3339 with
+/// seven fraction digits in its sample —, `signed`, `changeableAttributes`); `n` and `last`,
+/// next page in `Link`.
 fn acr(
     repo: &str,
     tags: &[(String, String)],
@@ -637,7 +735,7 @@ fn acr(
     let page = &rest[..n.min(rest.len())];
     let items: Vec<Value> = page
         .iter()
-        .map(|(t, d)| json!({"name": t, "digest": d, "createdTime": "2026-01-01T00:00:00Z", "lastUpdateTime": "2026-01-01T00:00:00Z", "signed": false, "changeableAttributes": {"readEnabled": true}}))
+        .map(|(t, d)| json!({"name": t, "digest": d, "createdTime": "2026-01-01T00:00:00.0000000Z", "lastUpdateTime": rfc3339(t, 7), "signed": false, "changeableAttributes": {"readEnabled": true}}))
         .collect();
     if changed {
         return json_reply(

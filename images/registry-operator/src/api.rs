@@ -144,6 +144,15 @@ pub struct RegistrySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listing: Option<Listing>,
 
+    /// Which image timestamps may cost requests. Without it only free ones are reported:
+    /// `images[].pushedAt` from a native listing API and `images[].createdAt` from the
+    /// manifest's `org.opencontainers.image.created` annotation. `Created`: also the image
+    /// config's `created` when the annotation is absent — one blob GET per new digest (for a
+    /// multi-arch image, the config of the platform whose size is reported), remembered with
+    /// the digest and never repeated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamps: Option<Timestamps>,
+
     /// Registry webhooks from this namespace's own senders: they post to
     /// `/webhook/namespaces/<namespace>/<kind>` with the `token` of the Secret named here, and
     /// such a request refreshes only this namespace's objects that name that Secret.
@@ -159,6 +168,13 @@ pub struct WebhookSpec {
     /// `Authorization: Bearer <token>`, the raw `Authorization` header, `?secret=<token>`, or
     /// the key of GitHub's `X-Hub-Signature-256`).
     pub secret_ref: SecretReference,
+}
+
+/// `spec.timestamps`: `Created` reads the image config's `created` where the manifest has no
+/// creation annotation.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Timestamps {
+    Created,
 }
 
 /// `spec.listing`.

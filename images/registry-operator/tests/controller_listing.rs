@@ -16,7 +16,7 @@ use registry_operator::status::{
 use testenv::controlplane;
 use testenv::push::{Format, ImageSpec, Pusher};
 use testenv::registry::{RegistryOptions, RegistryServer};
-use testenv::vendor::{Behaviour, Vendor, VendorFixture};
+use testenv::vendor::{Behaviour, Vendor, VendorFixture, pushed_unix};
 
 fn native_reason(r: &Registry) -> Option<String> {
     status(r)
@@ -33,6 +33,22 @@ fn native_message(r: &Registry) -> String {
         .find(|c| c.type_ == NATIVE_LISTING)
         .map(|c| c.message.clone())
         .unwrap_or_default()
+}
+
+/// Each image's push time and the API that gave it, as the status holds them.
+fn push_times(r: &Registry) -> Vec<(String, Option<i64>, Option<String>)> {
+    status(r)
+        .images
+        .unwrap_or_default()
+        .into_iter()
+        .map(|i| {
+            (
+                i.tag,
+                i.pushed_at.map(|t| t.unix()),
+                i.timestamp_source.and_then(|s| s.pushed_at),
+            )
+        })
+        .collect()
 }
 
 fn lister(r: &Registry) -> Option<String> {
@@ -68,6 +84,14 @@ async fn spec_listing_reaches_the_scan_and_the_guard_shows_in_a_condition() {
         native_reason(&r).as_deref(),
         Some(REASON_NATIVE_LISTING_USED)
     );
+    // Harbor's `push_time` of each tag reaches the status, with where it came from.
+    let tags: Vec<String> = pushed.tags.iter().map(|(t, _)| t.clone()).collect();
+    assert_eq!(
+        push_times(&r),
+        tags.iter()
+            .map(|t| (t.clone(), Some(pushed_unix(t)), Some("harbor".to_string())))
+            .collect::<Vec<_>>()
+    );
 
     let generation = |r: &Registry| r.metadata.generation;
     let set_listing = |value: &'static str| {
@@ -91,6 +115,13 @@ async fn spec_listing_reaches_the_scan_and_the_guard_shows_in_a_condition() {
     common::assert_images(status(&r).images.as_deref().unwrap_or_default(), &pushed);
     assert_eq!(lister(&r).as_deref(), Some("distribution"));
     assert_eq!(native_reason(&r), None, "no native API was asked");
+    assert_eq!(
+        push_times(&r),
+        tags.iter()
+            .map(|t| (t.clone(), None, None))
+            .collect::<Vec<_>>(),
+        "the registry API has no push times, and the old ones do not linger"
+    );
 
     // The API lies about a tag the status knows: the guard HEADs it, the scan falls back.
     harbor.set_behaviour(Behaviour::Lie { tag: "2.0".into() });

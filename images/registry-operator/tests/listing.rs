@@ -14,7 +14,7 @@ use registry_operator::registry::{
 use testenv::certs::TestCa;
 use testenv::push::{Format, ImageSpec, Pusher};
 use testenv::registry::{RegistryOptions, RegistryServer};
-use testenv::vendor::{Behaviour, HUB_TOKEN, Vendor, VendorFixture};
+use testenv::vendor::{Behaviour, HUB_TOKEN, Vendor, VendorFixture, pushed_unix};
 
 const REPO: &str = "team/app";
 const VENDORS: [Vendor; 5] = [
@@ -370,5 +370,119 @@ async fn a_lie_about_one_repository_leaves_the_others_native_and_names_no_tag_to
             }
             other => panic!("{vendor:?}: {other:?}"),
         }
+    }
+}
+
+/// The push times each vendor's listing gives, as the fixture writes them in the vendor's
+/// documented field and form: Docker Hub `tag_last_pushed`, Harbor `push_time`, Quay
+/// `start_ts`, GCR/Artifact Registry `timeUploadedMs` (per digest: its tags' latest push),
+/// ACR `lastUpdateTime`.
+fn expected_push_times(vendor: Vendor, report: &ScanReport) -> Vec<(String, Option<i64>)> {
+    report
+        .images
+        .iter()
+        .map(|i| {
+            let at = match vendor {
+                Vendor::Gar => report
+                    .images
+                    .iter()
+                    .filter(|o| o.digest == i.digest)
+                    .map(|o| pushed_unix(&o.tag))
+                    .max(),
+                _ => Some(pushed_unix(&i.tag)),
+            };
+            (i.tag.clone(), at)
+        })
+        .collect()
+}
+
+fn push_times(report: &ScanReport) -> Vec<(String, Option<i64>)> {
+    report
+        .images
+        .iter()
+        .map(|i| (i.tag.clone(), i.pushed_at.map(|t| t.unix())))
+        .collect()
+}
+
+fn push_sources(report: &ScanReport) -> Vec<Option<&str>> {
+    report
+        .images
+        .iter()
+        .map(|i| {
+            i.timestamp_source
+                .as_ref()
+                .and_then(|s| s.pushed_at.as_deref())
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn each_vendor_listing_gives_every_tag_its_push_time_and_says_which() {
+    for vendor in VENDORS {
+        let s = setup(vendor).await;
+        let first = rescan(&s, None).await;
+        assert_eq!(lister_of(&first), vendor.lister(), "{vendor:?}");
+        assert_eq!(
+            push_times(&first),
+            expected_push_times(vendor, &first),
+            "{vendor:?}"
+        );
+        assert!(
+            push_sources(&first)
+                .iter()
+                .all(|s| *s == Some(vendor.lister())),
+            "{vendor:?}: {:?}",
+            push_sources(&first)
+        );
+        // A rescan takes its digests from the listing (no HEAD) and its times too.
+        let again = rescan(&s, Some(&first)).await;
+        assert_eq!(push_times(&again), push_times(&first), "{vendor:?}");
+
+        // The distribution API says nothing of pushes: neither does the report.
+        let plain = scan(
+            &s.client,
+            &s.target,
+            None,
+            &ScanOptions {
+                listing: ListingMode::Distribution,
+                ..ScanOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+        assert!(
+            plain.images.iter().all(|i| i.pushed_at.is_none()),
+            "{vendor:?}"
+        );
+        assert!(
+            push_sources(&plain).iter().all(Option::is_none),
+            "{vendor:?}"
+        );
+
+        // Nor does a listing that fell back.
+        s.fixture
+            .set_behaviour(Behaviour::Lie { tag: "2.0".into() });
+        let lied = rescan(&s, Some(&first)).await;
+        assert_eq!(lister_of(&lied), "distribution", "{vendor:?}");
+        assert!(
+            lied.images.iter().all(|i| i.pushed_at.is_none()),
+            "{vendor:?}: a listing the guard refused gives no push time"
+        );
+    }
+}
+
+#[tokio::test]
+async fn absurd_push_times_are_no_push_times_and_the_listing_still_serves() {
+    for vendor in VENDORS {
+        let s = setup(vendor).await;
+        s.fixture.set_behaviour(Behaviour::AbsurdTimes);
+        let r = rescan(&s, None).await;
+        common::assert_matches(&r, &s.pushed);
+        assert_eq!(lister_of(&r), vendor.lister(), "{vendor:?}: {:?}", r.native);
+        assert!(
+            r.images.iter().all(|i| i.pushed_at.is_none()),
+            "{vendor:?}: {:?}",
+            push_times(&r)
+        );
     }
 }

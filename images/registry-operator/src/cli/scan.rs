@@ -74,6 +74,11 @@ pub struct ScanArgs {
     /// the registry API.
     #[arg(long, value_enum, default_value = "auto")]
     listing: ListingArg,
+    /// Also read each new image's config for its `created` when the manifest has no
+    /// `org.opencontainers.image.created` annotation, as `spec.timestamps: Created` does: one
+    /// blob GET per new digest; with --previous from an earlier --created run, none.
+    #[arg(long)]
+    created: bool,
     /// Output format.
     #[arg(long, short, value_enum, default_value = "table")]
     output: Output,
@@ -153,6 +158,7 @@ async fn scan_once(args: &ScanArgs) -> anyhow::Result<()> {
             ListingArg::Auto => ListingMode::Auto,
             ListingArg::Distribution => ListingMode::Distribution,
         },
+        created_from_config: args.created,
         ..ScanOptions::default()
     };
     if let Some(p) = &previous {
@@ -177,6 +183,7 @@ async fn scan_once(args: &ScanArgs) -> anyhow::Result<()> {
         heads = report.requests.manifest_heads,
         gets = report.requests.manifest_gets,
         blob_heads = report.requests.blob_heads,
+        blob_gets = report.requests.blob_gets,
         tokens = report.requests.token_requests,
         failed_tags = report.failed_tags.len(),
         retries = report.requests.retries,

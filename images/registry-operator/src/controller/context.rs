@@ -164,6 +164,7 @@ impl Context {
             filter: TagFilter::new(filter.include.as_deref(), filter.exclude.as_deref())?,
             limits: self.settings.limits,
             listing: spec.listing.unwrap_or_default().mode(),
+            created_from_config: spec.timestamps == Some(crate::api::Timestamps::Created),
             ..ScanOptions::default()
         })
     }

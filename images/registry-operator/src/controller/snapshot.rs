@@ -94,7 +94,8 @@ struct Manifest {
 #[derive(Default, PartialEq)]
 struct Extra {
     artifact_type: Option<Box<str>>,
-    created: Option<(Timestamp, CreatedSource)>,
+    /// A source without a time is an answer too: the config was read and gave none.
+    created: (Option<Timestamp>, Option<CreatedSource>),
     referrers: Box<[Referrer]>,
 }
 
@@ -102,7 +103,7 @@ impl Extra {
     fn of(f: &ManifestFacts) -> Option<Box<Self>> {
         let extra = Self {
             artifact_type: f.artifact_type.as_deref().map(Into::into),
-            created: f.created_at.zip(f.created_source),
+            created: (f.created_at, f.created_source),
             referrers: f.referrers.clone().into_boxed_slice(),
         };
         (extra != Self::default()).then(|| Box::new(extra))
@@ -188,8 +189,8 @@ impl Manifest {
             media_type: self.media_type.as_ref().map(|t| t.as_str().to_string()),
             platforms: self.platforms.to_vec(),
             artifact_type: extra.and_then(|e| e.artifact_type.as_deref().map(str::to_string)),
-            created_at: extra.and_then(|e| e.created.map(|(t, _)| t)),
-            created_source: extra.and_then(|e| e.created.map(|(_, s)| s)),
+            created_at: extra.and_then(|e| e.created.0),
+            created_source: extra.and_then(|e| e.created.1),
             referrers: extra.map(|e| e.referrers.to_vec()).unwrap_or_default(),
         }
     }
@@ -330,8 +331,10 @@ impl Snapshot {
                     .find(|(n, _)| *n as usize == i)
                     .map(|(_, note)| note.to_string());
                 let mut image = Image::of(self.tag(i), &m.digest.text(), &m.facts(), note);
-                if let Some((_, when)) = self.pushed.iter().find(|(n, _)| *n as usize == i) {
-                    image.set_pushed_at(*when, self.pushed_by.as_deref().unwrap_or_default());
+                // In tag order: a binary search, not a scan per tag.
+                if let Ok(at) = self.pushed.binary_search_by_key(&i, |(n, _)| *n as usize) {
+                    let when = self.pushed[at].1;
+                    image.set_pushed_at(when, self.pushed_by.as_deref().unwrap_or_default());
                 }
                 image
             })
@@ -423,6 +426,17 @@ mod tests {
         );
         artifact.set_pushed_at(Timestamp::from_unix(1_700_000_100).unwrap(), "harbor");
         images.push(artifact);
+        // A config read that found no creation time is remembered as such.
+        images.push(Image::of(
+            "no-created",
+            &format!("sha256:{}", hex::encode([8; 32])),
+            &ManifestFacts {
+                size: Some(10),
+                created_source: Some(CreatedSource::Config),
+                ..ManifestFacts::default()
+            },
+            None,
+        ));
         images.push(Image {
             digest: format!("sha256:{}", "AB".repeat(32)),
             tag: "upper".into(),
@@ -435,10 +449,15 @@ mod tests {
             .collect();
         let s = Snapshot::of_scan(&images, &facts);
         assert_eq!(s.images(), images);
-        assert_eq!(s.manifests.len(), 5, "1.0 and 1.1 share one manifest");
-        assert_eq!(s.tags.len(), 6);
+        assert_eq!(s.manifests.len(), 6, "1.0 and 1.1 share one manifest");
+        assert_eq!(s.tags.len(), 7);
         let known = s.known();
-        assert_eq!(known.len(), 4, "the noted tag's manifest is not trusted");
+        assert_eq!(known.len(), 5, "the noted tag's manifest is not trusted");
+        let marker = &known[&format!("sha256:{}", hex::encode([8; 32]))];
+        assert_eq!(
+            (marker.created_at, marker.created_source),
+            (None, Some(CreatedSource::Config))
+        );
         assert!(!known.contains_key(&images[2].digest));
         assert_eq!(s.known_tags()["2.0"], images[2].digest);
     }

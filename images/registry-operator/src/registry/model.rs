@@ -216,6 +216,9 @@ pub struct RequestCounts {
     /// Blob HEAD requests (sizes of schema 1 manifests, which list none).
     #[serde(default)]
     pub blob_heads: i64,
+    /// Image config GETs (`spec.timestamps: Created`: one per new digest).
+    #[serde(default)]
+    pub blob_gets: i64,
     /// Requests repeated after a 429, a 5xx or a connection error.
     pub retries: i64,
     /// Requests to a registry's own listing API (detection probes and its token included).

@@ -37,6 +37,14 @@ impl Timestamp {
             .map(|t| Self::from_datetime(t.with_timezone(&Utc)))
     }
 
+    /// `Some` when the time can be a real event's: after the Unix epoch (0 and earlier are
+    /// what reproducible builds and unset fields write) and before the year 10000 (which RFC
+    /// 3339, and so a status, cannot hold).
+    pub fn meaningful(self) -> Option<Self> {
+        const LAST: i64 = 253_402_300_799; // 9999-12-31T23:59:59Z
+        (1..=LAST).contains(&self.unix()).then_some(self)
+    }
+
     pub fn unix(self) -> i64 {
         self.0.timestamp()
     }
@@ -101,6 +109,20 @@ mod tests {
                 .unwrap()
                 .unix(),
             1_700_000_000
+        );
+    }
+
+    #[test]
+    fn only_times_after_the_epoch_and_before_the_year_10000_are_meaningful() {
+        let at = |s: i64| Timestamp::from_unix(s).and_then(Timestamp::meaningful);
+        assert_eq!(at(0), None, "the epoch is what reproducible builds write");
+        assert_eq!(at(-1), None);
+        assert!(at(1).is_some());
+        assert!(at(253_402_300_799).is_some());
+        assert_eq!(at(253_402_300_800), None, "year 10000");
+        assert_eq!(
+            Timestamp::parse("0001-01-01T00:00:00Z").and_then(Timestamp::meaningful),
+            None
         );
     }
 }

@@ -7,11 +7,11 @@
 use reqwest::Method;
 use serde::Deserialize;
 
-use super::Collector;
 use super::detect::api_url;
-use crate::registry::ScanError;
+use super::{Collector, pushed};
 use crate::registry::protocol::next_page;
 use crate::registry::session::Session;
+use crate::registry::{ScanError, Timestamp};
 
 const PAGE_SIZE: u32 = 100;
 
@@ -25,6 +25,13 @@ struct Tag {
     name: String,
     #[serde(default)]
     digest: Option<String>,
+    /// When the tag last changed (RFC 3339 text, 100 ns digits): its last push.
+    #[serde(
+        rename = "lastUpdateTime",
+        default,
+        deserialize_with = "pushed::rfc3339"
+    )]
+    last_update: Option<Timestamp>,
 }
 
 pub(super) async fn list(
@@ -40,7 +47,7 @@ pub(super) async fn list(
         let reply = out.page(&api, &url).await?;
         let page: Page = out.parse(&api, &url, &reply).await?;
         for t in &page.tags {
-            out.add(&t.name, t.digest.as_deref()).await?;
+            out.add(&t.name, t.digest.as_deref(), t.last_update).await?;
         }
         let next = next_page(&reply.headers);
         match next {

@@ -10,18 +10,23 @@ use crate::registry::protocol::{TagFilter, valid_digest};
 use crate::registry::session::{Reply, Session};
 use crate::registry::target::valid_tag;
 use crate::registry::transport::{RequestKind, offload};
-use crate::registry::{ScanError, ScanLimits};
+use crate::registry::{ScanError, ScanLimits, Timestamp};
 
 pub(crate) struct Collector<'s, 'a> {
     session: &'s Session<'a>,
     filter: &'s TagFilter,
     limits: &'s ScanLimits,
     entries: Vec<(String, Option<String>)>,
+    /// The push time the API gave each entry (same index).
+    pushed: Vec<Option<Timestamp>>,
     index: HashMap<String, usize>,
     pages: usize,
     /// Tags offered so far, listed or not.
     added: usize,
 }
+
+/// Every tag listed, in listing order, with the digest the API named (if it named one).
+pub(crate) type Entries = Vec<(String, Option<String>)>;
 
 /// Tags checked between two yields to the runtime: about a millisecond of work.
 const YIELD_EVERY: usize = 1024;
@@ -33,15 +38,22 @@ impl<'s, 'a> Collector<'s, 'a> {
             filter,
             limits,
             entries: Vec::new(),
+            pushed: Vec::new(),
             index: HashMap::new(),
             pages: 0,
             added: 0,
         }
     }
 
-    /// One tag and the digest the API names (`None`: the scan HEADs it). A tag listed twice
-    /// with two digests keeps neither: the guard's HEAD settles it.
-    pub async fn add(&mut self, tag: &str, digest: Option<&str>) -> Result<(), ScanError> {
+    /// One tag, the digest the API names (`None`: the scan HEADs it) and when it says the tag
+    /// was pushed. A tag listed twice with two digests keeps neither: the guard's HEAD settles
+    /// it; and the later of its push times.
+    pub async fn add(
+        &mut self,
+        tag: &str,
+        digest: Option<&str>,
+        pushed: Option<Timestamp>,
+    ) -> Result<(), ScanError> {
         // A page may name a million tags: let the worker's other tasks run in between.
         self.added = self.added.wrapping_add(1);
         if self.added.is_multiple_of(YIELD_EVERY) {
@@ -55,6 +67,7 @@ impl<'s, 'a> Collector<'s, 'a> {
             if self.entries[i].1 != digest {
                 self.entries[i].1 = None;
             }
+            self.pushed[i] = self.pushed[i].max(pushed);
             return Ok(());
         }
         if self.entries.len() >= self.limits.max_tags {
@@ -66,6 +79,7 @@ impl<'s, 'a> Collector<'s, 'a> {
         }
         self.index.insert(tag.to_string(), self.entries.len());
         self.entries.push((tag.to_string(), digest));
+        self.pushed.push(pushed);
         Ok(())
     }
 
@@ -135,7 +149,14 @@ impl<'s, 'a> Collector<'s, 'a> {
         })
     }
 
-    pub fn finish(self) -> Vec<(String, Option<String>)> {
-        self.entries
+    /// The entries in listing order, and the push times the API gave.
+    pub fn finish(self) -> (Entries, HashMap<String, Timestamp>) {
+        let pushed = self
+            .entries
+            .iter()
+            .zip(self.pushed)
+            .filter_map(|((tag, _), at)| at.map(|at| (tag.clone(), at)))
+            .collect();
+        (self.entries, pushed)
     }
 }

@@ -1,7 +1,8 @@
 //! Docker Hub's tags API, the one case on another host than the registry: `hub.docker.com`
 //! (Docker Hub API reference, docs.docker.com/reference/api/hub/latest, "List repository
 //! tags": `GET /v2/namespaces/{namespace}/repositories/{repository}/tags?page_size=100`,
-//! answering `count`, `next`, `previous`, `results[]` with `name`, `digest`, `images[]`).
+//! answering `count`, `next`, `previous`, `results[]` with `name`, `digest`, `images[]`, and
+//! `tag_last_pushed`, the tag's last push as RFC 3339 text).
 //! With credentials, a token from the same host's `POST /v2/auth/token` (`identifier`,
 //! `secret` → `access_token`) goes with each request; the credentials go to hub.docker.com
 //! and nowhere else, as Docker documents for them.
@@ -11,13 +12,13 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 
-use super::Collector;
 use super::detect::api_url;
+use super::{Collector, pushed};
 use crate::registry::auth::TokenKey;
 use crate::registry::session::Session;
 use crate::registry::target::Target;
 use crate::registry::transport::RequestKind;
-use crate::registry::{Credentials, ScanError};
+use crate::registry::{Credentials, ScanError, Timestamp};
 
 pub(crate) const HUB_API: &str = "https://hub.docker.com";
 const PAGE_SIZE: u32 = 100;
@@ -37,6 +38,8 @@ struct Tag {
     name: String,
     #[serde(default)]
     digest: Option<String>,
+    #[serde(default, deserialize_with = "pushed::rfc3339")]
+    tag_last_pushed: Option<Timestamp>,
 }
 
 #[derive(Deserialize)]
@@ -67,7 +70,8 @@ pub(super) async fn list(
         let reply = out.page(&api, &url).await?;
         let page: Page = out.parse(&api, &url, &reply).await?;
         for t in &page.results {
-            out.add(&t.name, t.digest.as_deref()).await?;
+            out.add(&t.name, t.digest.as_deref(), t.tag_last_pushed)
+                .await?;
         }
         match page.next.filter(|n| !n.is_empty()) {
             // `next` is absolute; it may never lead off hub.docker.com.

@@ -2,16 +2,18 @@
 //! `manifest` map (digest → `tag[]`, `mediaType`, `imageSizeBytes`, `timeCreatedMs`,
 //! `timeUploadedMs`; cloud.google.com/artifact-registry/docs/reference/docker-api) to the
 //! distribution answer, so the tag list names every tag's digest. Same host, same auth.
+//! `timeUploadedMs` is Unix milliseconds, as text on GCR and a number on Artifact Registry
+//! (go-containerregistry's `pkg/v1/google` reads both).
 
 use std::collections::HashMap;
 
 use reqwest::Method;
 use serde::Deserialize;
 
-use super::Collector;
-use crate::registry::ScanError;
+use super::{Collector, pushed};
 use crate::registry::protocol::next_page;
 use crate::registry::session::Session;
+use crate::registry::{ScanError, Timestamp};
 
 #[derive(Deserialize)]
 struct Page {
@@ -25,6 +27,12 @@ struct Page {
 struct Manifest {
     #[serde(default)]
     tag: Vec<String>,
+    #[serde(
+        rename = "timeUploadedMs",
+        default,
+        deserialize_with = "pushed::unix_millis"
+    )]
+    uploaded: Option<Timestamp>,
 }
 
 pub(super) async fn list(
@@ -38,20 +46,27 @@ pub(super) async fn list(
         let reply = out.page(session, &url).await?;
         let listed = out
             .parse_then(session, &url, &reply, |page: Page| {
-                let by_tag: HashMap<&str, &str> = page
+                let by_tag: HashMap<&str, (&str, Option<Timestamp>)> = page
                     .manifest
                     .iter()
-                    .flat_map(|(d, m)| m.tag.iter().map(move |t| (t.as_str(), d.as_str())))
+                    .flat_map(|(d, m)| {
+                        m.tag
+                            .iter()
+                            .map(move |t| (t.as_str(), (d.as_str(), m.uploaded)))
+                    })
                     .collect();
                 page.tags
                     .iter()
                     .flatten()
-                    .map(|t| (t.clone(), by_tag.get(t.as_str()).map(|d| d.to_string())))
+                    .map(|t| match by_tag.get(t.as_str()) {
+                        Some((d, at)) => (t.clone(), Some(d.to_string()), *at),
+                        None => (t.clone(), None, None),
+                    })
                     .collect::<Vec<_>>()
             })
             .await?;
-        for (t, digest) in &listed {
-            out.add(t, digest.as_deref()).await?;
+        for (t, digest, at) in &listed {
+            out.add(t, digest.as_deref(), *at).await?;
         }
         let next = next_page(&reply.headers);
         match next {

@@ -11,15 +11,16 @@ mod dockerhub;
 mod gar;
 mod guard;
 mod harbor;
+mod pushed;
 mod quay;
 mod state;
 
 use std::collections::HashMap;
 
-use super::ScanLimits;
 use super::error::ScanError;
 use super::protocol::{TagFilter, list_tags};
 use super::session::Session;
+use super::{ScanLimits, Timestamp};
 
 pub(crate) use collect::Collector;
 pub use detect::detect_by_host;
@@ -101,6 +102,9 @@ pub enum NativeOutcome {
 pub(crate) struct Listed {
     pub tags: Vec<String>,
     pub digests: HashMap<String, String>,
+    /// When the native API says each tag was pushed (only from a listing the guard accepted;
+    /// the distribution API says nothing of the kind).
+    pub pushed: HashMap<String, Timestamp>,
     pub lister: Lister,
     pub native: Option<NativeOutcome>,
 }
@@ -159,7 +163,7 @@ pub(crate) async fn list(
         )
         .await;
     }
-    let entries = collector.finish();
+    let (entries, pushed) = collector.finish();
     match guard::check(session, &entries, options.known_tags, options.concurrency).await {
         Ok(heads) => {
             let mut digests: HashMap<String, String> = entries
@@ -170,6 +174,7 @@ pub(crate) async fn list(
             Ok(Listed {
                 tags: entries.into_iter().map(|(t, _)| t).collect(),
                 digests,
+                pushed,
                 lister,
                 native: Some(NativeOutcome::Used(lister)),
             })
@@ -205,6 +210,7 @@ async fn distribution(
     Ok(Listed {
         tags,
         digests: HashMap::new(),
+        pushed: HashMap::new(),
         lister: Lister::Distribution,
         native,
     })

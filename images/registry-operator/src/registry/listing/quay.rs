@@ -1,15 +1,16 @@
 //! Quay's tag API (Red Hat Quay API reference, "tag" → `listRepoTags`:
 //! `GET /api/v1/repository/{repository}/tag/` with `limit` (at most 100), `page`,
-//! `onlyActiveTags`; answers `tags[]` with `name`, `manifest_digest`, and `has_additional`).
+//! `onlyActiveTags`; answers `tags[]` with `name`, `manifest_digest`, `start_ts` (when the
+//! tag started pointing at that manifest, Unix seconds), and `has_additional`).
 //! Quay's API takes OAuth tokens, not registry credentials, so it is asked anonymously:
 //! public repositories list natively, private ones fall back to the distribution API.
 
 use serde::Deserialize;
 
-use super::Collector;
 use super::detect::api_url;
-use crate::registry::ScanError;
+use super::{Collector, pushed};
 use crate::registry::session::Session;
+use crate::registry::{ScanError, Timestamp};
 
 const LIMIT: u32 = 100;
 
@@ -25,6 +26,8 @@ struct Tag {
     name: String,
     #[serde(default)]
     manifest_digest: Option<String>,
+    #[serde(default, deserialize_with = "pushed::unix_seconds")]
+    start_ts: Option<Timestamp>,
 }
 
 pub(super) async fn list(
@@ -45,7 +48,8 @@ pub(super) async fn list(
         let reply = out.page(&api, &url).await?;
         let p: Page = out.parse(&api, &url, &reply).await?;
         for t in &p.tags {
-            out.add(&t.name, t.manifest_digest.as_deref()).await?;
+            out.add(&t.name, t.manifest_digest.as_deref(), t.start_ts)
+                .await?;
         }
         if !p.has_additional {
             break;

@@ -28,6 +28,8 @@ pub(crate) async fn get_manifest(
 
 pub(crate) enum Fetched {
     Facts(ManifestFacts),
+    /// An image manifest, and the config it names (read for `created` only when asked).
+    Image(ManifestFacts, super::config::ConfigRef),
     Index(String, Vec<manifest::IndexEntry>),
     /// Media type and distinct layer blobs.
     Schema1(String, Vec<String>),
@@ -50,7 +52,7 @@ pub(crate) async fn fetch(
             offload(session.tenant, body.len(), move || {
                 manifest::check(&body, &digest)?;
                 let media_type = manifest::media_type_of(&body, content_type.as_deref());
-                Ok(describe(&body, media_type))
+                Ok(super::config::attach(&body, describe(&body, media_type)))
             })
             .await
             .map(Some)

@@ -61,7 +61,8 @@ pub(crate) async fn head(session: &Session<'_>, tag: &str) -> Result<HeadOutcome
                     None => manifest::registry_digest(&body),
                 };
                 let media_type = manifest::media_type_of(&body, content_type.as_deref());
-                Ok::<_, String>((digest, describe(&body, media_type)))
+                let described = super::config::attach(&body, describe(&body, media_type));
+                Ok::<_, String>((digest, described))
             })
             .await
             .map_err(|why| session.invalid(&Method::GET, &url, why))?;

@@ -237,13 +237,18 @@ pub fn index_entries(body: &[u8]) -> Result<Vec<IndexEntry>, String> {
     Ok(out)
 }
 
-/// The size a multi-arch tag reports: linux/amd64's, else the first platform's.
-pub fn representative_size(platforms: &[Platform]) -> Option<i64> {
+/// The platform that speaks for a multi-arch tag (its size, its config's creation time):
+/// linux/amd64, else the first.
+pub fn representative(platforms: &[Platform]) -> Option<&Platform> {
     platforms
         .iter()
         .find(|p| p.os == "linux" && p.architecture == "amd64")
         .or_else(|| platforms.first())
-        .and_then(|p| p.size)
+}
+
+/// The size a multi-arch tag reports: linux/amd64's, else the first platform's.
+pub fn representative_size(platforms: &[Platform]) -> Option<i64> {
+    representative(platforms).and_then(|p| p.size)
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! The distribution API's operations, one file each, on top of a session: tag lists (tags),
-//! a tag's digest (head), a manifest by reference (fetch), a blob's size (blob); and the
-//! formats they read (manifest, schema1, digest).
+//! a tag's digest (head), a manifest by reference (fetch), a blob's size (blob), an image
+//! config's creation time (config); and the formats they read (manifest, schema1, digest).
 
 mod blob;
+mod config;
 pub(crate) mod digest;
 mod fetch;
 mod head;
@@ -11,6 +12,7 @@ pub mod schema1;
 mod tags;
 
 pub(crate) use blob::blob_size;
+pub(crate) use config::{ConfigRef, Created, read_created};
 pub use digest::valid_digest;
 pub(crate) use fetch::{Fetched, fetch};
 pub(crate) use head::{HeadOutcome, head};

@@ -9,6 +9,7 @@
 //! registry-wide problem (TLS, rate limit, deadline) or too many failing tags fail the scan.
 
 mod key;
+mod created;
 mod refresh;
 mod resolve;
 mod shared;
@@ -53,6 +54,9 @@ pub struct ScanOptions {
     pub known_tags: HashMap<String, String>,
     /// Whether a registry's native listing API may give the digests.
     pub listing: ListingMode,
+    /// `spec.timestamps: Created`: read each new image's config for its `created` (one blob
+    /// GET per new digest) when its manifest has no creation annotation.
+    pub created_from_config: bool,
 }
 
 impl Default for ScanOptions {
@@ -67,6 +71,7 @@ impl Default for ScanOptions {
             limits: ScanLimits::default(),
             known_tags: HashMap::new(),
             listing: ListingMode::default(),
+            created_from_config: false,
         }
     }
 }
@@ -167,6 +172,11 @@ async fn run(
             reason: e.reason().as_str(),
         })
         .collect();
+    for image in &mut found.images {
+        if let Some(at) = listed.pushed.get(&image.tag) {
+            image.set_pushed_at(*at, listed.lister.as_str());
+        }
+    }
     found.lister = listed.lister;
     found.native = listed.native;
     Ok(found)

@@ -5,11 +5,11 @@ use std::collections::{HashMap, HashSet};
 
 use futures::{StreamExt, TryStreamExt, stream};
 
-use super::ScanOptions;
+use super::{ScanOptions, created};
 use crate::registry::listing::{Lister, NativeOutcome};
 use crate::registry::order::compare_tags;
 use crate::registry::protocol::manifest;
-use crate::registry::protocol::{Fetched, HeadOutcome, blob_size, fetch, head};
+use crate::registry::protocol::{ConfigRef, Fetched, HeadOutcome, blob_size, fetch, head};
 use crate::registry::session::Session;
 use crate::registry::{Image, ManifestFacts, ScanError, TagFailure};
 
@@ -36,7 +36,7 @@ pub(super) fn per_tag<T>(
 }
 
 /// What is known about a digest after the GET phase.
-enum Resolution {
+pub(super) enum Resolution {
     Complete(ManifestFacts),
     /// Usable for the image, but not to be remembered: `note` says what is missing.
     Partial(ManifestFacts, String),
@@ -83,7 +83,7 @@ pub(super) async fn resolve(
     let wanted: HashSet<String> = resolved
         .iter()
         .map(|(_, d)| d.clone())
-        .filter(|d| !fetched.contains_key(d) && !options.known.contains_key(d))
+        .filter(|d| !fetched.contains_key(d) && created::known(options, d).is_none())
         .collect();
     for (digest, r) in fetch_all(session, wanted, concurrency).await? {
         match r {
@@ -97,11 +97,16 @@ pub(super) async fn resolve(
     }
 
     let mut resolutions: HashMap<String, Resolution> = HashMap::new();
+    let mut configs: HashMap<String, ConfigRef> = HashMap::new();
     let mut indexes = Vec::new();
     let mut schema1s = Vec::new();
     for (digest, f) in fetched {
         match f {
             Some(Fetched::Facts(f)) => {
+                resolutions.insert(digest, Resolution::Complete(f));
+            }
+            Some(Fetched::Image(f, config)) => {
+                configs.insert(digest.clone(), config);
                 resolutions.insert(digest, Resolution::Complete(f));
             }
             Some(Fetched::Index(media_type, entries)) => {
@@ -117,8 +122,19 @@ pub(super) async fn resolve(
         resolutions.insert(digest, Resolution::Unreadable(e));
     }
 
-    resolve_indexes(session, options, concurrency, indexes, &mut resolutions).await?;
+    resolve_indexes(
+        session,
+        options,
+        concurrency,
+        indexes,
+        &mut resolutions,
+        &mut configs,
+    )
+    .await?;
     resolve_schema1(session, concurrency, schema1s, &mut resolutions).await?;
+    if options.created_from_config {
+        created::read(session, options, concurrency, &configs, &mut resolutions).await;
+    }
 
     let mut images = Vec::with_capacity(resolved.len());
     let mut facts = HashMap::new();
@@ -187,10 +203,11 @@ async fn resolve_indexes(
     concurrency: usize,
     indexes: Vec<(String, String, Vec<manifest::IndexEntry>)>,
     resolutions: &mut HashMap<String, Resolution>,
+    configs: &mut HashMap<String, ConfigRef>,
 ) -> Result<(), ScanError> {
     let size_of = |resolutions: &HashMap<String, Resolution>, d: &str| match resolutions.get(d) {
         Some(Resolution::Complete(f)) => Some(f.size),
-        _ => options.known.get(d).map(|f| f.size),
+        _ => created::known(options, d).map(|f| f.size),
     };
     let children: HashSet<String> = indexes
         .iter()
@@ -201,6 +218,10 @@ async fn resolve_indexes(
     for (digest, r) in fetch_all(session, children, concurrency).await? {
         let size = match r {
             Ok(Some(Fetched::Facts(f))) => Ok(f.size),
+            Ok(Some(Fetched::Image(f, config))) => {
+                configs.insert(digest.clone(), config);
+                Ok(f.size)
+            }
             // A nested index has no single size of its own.
             Ok(Some(Fetched::Index(..))) => Ok(None),
             Ok(Some(Fetched::Schema1(..))) => Ok(None),

@@ -22,6 +22,8 @@ pub enum RequestKind {
     ManifestGet,
     Token,
     BlobHead,
+    /// An image config blob (`spec.timestamps: Created`).
+    BlobGet,
     /// A vendor's own listing API (and its detection probes and token).
     NativeList,
 }
@@ -34,6 +36,7 @@ impl RequestKind {
             Self::ManifestGet => "manifest_get",
             Self::Token => "token",
             Self::BlobHead => "blob_head",
+            Self::BlobGet => "blob_get",
             Self::NativeList => "native_list",
         }
     }

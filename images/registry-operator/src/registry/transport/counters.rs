@@ -12,6 +12,7 @@ pub(crate) struct Counters {
     pub manifest_gets: AtomicU64,
     pub token_requests: AtomicU64,
     pub blob_heads: AtomicU64,
+    pub blob_gets: AtomicU64,
     pub native_requests: AtomicU64,
     pub retries: AtomicU64,
 }
@@ -24,6 +25,7 @@ impl Counters {
             RequestKind::ManifestGet => &self.manifest_gets,
             RequestKind::Token => &self.token_requests,
             RequestKind::BlobHead => &self.blob_heads,
+            RequestKind::BlobGet => &self.blob_gets,
             RequestKind::NativeList => &self.native_requests,
         };
         c.fetch_add(1, Ordering::Relaxed);
@@ -42,6 +44,7 @@ impl Counters {
             manifest_gets: load(&self.manifest_gets),
             token_requests: load(&self.token_requests),
             blob_heads: load(&self.blob_heads),
+            blob_gets: load(&self.blob_gets),
             retries: load(&self.retries),
             native_requests: load(&self.native_requests),
             lister: None,

@@ -43,7 +43,8 @@ pub use model::{
 pub use protocol::{TagFilter, manifest, next_link, schema1, valid_digest};
 pub use registry_client::RegistryClient;
 pub use scanner::{
-    FAILED_TAGS_LIMIT_PERCENT, RefreshReport, ScanOptions, ScanReport, refresh, scan,
+    FAILED_TAGS_LIMIT_PERCENT, MAX_FOLDED_REFERRERS, RefreshReport, ScanOptions, ScanReport,
+    fold_referrer_tags, refresh, scan,
 };
 pub use state::RegistryState;
 pub use target::{Target, valid_tag};

@@ -8,6 +8,7 @@
 //! digest, carries a note, and is counted in `failed_tags`. Only the tag list, auth, a
 //! registry-wide problem (TLS, rate limit, deadline) or too many failing tags fail the scan.
 
+mod fold;
 mod refresh;
 mod resolve;
 
@@ -23,6 +24,7 @@ use super::{
 };
 use resolve::{Found, resolve};
 
+pub use fold::{MAX_FOLDED_REFERRERS, fold as fold_referrer_tags};
 pub use refresh::{RefreshReport, refresh};
 
 /// A scan fails when more than this share of its tags cannot be read (and always when all of
@@ -165,5 +167,6 @@ async fn run(
         .collect();
     found.lister = listed.lister;
     found.native = listed.native;
+    fold::fold(&mut found.images, &found.facts);
     Ok(found)
 }

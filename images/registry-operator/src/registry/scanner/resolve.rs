@@ -104,8 +104,8 @@ pub(super) async fn resolve(
             Some(Fetched::Facts(f)) => {
                 resolutions.insert(digest, Resolution::Complete(f));
             }
-            Some(Fetched::Index(media_type, entries)) => {
-                indexes.push((digest, media_type, entries))
+            Some(Fetched::Index(media_type, entries, extra)) => {
+                indexes.push((digest, media_type, entries, extra))
             }
             Some(Fetched::Schema1(media_type, blobs)) => schema1s.push((digest, media_type, blobs)),
             None => {
@@ -185,7 +185,12 @@ async fn resolve_indexes(
     session: &Session<'_>,
     options: &ScanOptions,
     concurrency: usize,
-    indexes: Vec<(String, String, Vec<manifest::IndexEntry>)>,
+    indexes: Vec<(
+        String,
+        String,
+        Vec<manifest::IndexEntry>,
+        manifest::IndexExtra,
+    )>,
     resolutions: &mut HashMap<String, Resolution>,
 ) -> Result<(), ScanError> {
     let size_of = |resolutions: &HashMap<String, Resolution>, d: &str| match resolutions.get(d) {
@@ -194,7 +199,7 @@ async fn resolve_indexes(
     };
     let children: HashSet<String> = indexes
         .iter()
-        .flat_map(|(_, _, entries)| entries.iter().map(|e| e.platform.digest.clone()))
+        .flat_map(|(_, _, entries, _)| entries.iter().map(|e| e.platform.digest.clone()))
         .filter(|d| size_of(resolutions, d).is_none())
         .collect();
     let mut child_results: HashMap<String, Result<Option<i64>, String>> = HashMap::new();
@@ -209,7 +214,7 @@ async fn resolve_indexes(
         };
         child_results.insert(digest, size);
     }
-    for (digest, media_type, entries) in indexes {
+    for (digest, media_type, entries, extra) in indexes {
         let mut missing = Vec::new();
         let platforms: Vec<_> = entries
             .into_iter()
@@ -233,6 +238,8 @@ async fn resolve_indexes(
             size: manifest::representative_size(&platforms),
             media_type: Some(media_type),
             platforms,
+            artifact_type: extra.artifact_type,
+            listed: extra.listed,
             ..ManifestFacts::default()
         };
         let r = match missing.first() {

@@ -595,6 +595,32 @@ mod tests {
     }
 
     #[test]
+    fn a_webhook_for_a_signature_tag_folds_it_into_its_image() {
+        let app = image("1.0");
+        let sig = Image {
+            tag: format!("{}.sig", app.digest.replacen(':', "-", 1)),
+            digest: format!("sha256:{}", "c".repeat(64)),
+            ..image("x")
+        };
+        let r = RefreshReport {
+            images: vec![sig.clone()],
+            facts: Default::default(),
+            gone: vec![],
+            failed: vec![],
+            requests: RequestCounts::default(),
+            duration: Duration::ZERO,
+        };
+        let (patch, all) = event_applied(&[app.clone()], 0, &r, &HashMap::new(), &ctx(10));
+        let s = &patch.status;
+        let listed = s.images.as_deref().unwrap();
+        assert_eq!(listed.len(), 1, "the signature tag is not listed");
+        assert_eq!(listed[0].referrers.len(), 1);
+        assert_eq!(listed[0].referrers[0].digest, sig.digest);
+        assert_eq!((s.tag_count, s.referrer_tags), (Some(2), Some(1)));
+        assert_eq!(all.len(), 2, "the full list keeps it");
+    }
+
+    #[test]
     fn byte_budget_bounds_images() {
         let many: Vec<String> = (0..20_000).map(|i| format!("tag-{i:05}")).collect();
         let refs: Vec<&str> = many.iter().map(String::as_str).collect();

@@ -335,7 +335,10 @@ async fn artifacts(imp: Implementation) {
         .unwrap();
     // (Registries refuse an index whose manifests they lack: the stray referrer is pushed.)
     let stray_manifest = cosign_manifest(SIMPLE_SIGNING, r#"{"stray":true}"#);
-    pusher.push_built(REPO, None, &stray_manifest).await.unwrap();
+    pusher
+        .push_built(REPO, None, &stray_manifest)
+        .await
+        .unwrap();
     let stray = stray_manifest.digest.clone();
     let stray_index = serde_json::json!({
         "schemaVersion": 2,

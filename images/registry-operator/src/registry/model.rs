@@ -28,7 +28,8 @@ pub struct Image {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
     /// What the manifest holds when it is not a container image: its `artifactType`, else its
-    /// config's media type (a Helm chart: `application/vnd.cncf.helm.config.v1+json`).
+    /// config's media type (a Helm chart: `application/vnd.cncf.helm.config.v1+json`), else
+    /// its first layer's when that is a signature, SBOM or attestation (cosign's legacy tags).
     /// Absent for container images.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact_type: Option<String>,

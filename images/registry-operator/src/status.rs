@@ -610,7 +610,8 @@ mod tests {
             requests: RequestCounts::default(),
             duration: Duration::ZERO,
         };
-        let (patch, all) = event_applied(&[app.clone()], 0, &r, &HashMap::new(), &ctx(10));
+        let (patch, all) =
+            event_applied(std::slice::from_ref(&app), 0, &r, &HashMap::new(), &ctx(10));
         let s = &patch.status;
         let listed = s.images.as_deref().unwrap();
         assert_eq!(listed.len(), 1, "the signature tag is not listed");

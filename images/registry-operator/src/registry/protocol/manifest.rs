@@ -191,7 +191,7 @@ pub fn image_summary(body: &[u8]) -> Result<(i64, Option<String>), String> {
         .collect();
     let kind = artifact::artifact_type(
         declared.as_deref(),
-        &m.config().media_type().to_string(),
+        m.config().media_type().as_ref(),
         layers.iter().map(String::as_str),
     )
     .and_then(bounded_media_type)

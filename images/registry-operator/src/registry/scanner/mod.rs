@@ -71,7 +71,9 @@ impl Default for ScanOptions {
 
 #[derive(Debug, Clone)]
 pub struct ScanReport {
-    /// Every tag with its digest, in version order.
+    /// Every tag with its digest, in version order — referrer tags too, whose referrers are
+    /// also folded into the images they name (see `fold`; the status decides whether the
+    /// referrer tags themselves are listed).
     pub images: Vec<Image>,
     /// Complete facts for the digests in `images`: feed them to the next scan as `known`.
     /// Incomplete ones (an index child not found yet, a refused blob HEAD) are left out so the

@@ -158,6 +158,24 @@ pub struct RegistrySpec {
     /// such a request refreshes only this namespace's objects that name that Secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<WebhookSpec>,
+
+    /// Tags that name referrers rather than versions — the distribution spec's fallback tag
+    /// `sha256-<hex>` and cosign's `sha256-<hex>.sig`, `.att`, `.sbom` — are folded into the
+    /// `referrers` of the image they name. `Hide` (the default): they are not listed in
+    /// `images` (`status.referrerTags` counts them, `tagCount` includes them). `Show`: they
+    /// are listed too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referrer_tags: Option<ReferrerTags>,
+}
+
+/// `spec.referrerTags`.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+pub enum ReferrerTags {
+    #[default]
+    Hide,
+    Show,
 }
 
 /// `spec.webhook`.
@@ -280,8 +298,9 @@ pub struct RegistryStatus {
     /// The `latest` before the last time it moved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_latest: Option<Latest>,
-    /// How many tags name referrers (signatures, SBOMs, attestations) rather than versions
-    /// and were folded into the images they refer to instead of being listed.
+    /// How many tags name referrers (signatures, SBOMs, attestations) rather than versions:
+    /// their referrers are folded into the images they refer to, and with
+    /// `spec.referrerTags: Hide` (the default) they are not listed in `images`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub referrer_tags: Option<i64>,
     /// How many tags the repository has (after `tagFilter`), including any left out of `images`.

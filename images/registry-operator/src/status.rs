@@ -36,13 +36,30 @@ pub struct Context {
     pub max_images: usize,
     /// Bytes of JSON `images` may take (the operator uses [`IMAGES_BYTE_BUDGET`]).
     pub byte_budget: usize,
+    /// List referrer tags (`sha256-<hex>`, cosign's `.sig`/`.att`/`.sbom`) in `images` as
+    /// well (`spec.referrerTags: Show`); by default they are only folded into the images
+    /// they name.
+    pub show_referrer_tags: bool,
+}
+
+/// The images `status.images` may list (referrer tags only with `show`), and how many tags
+/// name referrers.
+fn listable(all: &[Image], show: bool) -> (std::borrow::Cow<'_, [Image]>, usize) {
+    let is_referrer = |i: &Image| crate::registry::artifact::referrer_tag(&i.tag).is_some();
+    let count = all.iter().filter(|i| is_referrer(i)).count();
+    if show || count == 0 {
+        return (std::borrow::Cow::Borrowed(all), count);
+    }
+    let listed = all.iter().filter(|i| !is_referrer(i)).cloned().collect();
+    (std::borrow::Cow::Owned(listed), count)
 }
 
 /// The whole status after a successful scan; `previous` are the conditions it replaces.
 pub fn succeeded(previous: &[Condition], report: &ScanReport, ctx: &Context) -> RegistryStatus {
     let total = report.images.len();
-    let images = cap(&report.images, ctx.max_images, ctx.byte_budget);
-    let omitted = total - images.len();
+    let (listed, referrer_tags) = listable(&report.images, ctx.show_referrer_tags);
+    let images = cap(&listed, ctx.max_images, ctx.byte_budget);
+    let omitted = listed.len() - images.len();
     let distinct: std::collections::HashSet<&str> =
         report.images.iter().map(|i| i.digest.as_str()).collect();
     let mut message = format!(
@@ -51,6 +68,12 @@ pub fn succeeded(previous: &[Condition], report: &ScanReport, ctx: &Context) -> 
         distinct.len(),
         plural(distinct.len())
     );
+    if referrer_tags > 0 && !ctx.show_referrer_tags {
+        message.push_str(&format!(
+            "; {referrer_tags} referrer tag{} (signatures, SBOMs, attestations) folded into the images they name",
+            plural(referrer_tags)
+        ));
+    }
     if omitted > 0 {
         message.push_str(&format!(
             "; images lists the {} highest versions, {omitted} older tag{} omitted (maxImages or status size limit)",
@@ -110,7 +133,7 @@ pub fn succeeded(previous: &[Condition], report: &ScanReport, ctx: &Context) -> 
         last_event_time: None,
         latest: None,
         previous_latest: None,
-        referrer_tags: None,
+        referrer_tags: Some(referrer_tags as i64),
         conditions,
     }
 }
@@ -220,10 +243,13 @@ fn with_others(previous: &[Condition], new: Condition) -> Vec<Condition> {
 /// existing tags `known` lacks. Everything the last scan said (its time, message, conditions)
 /// stays: the patch carries only the images, their counts and the event's time. Returns the
 /// patch and the new full list.
+/// Referrer tags are folded again over the new full list, with `facts` (by digest: what the
+/// last scan and the refresh read).
 pub fn event_applied(
     known: &[Image],
     unlisted: usize,
     report: &RefreshReport,
+    facts: &HashMap<String, ManifestFacts>,
     ctx: &Context,
 ) -> (StatusPatch, Vec<Image>) {
     let mut by_tag: std::collections::BTreeMap<&str, &Image> =
@@ -236,11 +262,14 @@ pub fn event_applied(
     }
     let mut all: Vec<Image> = by_tag.into_values().cloned().collect();
     all.sort_by(|a, b| crate::registry::order::compare_tags(&a.tag, &b.tag));
+    crate::registry::fold_referrer_tags(&mut all, facts);
     let total = all.len() + unlisted;
-    let images = cap(&all, ctx.max_images, ctx.byte_budget);
+    let (listed, referrer_tags) = listable(&all, ctx.show_referrer_tags);
+    let images = cap(&listed, ctx.max_images, ctx.byte_budget);
     let status = RegistryStatus {
         tag_count: Some(total as i64),
-        omitted_tags: Some((total - images.len()) as i64),
+        omitted_tags: Some((listed.len() + unlisted - images.len()) as i64),
+        referrer_tags: Some(referrer_tags as i64),
         images: Some(images),
         last_event_time: Some(ctx.now.clone()),
         ..RegistryStatus::default()
@@ -250,13 +279,17 @@ pub fn event_applied(
 
 /// What an earlier status teaches the next scan: each listed digest's size and platforms, so
 /// that those digests need no manifest GET. Images with a note (facts incomplete) are left
-/// out, so the next scan reads them again.
+/// out, so the next scan reads them again; so are fallback tags' indexes (what they list is
+/// not in the status).
 pub fn known_facts(status: &RegistryStatus) -> HashMap<String, ManifestFacts> {
     status
         .images
         .iter()
         .flatten()
         .filter(|i| i.note.is_none())
+        .filter(|i| {
+            crate::registry::artifact::referrer_tag(&i.tag).is_none_or(|t| t.kind.is_some())
+        })
         .map(|i| (i.digest.clone(), ManifestFacts::of(i)))
         .collect()
 }
@@ -366,6 +399,7 @@ mod tests {
             next_scan: None,
             max_images: max,
             byte_budget: IMAGES_BYTE_BUDGET,
+            show_referrer_tags: false,
         }
     }
 
@@ -384,6 +418,50 @@ mod tests {
         assert_eq!(s.omitted_tags, Some(1));
         assert_eq!(s.conditions[0].status, "True");
         assert_eq!(s.observed_generation, Some(3));
+    }
+
+    #[test]
+    fn referrer_tags_are_hidden_unless_shown_and_counted() {
+        let hex = "ab".repeat(32);
+        let fallback = format!("sha256-{hex}");
+        let sig = format!("sha256-{hex}.sig");
+        let r = report(&["1.0", "1.1", &fallback, &sig]);
+        let tags = |s: &RegistryStatus| -> Vec<String> {
+            s.images.iter().flatten().map(|i| i.tag.clone()).collect()
+        };
+        let hidden = succeeded(&[], &r, &ctx(10));
+        assert_eq!(tags(&hidden), ["1.0", "1.1"]);
+        assert_eq!(
+            (hidden.tag_count, hidden.referrer_tags, hidden.omitted_tags),
+            (Some(4), Some(2), Some(0))
+        );
+        assert!(
+            hidden
+                .message
+                .as_deref()
+                .is_some_and(|m| m.contains("2 referrer tags")),
+            "{:?}",
+            hidden.message
+        );
+        let capped = succeeded(&[], &r, &ctx(1));
+        assert_eq!(tags(&capped), ["1.1"], "maxImages counts listed images");
+        assert_eq!(capped.omitted_tags, Some(1));
+        let shown = succeeded(
+            &[],
+            &r,
+            &Context {
+                show_referrer_tags: true,
+                ..ctx(10)
+            },
+        );
+        assert_eq!(tags(&shown).len(), 4);
+        assert_eq!((shown.tag_count, shown.referrer_tags), (Some(4), Some(2)));
+        let plain = succeeded(&[], &report(&["1.0"]), &ctx(10));
+        assert_eq!(
+            plain.referrer_tags,
+            Some(0),
+            "a count that went away is cleared"
+        );
     }
 
     #[test]
@@ -502,7 +580,7 @@ mod tests {
             duration: Duration::ZERO,
         };
         let known = ok.images.clone().unwrap();
-        let (patch, all) = event_applied(&known, 1, &r, &ctx(2));
+        let (patch, all) = event_applied(&known, 1, &r, &HashMap::new(), &ctx(2));
         let s = &patch.status;
         let tags: Vec<_> = all.iter().map(|i| i.tag.as_str()).collect();
         assert_eq!(tags, ["1.1", "3.0"]);
@@ -514,6 +592,33 @@ mod tests {
         for untouched in ["message", "lastScanTime", "lastScanStatus", "conditions"] {
             assert!(json.get(untouched).is_none(), "{untouched} in {json}");
         }
+    }
+
+    #[test]
+    fn a_webhook_for_a_signature_tag_folds_it_into_its_image() {
+        let app = image("1.0");
+        let sig = Image {
+            tag: format!("{}.sig", app.digest.replacen(':', "-", 1)),
+            digest: format!("sha256:{}", "c".repeat(64)),
+            ..image("x")
+        };
+        let r = RefreshReport {
+            images: vec![sig.clone()],
+            facts: Default::default(),
+            gone: vec![],
+            failed: vec![],
+            requests: RequestCounts::default(),
+            duration: Duration::ZERO,
+        };
+        let (patch, all) =
+            event_applied(std::slice::from_ref(&app), 0, &r, &HashMap::new(), &ctx(10));
+        let s = &patch.status;
+        let listed = s.images.as_deref().unwrap();
+        assert_eq!(listed.len(), 1, "the signature tag is not listed");
+        assert_eq!(listed[0].referrers.len(), 1);
+        assert_eq!(listed[0].referrers[0].digest, sig.digest);
+        assert_eq!((s.tag_count, s.referrer_tags), (Some(2), Some(1)));
+        assert_eq!(all.len(), 2, "the full list keeps it");
     }
 
     #[test]

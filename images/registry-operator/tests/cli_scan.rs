@@ -498,3 +498,70 @@ async fn absurd_rate_limit_numbers_never_crash_the_scan() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn referrer_tags_are_hidden_shown_on_request_and_known_to_previous() {
+    let reg = RegistryServer::start(RegistryOptions::plain())
+        .await
+        .unwrap();
+    let pusher = testenv::push::Pusher::new(&reg, None).unwrap();
+    let spec = |seed| testenv::push::ImageSpec::new(testenv::push::Format::Oci, seed, &[64]);
+    let app = pusher
+        .push_image("cli/signed", Some("1.0"), &spec(71))
+        .await
+        .unwrap();
+    // Any manifest will do as cosign's `.sig` here: its tag says what it is.
+    let stem = registry_operator::registry::artifact::fallback_tag(&app.digest).unwrap();
+    let sig_tag = format!("{stem}.sig");
+    let sig = pusher
+        .push_image("cli/signed", Some(&sig_tag), &spec(72))
+        .await
+        .unwrap();
+    let proxy = FaultProxy::start(&reg.url).await.unwrap();
+    let scan = |extra: &[&str]| {
+        let mut a = vec![
+            "--url",
+            proxy.url.as_str(),
+            "--repository",
+            "cli/signed",
+            "--output",
+            "json",
+        ];
+        a.extend_from_slice(extra);
+        let out = run_scan(&a, None);
+        assert!(out.status.success(), "{}", text(&out));
+        (
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap(),
+            out.stdout,
+        )
+    };
+    let (hidden, bytes) = scan(&[]);
+    let tags = |v: &serde_json::Value| -> Vec<String> {
+        v["images"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["tag"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(tags(&hidden), ["1.0"]);
+    assert_eq!(
+        (&hidden["tagCount"], &hidden["referrerTags"]),
+        (&2.into(), &1.into())
+    );
+    assert_eq!(hidden["images"][0]["referrers"][0]["digest"], sig.digest);
+    assert_eq!(hidden["images"][0]["referrers"][0]["kind"], "signature");
+    let (shown, _) = scan(&["--referrer-tags", "show"]);
+    assert_eq!(tags(&shown), ["1.0", sig_tag.as_str()]);
+
+    let previous = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(previous.path(), &bytes).unwrap();
+    proxy.reset();
+    let (again, _) = scan(&["--previous", previous.path().to_str().unwrap()]);
+    assert_eq!(
+        proxy.count("GET", "/manifests/"),
+        0,
+        "the hidden tag's digest is known too"
+    );
+    assert_eq!(again["images"], hidden["images"]);
+}

@@ -6,7 +6,8 @@ mod common;
 use std::collections::HashMap;
 
 use registry_operator::registry::{
-    ClientOptions, Platform, RegistryClient, ScanOptions, Target, manifest, scan,
+    ClientOptions, Platform, Referrer, ReferrerKind, RegistryClient, ScanOptions, Target, manifest,
+    scan,
 };
 use testenv::push::{Format, ImageSpec, Pusher};
 use testenv::registry::{RegistryOptions, RegistryServer};
@@ -97,21 +98,28 @@ async fn docker_oci_and_multi_arch_images_with_exact_digests_and_sizes() {
         Some(amd_p.size),
         "a multi-arch tag reports linux/amd64's size"
     );
-    let platform = |arch: &str, variant: Option<&str>, p: &testenv::push::PushedImage| Platform {
+    let platform = |arch: &str,
+                    variant: Option<&str>,
+                    p: &testenv::push::PushedImage,
+                    attestation: &testenv::push::PushedImage| Platform {
         os: "linux".into(),
         architecture: arch.into(),
         variant: variant.map(Into::into),
         digest: p.digest.clone(),
         size: Some(p.size),
-        referrers: vec![],
+        referrers: vec![Referrer {
+            digest: attestation.digest.clone(),
+            artifact_type: None,
+            kind: ReferrerKind::Attestation,
+        }],
     };
     assert_eq!(
         multi.platforms,
         [
-            platform("arm64", Some("v8"), &arm_p),
-            platform("amd64", None, &amd_p)
+            platform("arm64", Some("v8"), &arm_p, &index.attestations[0]),
+            platform("amd64", None, &amd_p, &index.attestations[1])
         ],
-        "attestation manifests are not platforms"
+        "attestation manifests are not platforms, but attestations of the platform they name"
     );
 
     let list_img = by_tag["2.1-list"];

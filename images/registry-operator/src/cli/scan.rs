@@ -79,11 +79,21 @@ pub struct ScanArgs {
     /// blob GET per new digest; with --previous from an earlier --created run, none.
     #[arg(long)]
     created: bool,
+    /// Tags that name referrers (`sha256-<hex>`, cosign's `.sig`, `.att`, `.sbom`) are
+    /// folded into the images they name; `show` lists them as well.
+    #[arg(long, value_enum, default_value = "hide")]
+    referrer_tags: ReferrerTagsArg,
     /// Output format.
     #[arg(long, short, value_enum, default_value = "table")]
     output: Output,
     #[command(flatten)]
     proxy: ProxyArgs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum ReferrerTagsArg {
+    Hide,
+    Show,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -206,6 +216,7 @@ async fn scan_once(args: &ScanArgs) -> anyhow::Result<()> {
         } else {
             status::IMAGES_BYTE_BUDGET
         },
+        show_referrer_tags: args.referrer_tags == ReferrerTagsArg::Show,
     };
     let conditions = previous
         .as_ref()
@@ -213,7 +224,10 @@ async fn scan_once(args: &ScanArgs) -> anyhow::Result<()> {
     let status = status::succeeded(conditions, &report, &ctx);
     match args.output {
         Output::Json => {
-            let facts = (status.omitted_tags.unwrap_or(0) > 0)
+            // Also when referrer tags are not listed: their digests and what a fallback
+            // tag's index lists let `--previous` skip their GETs too.
+            let facts = (status.omitted_tags.unwrap_or(0) > 0
+                || status.referrer_tags.unwrap_or(0) > 0)
                 .then(|| RepositoryFacts::new(&report.images, &report.facts));
             println!(
                 "{}",
@@ -266,11 +280,12 @@ fn print_table(status: &RegistryStatus) {
             })
             .collect();
         println!(
-            "{:<tag_width$}  {:<71}  {:>10}  {}{}",
+            "{:<tag_width$}  {:<71}  {:>10}  {}{}{}",
             i.tag,
             i.digest,
             i.size.map(human_size).unwrap_or_else(|| "-".into()),
             platforms.join(","),
+            artifact_summary(i),
             i.note
                 .as_deref()
                 .map(|n| format!("  ({n})"))
@@ -280,6 +295,32 @@ fn print_table(status: &RegistryStatus) {
     if let Some(m) = &status.message {
         eprintln!("{m}");
     }
+}
+
+/// `  [artifact application/vnd.cncf.helm.config.v1+json]  [signature, sbom]`: what a tag
+/// holds when it is not an image, and the kinds of its referrers (its platforms' too).
+fn artifact_summary(i: &crate::registry::Image) -> String {
+    let mut out = String::new();
+    if let Some(t) = &i.artifact_type {
+        out.push_str(&format!("  [artifact {t}]"));
+    }
+    let mut kinds: Vec<&'static str> = i
+        .referrers
+        .iter()
+        .chain(i.platforms.iter().flat_map(|p| p.referrers.iter()))
+        .map(|r| match r.kind {
+            crate::registry::ReferrerKind::Signature => "signature",
+            crate::registry::ReferrerKind::Sbom => "sbom",
+            crate::registry::ReferrerKind::Attestation => "attestation",
+            crate::registry::ReferrerKind::Other => "other",
+        })
+        .collect();
+    kinds.sort_unstable();
+    kinds.dedup();
+    if !kinds.is_empty() {
+        out.push_str(&format!("  [{}]", kinds.join(", ")));
+    }
+    out
 }
 
 fn human_size(bytes: i64) -> String {

@@ -588,6 +588,7 @@ fn status_context(job: &Job, ctx: &Context, next: Option<Time>) -> status::Conte
             .map_or(ctx.settings.max_images, |m| m as usize)
             .max(1),
         byte_budget: status::IMAGES_BYTE_BUDGET,
+        show_referrer_tags: job.obj.spec.referrer_tags == Some(crate::api::ReferrerTags::Show),
     }
 }
 

@@ -8,7 +8,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::registry::cache::BoundedCache;
-use crate::registry::{CreatedSource, Image, ManifestFacts, Platform, Referrer, Timestamp};
+use crate::registry::{
+    CreatedSource, Image, ManifestFacts, Platform, Referrer, Timestamp, artifact,
+};
 
 /// All objects' snapshots, and one namespace's part of them.
 const SNAPSHOTS_BYTES: usize = 128 << 20;
@@ -97,6 +99,7 @@ struct Extra {
     /// A source without a time is an answer too: the config was read and gave none.
     created: (Option<Timestamp>, Option<CreatedSource>),
     referrers: Box<[Referrer]>,
+    listed: Box<[Referrer]>,
 }
 
 impl Extra {
@@ -105,6 +108,7 @@ impl Extra {
             artifact_type: f.artifact_type.as_deref().map(Into::into),
             created: (f.created_at, f.created_source),
             referrers: f.referrers.clone().into_boxed_slice(),
+            listed: f.listed.clone().into_boxed_slice(),
         };
         (extra != Self::default()).then(|| Box::new(extra))
     }
@@ -113,6 +117,7 @@ impl Extra {
         std::mem::size_of::<Self>()
             + self.artifact_type.as_deref().map_or(0, str::len)
             + self.referrers.iter().map(referrer_bytes).sum::<usize>()
+            + self.listed.iter().map(referrer_bytes).sum::<usize>()
     }
 }
 
@@ -192,25 +197,38 @@ impl Manifest {
             created_at: extra.and_then(|e| e.created.0),
             created_source: extra.and_then(|e| e.created.1),
             referrers: extra.map(|e| e.referrers.to_vec()).unwrap_or_default(),
+            listed: extra.map(|e| e.listed.to_vec()).unwrap_or_default(),
         }
     }
 }
 
 impl Snapshot {
-    /// From a scan: its full image list and the facts it vouches for.
+    /// From a scan: its full image list and the facts it vouches for. A manifest keeps the
+    /// facts as the registry gave them (without the referrers folded in from referrer tags,
+    /// which the next list folds again, and with what a fallback tag's index lists).
     pub fn of_scan(images: &[Image], facts: &HashMap<String, ManifestFacts>) -> Self {
-        Self::build(images, true, |i| {
-            i.note.is_none() && facts.get(&i.digest) == Some(&ManifestFacts::of(i))
+        Self::build(images, true, |i| match facts.get(&i.digest) {
+            Some(f) if i.note.is_none() => (f.clone(), true),
+            _ => (ManifestFacts::of(i), false),
         })
     }
 
     /// From a status written earlier (after a restart): images without a note have complete
-    /// facts; `complete` says whether the status lists every tag.
+    /// facts — but a fallback tag's index is read again (the status does not keep what it
+    /// lists); `complete` says whether the status lists every tag.
     pub fn of_status(images: &[Image], complete: bool) -> Self {
-        Self::build(images, complete, |i| i.note.is_none())
+        Self::build(images, complete, |i| {
+            let trusted =
+                i.note.is_none() && artifact::referrer_tag(&i.tag).is_none_or(|t| t.kind.is_some());
+            (ManifestFacts::of(i), trusted)
+        })
     }
 
-    fn build(images: &[Image], complete: bool, trusted: impl Fn(&Image) -> bool) -> Self {
+    fn build(
+        images: &[Image],
+        complete: bool,
+        facts_of: impl Fn(&Image) -> (ManifestFacts, bool),
+    ) -> Self {
         let mut names = String::new();
         let mut tags = Vec::with_capacity(images.len());
         let mut manifests: Vec<Manifest> = Vec::new();
@@ -230,17 +248,16 @@ impl Snapshot {
                 break;
             };
             names.push_str(&image.tag);
-            let facts = ManifestFacts::of(image);
+            let (facts, trusted) = facts_of(image);
             let digest = Digest::new(&image.digest);
-            let trusted = trusted(image);
             let slot = *index
                 .entry((digest.clone(), facts.clone()))
                 .or_insert_with(|| {
                     manifests.push(Manifest {
                         digest,
-                        size: image.size,
-                        media_type: image.media_type.as_deref().map(MediaType::new),
-                        platforms: image.platforms.clone().into_boxed_slice(),
+                        size: facts.size,
+                        media_type: facts.media_type.as_deref().map(MediaType::new),
+                        platforms: facts.platforms.clone().into_boxed_slice(),
                         extra: Extra::of(&facts),
                         trusted: false,
                     });
@@ -460,6 +477,51 @@ mod tests {
         );
         assert!(!known.contains_key(&images[2].digest));
         assert_eq!(s.known_tags()["2.0"], images[2].digest);
+    }
+
+    #[test]
+    fn keeps_the_registry_facts_not_the_folded_referrers() {
+        let signature = Referrer {
+            digest: format!("sha256:{}", hex::encode([9; 32])),
+            artifact_type: None,
+            kind: ReferrerKind::Signature,
+        };
+        let app = image("1.0", 1, None);
+        let fallback = Image {
+            tag: format!("sha256-{}", hex::encode([1; 32])),
+            ..image("", 3, None)
+        };
+        let listed = ManifestFacts {
+            listed: vec![signature.clone()],
+            ..ManifestFacts::of(&fallback)
+        };
+        let facts = HashMap::from([
+            (app.digest.clone(), ManifestFacts::of(&app)),
+            (fallback.digest.clone(), listed.clone()),
+        ]);
+        // What the scan's fold made of the image: its referrers gained the tag's.
+        let folded = Image {
+            referrers: vec![signature],
+            ..app.clone()
+        };
+        let s = Snapshot::of_scan(&[folded, fallback.clone()], &facts);
+        let known = s.known();
+        assert_eq!(known.len(), 2, "both trusted: no GET next time");
+        assert_eq!(
+            known[&app.digest],
+            ManifestFacts::of(&app),
+            "no folded referrer"
+        );
+        assert_eq!(
+            known[&fallback.digest], listed,
+            "what the index lists is kept"
+        );
+        assert_eq!(s.images(), [app, fallback.clone()]);
+        let after_restart = Snapshot::of_status(&[fallback], true);
+        assert!(
+            after_restart.known().is_empty(),
+            "a status does not keep what a fallback index lists: read it again"
+        );
     }
 
     #[test]

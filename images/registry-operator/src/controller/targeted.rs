@@ -241,7 +241,12 @@ async fn refresh_object(ctx: &Context, key: &str, work: &Work) -> anyhow::Result
             Some(tags) => (tags, 0),
             // A capped status without the full list (just restarted): an event's tag may be one
             // left out, so neither "added" nor the count could be told right. The next scan is.
-            None if previous.omitted_tags.unwrap_or(0) > 0 => return Ok("skipped"),
+            // Likewise with referrer tags a status may not list.
+            None if previous.omitted_tags.unwrap_or(0) > 0
+                || previous.referrer_tags.unwrap_or(0) > 0 =>
+            {
+                return Ok("skipped");
+            }
             None => (previous.images.clone().unwrap_or_default(), 0),
         };
         let tags: Vec<String> = work
@@ -344,10 +349,11 @@ async fn refresh_object(ctx: &Context, key: &str, work: &Work) -> anyhow::Result
                 .map_or(ctx.settings.max_images, |m| m as usize)
                 .max(1),
             byte_budget: status::IMAGES_BYTE_BUDGET,
+            show_referrer_tags: spec.referrer_tags == Some(crate::api::ReferrerTags::Show),
         };
-        let (patch, all) = status::event_applied(&known, unlisted, &report, &sctx);
         let mut facts = options.known;
         facts.extend(report.facts.iter().map(|(d, f)| (d.clone(), f.clone())));
+        let (patch, all) = status::event_applied(&known, unlisted, &report, &facts, &sctx);
         let c = changes::diff(&known, &all);
         if c == changes::Changes::default() {
             remember(ctx, key, &uid, &facts, &all, None);

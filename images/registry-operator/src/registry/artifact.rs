@@ -77,6 +77,54 @@ pub fn kind_of(media_type: &str) -> ReferrerKind {
     }
 }
 
+/// What an image manifest holds when it is not a container image: its `artifactType` (image
+/// spec 1.1, manifest.md), else its config's media type when that is neither an image config
+/// nor the empty descriptor (Helm charts, WASM modules, `regctl artifact put` without
+/// `artifactType`), else its first layer's media type when that names a signature, SBOM or
+/// attestation (cosign's legacy `.sig`, `.att` and `.sbom` manifests keep an image config and
+/// say what they hold only in their layers). `None` for a container image.
+pub fn artifact_type<'a>(
+    declared: Option<&'a str>,
+    config: &'a str,
+    mut layers: impl Iterator<Item = &'a str>,
+) -> Option<&'a str> {
+    if let Some(t) = declared.filter(|t| !t.is_empty()) {
+        return Some(t);
+    }
+    let config_essence = essence(config);
+    if !config.is_empty() && !is_image_config(config) && config_essence != EMPTY_CONFIG {
+        return Some(config);
+    }
+    layers
+        .next()
+        .filter(|layer| kind_of(layer) != ReferrerKind::Other)
+}
+
+/// Annotations that say what a referrer is when its type alone does not: cosign's Sigstore
+/// bundles (cosign specs/BUNDLE_SPEC.md) are signatures only for cosign's own signing
+/// predicate, attestations for any other; buildkit marks its attestation manifests (docker
+/// docs, "Attestation storage").
+const BUNDLE_PREDICATE: &str = "dev.sigstore.bundle.predicateType";
+const COSIGN_SIGN_PREDICATE: &str = "https://sigstore.dev/cosign/sign/v1";
+const REFERENCE_TYPE: &str = "vnd.docker.reference.type";
+
+/// The kind of a referrer descriptor (an entry of a referrers index), from its `artifactType`
+/// and its annotations (`annotation(key)`): without either, `other`.
+pub fn descriptor_kind<'a>(
+    artifact_type: Option<&str>,
+    annotation: impl Fn(&str) -> Option<&'a str>,
+) -> ReferrerKind {
+    match annotation(BUNDLE_PREDICATE) {
+        Some(COSIGN_SIGN_PREDICATE) => return ReferrerKind::Signature,
+        Some(_) => return ReferrerKind::Attestation,
+        None => {}
+    }
+    if annotation(REFERENCE_TYPE) == Some("attestation-manifest") {
+        return ReferrerKind::Attestation;
+    }
+    artifact_type.map_or(ReferrerKind::Other, kind_of)
+}
+
 /// A tag that names referrers of a manifest rather than a version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReferrerTag {
@@ -142,6 +190,26 @@ pub fn referrer_tag(tag: &str) -> Option<ReferrerTag> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn artifact_types_of_manifests() {
+        const IMAGE: &str = "application/vnd.oci.image.config.v1+json";
+        const TAR: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+        const HELM: &str = "application/vnd.cncf.helm.config.v1+json";
+        const SIMPLE: &str = "application/vnd.dev.cosign.simplesigning.v1+json";
+        let layers = |l: &'static [&'static str]| l.iter().copied();
+        assert_eq!(artifact_type(None, IMAGE, layers(&[TAR])), None);
+        assert_eq!(artifact_type(None, HELM, layers(&[TAR])), Some(HELM));
+        assert_eq!(
+            artifact_type(Some("application/spdx+json"), EMPTY_CONFIG, layers(&[])),
+            Some("application/spdx+json")
+        );
+        assert_eq!(
+            artifact_type(None, IMAGE, layers(&[SIMPLE, SIMPLE])),
+            Some(SIMPLE)
+        );
+        assert_eq!(artifact_type(None, EMPTY_CONFIG, layers(&[TAR])), None);
+    }
 
     const HEX: &str = "6c3c624b58dbbcd3c0dd82b4c53f04194d1247c6eebdaab7c610cf7d66709b3b";
 
@@ -217,6 +285,20 @@ mod tests {
             ReferrerKind::Other
         );
         assert!(is_image_config("application/vnd.oci.image.config.v1+json"));
+        assert_eq!(
+            descriptor_kind(Some("application/vnd.dev.sigstore.bundle.v0.3+json"), |k| {
+                (k == BUNDLE_PREDICATE).then_some("https://slsa.dev/provenance/v1")
+            }),
+            ReferrerKind::Attestation
+        );
+        assert_eq!(
+            descriptor_kind(
+                Some("application/vnd.dev.sigstore.bundle.v0.3+json"),
+                |_| None
+            ),
+            ReferrerKind::Signature
+        );
+        assert_eq!(descriptor_kind(None, |_| None), ReferrerKind::Other);
         assert!(!is_image_config("application/vnd.cncf.helm.config.v1+json"));
     }
 }

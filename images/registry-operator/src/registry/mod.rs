@@ -43,8 +43,8 @@ pub use model::{
 pub use protocol::{TagFilter, manifest, next_link, schema1, valid_digest};
 pub use registry_client::RegistryClient;
 pub use scanner::{
-    FAILED_TAGS_LIMIT_PERCENT, FilterId, Finished, RefreshReport, ScanKey, ScanOptions, ScanReport,
-    Share, SharedRequest, SharedScans, refresh, scan,
+    FAILED_TAGS_LIMIT_PERCENT, FilterId, Finished, MAX_FOLDED_REFERRERS, RefreshReport, ScanKey,
+    ScanOptions, ScanReport, Share, SharedRequest, SharedScans, fold_referrer_tags, refresh, scan,
 };
 pub use state::RegistryState;
 pub use target::{Target, valid_repository, valid_tag};

@@ -28,7 +28,8 @@ pub struct Image {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
     /// What the manifest holds when it is not a container image: its `artifactType`, else its
-    /// config's media type (a Helm chart: `application/vnd.cncf.helm.config.v1+json`).
+    /// config's media type (a Helm chart: `application/vnd.cncf.helm.config.v1+json`), else
+    /// its first layer's when that is a signature, SBOM or attestation (cosign's legacy tags).
     /// Absent for container images.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact_type: Option<String>,
@@ -185,6 +186,11 @@ pub struct ManifestFacts {
     pub created_source: Option<CreatedSource>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub referrers: Vec<Referrer>,
+    /// For an index that lists referrers rather than platforms (the distribution spec's
+    /// fallback tag `sha256-<hex>`): its descriptors. They belong to the digest the tag
+    /// names, never to this manifest's own tags.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listed: Vec<Referrer>,
 }
 
 impl ManifestFacts {
@@ -197,6 +203,7 @@ impl ManifestFacts {
             created_at: image.created_at,
             created_source: image.timestamp_source.as_ref().and_then(|s| s.created_at),
             referrers: image.referrers.clone(),
+            listed: Vec::new(),
         }
     }
 }

@@ -30,7 +30,7 @@ pub(crate) enum Fetched {
     Facts(ManifestFacts),
     /// An image manifest, and the config it names (read for `created` only when asked).
     Image(ManifestFacts, super::config::ConfigRef),
-    Index(String, Vec<manifest::IndexEntry>),
+    Index(String, Vec<manifest::IndexEntry>, manifest::IndexExtra),
     /// Media type and distinct layer blobs.
     Schema1(String, Vec<String>),
 }
@@ -75,20 +75,23 @@ pub(crate) fn describe(body: &[u8], media_type: String) -> Fetched {
     };
     match manifest::kind_of(&media_type) {
         Kind::Image => {
-            let size = manifest::image_size(body)
-                .inspect_err(
-                    |e| tracing::warn!(%media_type, error = %e, "manifest has no usable size"),
-                )
-                .ok();
+            let (size, artifact_type) = match manifest::image_summary(body) {
+                Ok((size, artifact_type)) => (Some(size), artifact_type),
+                Err(e) => {
+                    tracing::warn!(%media_type, error = %e, "manifest has no usable size");
+                    (None, None)
+                }
+            };
             Fetched::Facts(ManifestFacts {
                 size,
                 media_type: Some(media_type),
                 platforms: Vec::new(),
+                artifact_type,
                 ..ManifestFacts::default()
             })
         }
-        Kind::Index => match manifest::index_entries(body) {
-            Ok(entries) => Fetched::Index(media_type, entries),
+        Kind::Index => match manifest::index_contents(body) {
+            Ok((entries, extra)) => Fetched::Index(media_type, entries, extra),
             Err(e) => {
                 tracing::warn!(%media_type, error = %e, "index has no usable platforms");
                 sizeless(media_type)

@@ -3,8 +3,9 @@
 use oci_spec::image::{Descriptor, ImageIndex, ImageManifest};
 use sha2::{Sha256, Sha512};
 
+use super::digest::valid_digest;
 use super::schema1::{self, SCHEMA1_MANIFEST, SCHEMA1_SIGNED, Signing};
-use crate::registry::Platform;
+use crate::registry::{Platform, Referrer, ReferrerKind, artifact};
 
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 pub const DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
@@ -166,6 +167,12 @@ pub fn registry_digest(body: &[u8]) -> String {
 
 /// Config plus layers: the compressed bytes a pull downloads.
 pub fn image_size(body: &[u8]) -> Result<i64, String> {
+    image_summary(body).map(|(size, _)| size)
+}
+
+/// An image manifest's size (config plus layers) and, when it holds an artifact rather than
+/// a container image, its type (see [`artifact::artifact_type`]).
+pub fn image_summary(body: &[u8]) -> Result<(i64, Option<String>), String> {
     let m: ImageManifest =
         serde_json::from_slice(body).map_err(|e| format!("image manifest does not parse: {e}"))?;
     let total = m
@@ -174,7 +181,40 @@ pub fn image_size(body: &[u8]) -> Result<i64, String> {
         .map(Descriptor::size)
         .try_fold(m.config().size(), u64::checked_add)
         .ok_or("manifest sizes overflow")?;
-    i64::try_from(total).map_err(|_| "manifest sizes overflow".to_string())
+    let size = i64::try_from(total).map_err(|_| "manifest sizes overflow".to_string())?;
+    let declared = m.artifact_type().as_ref().map(ToString::to_string);
+    let layers: Vec<String> = m
+        .layers()
+        .iter()
+        .take(MAX_LAYER_TYPES)
+        .map(|l| l.media_type().to_string())
+        .collect();
+    let kind = artifact::artifact_type(
+        declared.as_deref(),
+        m.config().media_type().as_ref(),
+        layers.iter().map(String::as_str),
+    )
+    .and_then(bounded_media_type)
+    .map(str::to_string);
+    Ok((size, kind))
+}
+
+/// Layers whose media types may name an artifact: the first few say it (cosign's legacy tags
+/// carry one layer per signature, all of one type).
+const MAX_LAYER_TYPES: usize = 8;
+
+/// Referrers kept from one referrers index (a fallback tag): the status lists every image's,
+/// so a registry (or a pusher) cannot grow it without bound.
+pub const MAX_LISTED_REFERRERS: usize = 64;
+
+/// What an index says besides its platforms.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IndexExtra {
+    /// The index's own `artifactType`.
+    pub artifact_type: Option<String>,
+    /// Descriptors without a platform that are not buildkit's attestation manifests: what a referrers index lists. At most
+    /// [`MAX_LISTED_REFERRERS`], each with a valid digest.
+    pub listed: Vec<Referrer>,
 }
 
 /// One platform entry of an index, before its size is known.
@@ -188,15 +228,32 @@ pub struct IndexEntry {
 /// annotated `vnd.docker.reference.type: attestation-manifest`) are not platforms. An index
 /// whose fields are longer than the spec's (see [`MAX_PLATFORM_OS`] and the rest) is refused.
 pub fn index_entries(body: &[u8]) -> Result<Vec<IndexEntry>, String> {
+    index_contents(body).map(|(entries, _)| entries)
+}
+
+/// buildkit's annotations on an attestation manifest in an index (docker docs,
+/// "Attestation storage"): its type, and the digest of the platform manifest it describes.
+const REFERENCE_TYPE: &str = "vnd.docker.reference.type";
+const REFERENCE_DIGEST: &str = "vnd.docker.reference.digest";
+const ATTESTATION_MANIFEST: &str = "attestation-manifest";
+
+/// An index's platforms (see [`index_entries`]), each with the buildkit attestation manifests
+/// that name it as `platforms[].referrers` (never as platforms, never fetched, not in any
+/// size), and what else it says.
+pub fn index_contents(body: &[u8]) -> Result<(Vec<IndexEntry>, IndexExtra), String> {
     let index: ImageIndex =
         serde_json::from_slice(body).map_err(|e| format!("image index does not parse: {e}"))?;
-    let mut out = Vec::new();
+    let mut out: Vec<IndexEntry> = Vec::new();
+    let mut attestations: Vec<(String, String)> = Vec::new();
+    let mut listed = Vec::new();
     for d in index.manifests() {
-        let is_attestation = d
-            .annotations()
-            .as_ref()
-            .and_then(|a| a.get("vnd.docker.reference.type"))
-            .is_some_and(|t| t == "attestation-manifest");
+        let annotation = |key: &str| {
+            d.annotations()
+                .as_ref()
+                .and_then(|a| a.get(key))
+                .map(String::as_str)
+        };
+        let is_attestation = annotation(REFERENCE_TYPE) == Some(ATTESTATION_MANIFEST);
         let (os, architecture, variant) = match d.platform() {
             Some(p) => (
                 p.os().to_string(),
@@ -205,10 +262,36 @@ pub fn index_entries(body: &[u8]) -> Result<Vec<IndexEntry>, String> {
             ),
             None => ("unknown".to_string(), "unknown".to_string(), None),
         };
-        if is_attestation || (os == "unknown" && architecture == "unknown") {
+        let digest = d.digest().to_string();
+        if is_attestation {
+            if let Some(subject) = annotation(REFERENCE_DIGEST)
+                && attestations.len() < MAX_LISTED_REFERRERS
+                && valid_digest(&digest)
+                && valid_digest(subject)
+            {
+                attestations.push((subject.to_string(), digest));
+            }
             continue;
         }
-        let digest = d.digest().to_string();
+        // A descriptor without a platform is no platform: in a referrers index (a fallback
+        // tag) none has one. Real platforms stay platforms whatever else they declare.
+        if os == "unknown" && architecture == "unknown" {
+            let artifact_type = d.artifact_type().as_ref().map(ToString::to_string);
+            if listed.len() < MAX_LISTED_REFERRERS && valid_digest(&digest) {
+                let artifact_type = artifact_type
+                    .as_deref()
+                    .and_then(bounded_media_type)
+                    .map(str::to_string);
+                let kind =
+                    artifact::descriptor_kind(artifact_type.as_deref(), |key| annotation(key));
+                listed.push(Referrer {
+                    digest,
+                    artifact_type,
+                    kind,
+                });
+            }
+            continue;
+        }
         let media_type = d.media_type().to_string();
         if os.len() > MAX_PLATFORM_OS
             || architecture.len() > MAX_PLATFORM_ARCHITECTURE
@@ -234,7 +317,29 @@ pub fn index_entries(body: &[u8]) -> Result<Vec<IndexEntry>, String> {
             media_type,
         });
     }
-    Ok(out)
+    // Exact: an attestation is attached only to the platform whose digest it names.
+    for (subject, digest) in attestations {
+        for e in out.iter_mut().filter(|e| e.platform.digest == subject) {
+            if !e.platform.referrers.iter().any(|r| r.digest == digest) {
+                e.platform.referrers.push(Referrer {
+                    digest: digest.clone(),
+                    artifact_type: None,
+                    kind: ReferrerKind::Attestation,
+                });
+            }
+        }
+    }
+    let extra = IndexExtra {
+        artifact_type: index
+            .artifact_type()
+            .as_ref()
+            .map(ToString::to_string)
+            .as_deref()
+            .and_then(bounded_media_type)
+            .map(str::to_string),
+        listed,
+    };
+    Ok((out, extra))
 }
 
 /// The platform that speaks for a multi-arch tag (its size, its config's creation time):
@@ -347,6 +452,137 @@ mod tests {
         assert!(!verify(b"hellO", &d));
         assert!(!verify(body, "md5:abc"));
         assert!(verify(body, &digest_of(body, "sha512").unwrap()));
+    }
+
+    #[test]
+    fn buildkit_attestations_are_referrers_of_the_platform_they_name() {
+        const ATT: &str = "sha256:3333333333333333333333333333333333333333333333333333333333333333";
+        const STRAY: &str =
+            "sha256:4444444444444444444444444444444444444444444444444444444444444444";
+        let body = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","manifests":[
+              {{"mediaType":"{OCI_MANIFEST}","size":10,"digest":"{CFG}","platform":{{"os":"linux","architecture":"amd64"}}}},
+              {{"mediaType":"{OCI_MANIFEST}","size":10,"digest":"{L1}","platform":{{"os":"linux","architecture":"arm64"}}}},
+              {{"mediaType":"{OCI_MANIFEST}","size":10,"digest":"{ATT}","platform":{{"os":"unknown","architecture":"unknown"}},
+                "annotations":{{"vnd.docker.reference.type":"attestation-manifest","vnd.docker.reference.digest":"{L1}"}}}},
+              {{"mediaType":"{OCI_MANIFEST}","size":10,"digest":"{STRAY}","platform":{{"os":"unknown","architecture":"unknown"}},
+                "annotations":{{"vnd.docker.reference.type":"attestation-manifest","vnd.docker.reference.digest":"sha256:{}"}}}}
+            ]}}"#,
+            "5".repeat(64)
+        );
+        let (entries, extra) = index_contents(body.as_bytes()).unwrap();
+        assert_eq!(entries.len(), 2, "attestations are not platforms");
+        assert!(entries[0].platform.referrers.is_empty());
+        assert_eq!(
+            entries[1].platform.referrers,
+            [Referrer {
+                digest: ATT.into(),
+                artifact_type: None,
+                kind: ReferrerKind::Attestation
+            }]
+        );
+        assert_eq!(extra, IndexExtra::default(), "nothing listed, no stray");
+    }
+
+    #[test]
+    fn a_referrers_index_lists_descriptors_not_platforms_within_bounds() {
+        let entry = |n: usize, artifact_type: &str| {
+            format!(
+                r#"{{"mediaType":"{OCI_MANIFEST}","size":10,"digest":"sha256:{n:064x}","artifactType":"{artifact_type}"}}"#
+            )
+        };
+        let mut manifests = vec![
+            entry(1, "application/spdx+json"),
+            entry(2, "application/vnd.cncf.notary.signature"),
+            entry(3, &"x".repeat(MAX_MEDIA_TYPE + 1)),
+            format!(
+                r#"{{"mediaType":"{OCI_MANIFEST}","size":10,"digest":"sha256:{:064x}","annotations":{{"dev.sigstore.bundle.predicateType":"https://slsa.dev/provenance/v1"}}}}"#,
+                4
+            ),
+            r#"{"mediaType":"x","size":10,"digest":"md5:zz"}"#.to_string(),
+        ];
+        manifests.extend((10..200).map(|n| entry(n, "application/vnd.example")));
+        let body = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_INDEX}","artifactType":"application/vnd.example.index","manifests":[{}]}}"#,
+            manifests.join(",")
+        );
+        let (entries, extra) = index_contents(body.as_bytes()).unwrap();
+        assert!(entries.is_empty(), "a referrers index has no platforms");
+        assert_eq!(
+            extra.artifact_type.as_deref(),
+            Some("application/vnd.example.index")
+        );
+        assert_eq!(extra.listed.len(), MAX_LISTED_REFERRERS);
+        let kinds: Vec<_> = extra.listed[..4]
+            .iter()
+            .map(|r| (r.artifact_type.as_deref(), r.kind))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (Some("application/spdx+json"), ReferrerKind::Sbom),
+                (
+                    Some("application/vnd.cncf.notary.signature"),
+                    ReferrerKind::Signature
+                ),
+                (None, ReferrerKind::Other),
+                (None, ReferrerKind::Attestation),
+            ]
+        );
+        assert!(
+            extra.listed.iter().all(|r| r.digest.starts_with("sha256:")),
+            "a descriptor with an invalid digest is dropped"
+        );
+    }
+
+    #[test]
+    fn artifacts_are_named_by_type_config_or_cosign_layer() {
+        let manifest = |extra: &str, config: &str, layer: &str| {
+            format!(
+                r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}"{extra},
+                "config":{{"mediaType":"{config}","size":2,"digest":"{CFG}"}},
+                "layers":[{{"mediaType":"{layer}","size":30,"digest":"{L1}"}}]}}"#
+            )
+        };
+        let helm = manifest(
+            "",
+            "application/vnd.cncf.helm.config.v1+json",
+            "application/vnd.cncf.helm.chart.content.v1.tar+gzip",
+        );
+        assert_eq!(
+            image_summary(helm.as_bytes()),
+            Ok((32, Some("application/vnd.cncf.helm.config.v1+json".into())))
+        );
+        let sig = manifest(
+            "",
+            "application/vnd.oci.image.config.v1+json",
+            "application/vnd.dev.cosign.simplesigning.v1+json",
+        );
+        assert_eq!(
+            image_summary(sig.as_bytes()).unwrap().1.as_deref(),
+            Some("application/vnd.dev.cosign.simplesigning.v1+json")
+        );
+        let sbom = manifest(
+            r#","artifactType":"application/vnd.cyclonedx+json""#,
+            artifact::EMPTY_CONFIG,
+            "application/vnd.cyclonedx+json",
+        );
+        assert_eq!(
+            image_summary(sbom.as_bytes()).unwrap().1.as_deref(),
+            Some("application/vnd.cyclonedx+json")
+        );
+        let image = manifest(
+            "",
+            "application/vnd.oci.image.config.v1+json",
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+        );
+        assert_eq!(image_summary(image.as_bytes()), Ok((32, None)));
+        let long = manifest(
+            &format!(r#","artifactType":"{}""#, "y".repeat(MAX_MEDIA_TYPE + 1)),
+            artifact::EMPTY_CONFIG,
+            "z",
+        );
+        assert_eq!(image_summary(long.as_bytes()), Ok((32, None)));
     }
 
     #[test]

@@ -10,6 +10,7 @@
 
 mod key;
 mod created;
+mod fold;
 mod refresh;
 mod resolve;
 mod shared;
@@ -27,6 +28,7 @@ use super::{
 use resolve::{Found, resolve};
 
 pub use key::ScanKey;
+pub use fold::{MAX_FOLDED_REFERRERS, fold as fold_referrer_tags};
 pub use refresh::{RefreshReport, refresh};
 pub use shared::{FilterId, Finished, Request as SharedRequest, Share, SharedScans};
 
@@ -78,7 +80,9 @@ impl Default for ScanOptions {
 
 #[derive(Debug, Clone)]
 pub struct ScanReport {
-    /// Every tag with its digest, in version order.
+    /// Every tag with its digest, in version order — referrer tags too, whose referrers are
+    /// also folded into the images they name (see `fold`; the status decides whether the
+    /// referrer tags themselves are listed).
     pub images: Vec<Image>,
     /// Complete facts for the digests in `images`: feed them to the next scan as `known`.
     /// Incomplete ones (an index child not found yet, a refused blob HEAD) are left out so the
@@ -179,5 +183,6 @@ async fn run(
     }
     found.lister = listed.lister;
     found.native = listed.native;
+    fold::fold(&mut found.images, &found.facts);
     Ok(found)
 }

@@ -109,8 +109,8 @@ pub(super) async fn resolve(
                 configs.insert(digest.clone(), config);
                 resolutions.insert(digest, Resolution::Complete(f));
             }
-            Some(Fetched::Index(media_type, entries)) => {
-                indexes.push((digest, media_type, entries))
+            Some(Fetched::Index(media_type, entries, extra)) => {
+                indexes.push((digest, media_type, entries, extra))
             }
             Some(Fetched::Schema1(media_type, blobs)) => schema1s.push((digest, media_type, blobs)),
             None => {
@@ -201,7 +201,12 @@ async fn resolve_indexes(
     session: &Session<'_>,
     options: &ScanOptions,
     concurrency: usize,
-    indexes: Vec<(String, String, Vec<manifest::IndexEntry>)>,
+    indexes: Vec<(
+        String,
+        String,
+        Vec<manifest::IndexEntry>,
+        manifest::IndexExtra,
+    )>,
     resolutions: &mut HashMap<String, Resolution>,
     configs: &mut HashMap<String, ConfigRef>,
 ) -> Result<(), ScanError> {
@@ -211,7 +216,7 @@ async fn resolve_indexes(
     };
     let children: HashSet<String> = indexes
         .iter()
-        .flat_map(|(_, _, entries)| entries.iter().map(|e| e.platform.digest.clone()))
+        .flat_map(|(_, _, entries, _)| entries.iter().map(|e| e.platform.digest.clone()))
         .filter(|d| size_of(resolutions, d).is_none())
         .collect();
     let mut child_results: HashMap<String, Result<Option<i64>, String>> = HashMap::new();
@@ -230,7 +235,7 @@ async fn resolve_indexes(
         };
         child_results.insert(digest, size);
     }
-    for (digest, media_type, entries) in indexes {
+    for (digest, media_type, entries, extra) in indexes {
         let mut missing = Vec::new();
         let platforms: Vec<_> = entries
             .into_iter()
@@ -254,6 +259,8 @@ async fn resolve_indexes(
             size: manifest::representative_size(&platforms),
             media_type: Some(media_type),
             platforms,
+            artifact_type: extra.artifact_type,
+            listed: extra.listed,
             ..ManifestFacts::default()
         };
         let r = match missing.first() {

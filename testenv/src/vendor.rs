@@ -98,6 +98,8 @@ struct Shared {
     records: Mutex<Vec<Seen>>,
     /// Docker Hub's account: its token endpoint checks it, its tags API then wants the token.
     hub_user: Mutex<Option<(String, String)>>,
+    /// Harbor's accessories, by subject digest.
+    accessories: Mutex<BTreeMap<String, Vec<Value>>>,
 }
 
 /// A running fixture; stops when dropped.
@@ -135,6 +137,7 @@ impl VendorFixture {
             truth: Mutex::new(None),
             records: Mutex::new(Vec::new()),
             hub_user: Mutex::new(None),
+            accessories: Mutex::default(),
         });
         let app = Router::new().fallback(handle).with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -215,6 +218,41 @@ impl VendorFixture {
 
     pub fn reset(&self) {
         self.shared.records.lock().unwrap().clear();
+    }
+
+    /// Harbor: lists an accessory of `subject` (its `digest` and Harbor's `type`, e.g.
+    /// `signature.cosign`, `harbor.sbom`, `subject.accessory`) in that artifact's
+    /// `accessories[]` when asked `with_accessory=true`.
+    pub fn harbor_accessory(&self, subject: &str, digest: &str, kind: &str) {
+        let n = self
+            .shared
+            .accessories
+            .lock()
+            .unwrap()
+            .values()
+            .map(Vec::len)
+            .sum::<usize>();
+        // harbor api/v2.0/swagger.yaml, `Accessory`: id, artifact_id, subject_artifact_id,
+        // subject_artifact_digest, subject_artifact_repo, size, digest, type, icon, creation_time.
+        let accessory = json!({
+            "id": n + 1,
+            "artifact_id": n + 100,
+            "subject_artifact_id": 1,
+            "subject_artifact_digest": subject,
+            "subject_artifact_repo": "fixture",
+            "size": 1024,
+            "digest": digest,
+            "type": kind,
+            "icon": "",
+            "creation_time": "2026-01-01T00:00:00.000Z"
+        });
+        self.shared
+            .accessories
+            .lock()
+            .unwrap()
+            .entry(subject.to_string())
+            .or_default()
+            .push(accessory);
     }
 
     /// Reads the repository from the registry again (after pushes or deletes).
@@ -397,7 +435,10 @@ async fn native(
     let changed = behaviour == Behaviour::ChangedShape;
     Ok(match shared.vendor {
         Vendor::DockerHub => docker_hub(&repo, &tags, &q, changed),
-        Vendor::Harbor => harbor(&tags, &q, changed),
+        Vendor::Harbor => {
+            let accessories = shared.accessories.lock().unwrap().clone();
+            harbor(&tags, &q, changed, &accessories)
+        }
         Vendor::Quay => quay(&tags, &q, changed),
         Vendor::Gar => gar(&repo, &tags, changed),
         Vendor::Acr => acr(&repo, &tags, &q, changed),
@@ -548,8 +589,15 @@ fn docker_hub(
 }
 
 /// harbor api/v2.0/swagger.yaml, `listArtifacts` → `Artifact[]`: `digest`, `tags[]` (`name`),
-/// `references[]`, `media_type`, `size`; paged by `page`/`page_size` with `X-Total-Count`.
-fn harbor(tags: &[(String, String)], q: &BTreeMap<String, String>, changed: bool) -> Response {
+/// `references[]`, `media_type`, `size`; paged by `page`/`page_size` with `X-Total-Count`;
+/// with `with_accessory=true`, `accessories[]` (`Accessory`), left out when empty as Harbor's
+/// generated models do (`omitempty`).
+fn harbor(
+    tags: &[(String, String)],
+    q: &BTreeMap<String, String>,
+    changed: bool,
+    accessories: &BTreeMap<String, Vec<Value>>,
+) -> Response {
     // Artifacts are digests; the tags of one digest are listed together.
     let mut by_digest: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for (t, d) in tags {
@@ -563,12 +611,18 @@ fn harbor(tags: &[(String, String)], q: &BTreeMap<String, String>, changed: bool
     let items: Vec<Value> = page
         .iter()
         .map(|(d, ts)| {
-            json!({
+            let mut a = json!({
                 "digest": d,
                 "media_type": "application/vnd.oci.image.manifest.v1+json",
                 "tags": ts.split(',').map(|t| json!({"name": t, "immutable": false})).collect::<Vec<_>>(),
                 "references": null
-            })
+            });
+            if q.get("with_accessory").is_some_and(|v| v == "true")
+                && let Some(list) = accessories.get(d)
+            {
+                a["accessories"] = json!(list);
+            }
+            a
         })
         .collect();
     if changed {

@@ -149,6 +149,11 @@ impl Context {
             filter: TagFilter::new(filter.include.as_deref(), filter.exclude.as_deref())?,
             limits: self.settings.limits,
             listing: spec.listing.unwrap_or_default().mode(),
+            referrers_interval: Some(std::time::Duration::from_secs(
+                spec.referrers_interval
+                    .map_or(crate::api::DEFAULT_REFERRERS_INTERVAL, |s| s.max(60))
+                    .unsigned_abs(),
+            )),
             ..ScanOptions::default()
         })
     }

@@ -10,7 +10,7 @@ use crate::registry::protocol::{TagFilter, valid_digest};
 use crate::registry::session::{Reply, Session};
 use crate::registry::target::valid_tag;
 use crate::registry::transport::{RequestKind, offload};
-use crate::registry::{ScanError, ScanLimits};
+use crate::registry::{Referrer, ScanError, ScanLimits};
 
 pub(crate) struct Collector<'s, 'a> {
     session: &'s Session<'a>,
@@ -21,6 +21,8 @@ pub(crate) struct Collector<'s, 'a> {
     pages: usize,
     /// Tags offered so far, listed or not.
     added: usize,
+    /// Referrers by digest, from APIs that give them with the listing (Harbor's accessories).
+    referrers: Option<HashMap<String, Vec<Referrer>>>,
 }
 
 /// Tags checked between two yields to the runtime: about a millisecond of work.
@@ -36,6 +38,7 @@ impl<'s, 'a> Collector<'s, 'a> {
             index: HashMap::new(),
             pages: 0,
             added: 0,
+            referrers: None,
         }
     }
 
@@ -135,7 +138,25 @@ impl<'s, 'a> Collector<'s, 'a> {
         })
     }
 
-    pub fn finish(self) -> Vec<(String, Option<String>)> {
-        self.entries
+    /// The referrers of `digest` (bounded like the referrers API's answer, and in digests
+    /// like the tags).
+    pub fn add_referrers(&mut self, digest: &str, mut list: Vec<Referrer>) {
+        let map = self.referrers.get_or_insert_with(HashMap::new);
+        if !valid_digest(digest) || map.len() >= self.limits.max_tags {
+            return;
+        }
+        list.truncate(crate::registry::protocol::MAX_REFERRERS_PER_DIGEST);
+        map.insert(digest.to_string(), list);
+    }
+
+    /// The tags with their digests, and the referrers the API gave (`None`: it gives none).
+    #[allow(clippy::type_complexity)]
+    pub fn finish(
+        self,
+    ) -> (
+        Vec<(String, Option<String>)>,
+        Option<HashMap<String, Vec<Referrer>>>,
+    ) {
+        (self.entries, self.referrers)
     }
 }

@@ -16,10 +16,10 @@ mod state;
 
 use std::collections::HashMap;
 
-use super::ScanLimits;
 use super::error::ScanError;
 use super::protocol::{TagFilter, list_tags};
 use super::session::Session;
+use super::{Referrer, ScanLimits};
 
 pub(crate) use collect::Collector;
 pub use detect::detect_by_host;
@@ -103,6 +103,8 @@ pub(crate) struct Listed {
     pub digests: HashMap<String, String>,
     pub lister: Lister,
     pub native: Option<NativeOutcome>,
+    /// Referrers by digest, when the native API gave them (Harbor's accessories).
+    pub referrers: Option<HashMap<String, Vec<Referrer>>>,
 }
 
 pub(crate) async fn list(
@@ -159,7 +161,7 @@ pub(crate) async fn list(
         )
         .await;
     }
-    let entries = collector.finish();
+    let (entries, referrers) = collector.finish();
     match guard::check(session, &entries, options.known_tags, options.concurrency).await {
         Ok(heads) => {
             let mut digests: HashMap<String, String> = entries
@@ -172,6 +174,7 @@ pub(crate) async fn list(
                 digests,
                 lister,
                 native: Some(NativeOutcome::Used(lister)),
+                referrers,
             })
         }
         Err(guard::Verdict::Disagrees(why)) => {
@@ -207,5 +210,6 @@ async fn distribution(
         digests: HashMap::new(),
         lister: Lister::Distribution,
         native,
+        referrers: None,
     })
 }

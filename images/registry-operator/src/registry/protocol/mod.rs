@@ -7,6 +7,7 @@ pub(crate) mod digest;
 mod fetch;
 mod head;
 pub mod manifest;
+mod referrers;
 pub mod schema1;
 mod tags;
 
@@ -14,5 +15,8 @@ pub(crate) use blob::blob_size;
 pub use digest::valid_digest;
 pub(crate) use fetch::{Fetched, fetch};
 pub(crate) use head::{HeadOutcome, head};
+pub(crate) use referrers::{
+    Listing as ReferrerListing, MAX_REFERRERS_PER_DIGEST, ReferrersMemory, list_referrers,
+};
 pub(crate) use tags::list_tags;
 pub use tags::{TagFilter, next_link, next_page};

@@ -8,6 +8,7 @@
 //! digest, carries a note, and is counted in `failed_tags`. Only the tag list, auth, a
 //! registry-wide problem (TLS, rate limit, deadline) or too many failing tags fail the scan.
 
+mod referrers;
 mod refresh;
 mod resolve;
 
@@ -20,6 +21,7 @@ use super::registry_client::RegistryClient;
 use super::session::Session;
 use super::{
     Credentials, Image, ManifestFacts, RequestCounts, ScanError, ScanLimits, TagFailure, Target,
+    Timestamp,
 };
 use resolve::{Found, resolve};
 
@@ -49,6 +51,12 @@ pub struct ScanOptions {
     pub known_tags: HashMap<String, String>,
     /// Whether a registry's native listing API may give the digests.
     pub listing: ListingMode,
+    /// Read referrers (OCI 1.1 referrers API, Harbor's accessories): each new digest's, and
+    /// every known digest's again once this long has passed since `referrers_checked_at`.
+    /// `None`: none are read (what facts already say stays).
+    pub referrers_interval: Option<Duration>,
+    /// When an earlier scan last read the referrers of every digest.
+    pub referrers_checked_at: Option<Timestamp>,
 }
 
 impl Default for ScanOptions {
@@ -63,6 +71,8 @@ impl Default for ScanOptions {
             limits: ScanLimits::default(),
             known_tags: HashMap::new(),
             listing: ListingMode::default(),
+            referrers_interval: None,
+            referrers_checked_at: None,
         }
     }
 }
@@ -83,6 +93,9 @@ pub struct ScanReport {
     pub duration: Duration,
     /// What became of a native listing API, when the registry has one.
     pub native: Option<NativeOutcome>,
+    /// When this or an earlier scan last read the referrers of every digest: feed it to the
+    /// next scan as `referrers_checked_at`.
+    pub referrers_checked_at: Option<Timestamp>,
 }
 
 pub async fn scan(
@@ -98,7 +111,7 @@ pub async fn scan(
         options.timeout.saturating_add(Duration::from_secs(5)),
         run(client, &session, options),
     );
-    let found = run.await.map_err(|_| ScanError::Timeout {
+    let (found, referrers_checked_at) = run.await.map_err(|_| ScanError::Timeout {
         what: format!("scan of {}/{}", target.registry(), target.repository()),
         after: options.timeout,
     })??;
@@ -113,6 +126,7 @@ pub async fn scan(
         failed_tags: found.failed,
         duration: started.elapsed(),
         native: found.native,
+        referrers_checked_at,
     })
 }
 
@@ -120,7 +134,7 @@ async fn run(
     client: &RegistryClient,
     session: &Session<'_>,
     options: &ScanOptions,
-) -> Result<Found, ScanError> {
+) -> Result<(Found, Option<Timestamp>), ScanError> {
     let request = ListRequest {
         mode: options.listing,
         page_size: options.page_size,
@@ -129,7 +143,8 @@ async fn run(
         known_tags: &options.known_tags,
         concurrency: options.concurrency.max(1),
     };
-    let listed = listing::list(session, &client.state.listers, &request).await?;
+    let mut listed = listing::list(session, &client.state.listers, &request).await?;
+    let accessories = listed.referrers.take();
     let total = listed.tags.len();
     tracing::debug!(registry = %session.target.registry(), repository = session.target.repository(), tags = total, lister = listed.lister.as_str(), "listed tags");
 
@@ -165,5 +180,15 @@ async fn run(
         .collect();
     found.lister = listed.lister;
     found.native = listed.native;
-    Ok(found)
+    let memory = &client.state.referrers;
+    let checked_at = referrers::attach(
+        session,
+        memory,
+        options,
+        referrers::Asker::Scan,
+        &mut found,
+        accessories,
+    )
+    .await?;
+    Ok((found, checked_at))
 }

@@ -24,6 +24,8 @@ pub enum RequestKind {
     BlobHead,
     /// A vendor's own listing API (and its detection probes and token).
     NativeList,
+    /// The OCI 1.1 referrers API.
+    Referrers,
 }
 
 impl RequestKind {
@@ -35,6 +37,7 @@ impl RequestKind {
             Self::Token => "token",
             Self::BlobHead => "blob_head",
             Self::NativeList => "native_list",
+            Self::Referrers => "referrers",
         }
     }
 }

@@ -14,6 +14,7 @@ pub(crate) struct Counters {
     pub blob_heads: AtomicU64,
     pub native_requests: AtomicU64,
     pub retries: AtomicU64,
+    pub referrer_requests: AtomicU64,
 }
 
 impl Counters {
@@ -25,6 +26,7 @@ impl Counters {
             RequestKind::Token => &self.token_requests,
             RequestKind::BlobHead => &self.blob_heads,
             RequestKind::NativeList => &self.native_requests,
+            RequestKind::Referrers => &self.referrer_requests,
         };
         c.fetch_add(1, Ordering::Relaxed);
     }
@@ -44,6 +46,7 @@ impl Counters {
             blob_heads: load(&self.blob_heads),
             retries: load(&self.retries),
             native_requests: load(&self.native_requests),
+            referrer_requests: load(&self.referrer_requests),
             lister: None,
         }
     }

@@ -344,3 +344,69 @@ async fn harbor_accessories_stand_in_for_referrer_requests() {
         "accessories asked for"
     );
 }
+
+/// `registry-operator scan --output json`: a process per scan, so every rescan is a restart
+/// that knows only what `--previous` (the status) says.
+fn cli_scan(url: &str, previous: Option<&std::path::Path>) -> serde_json::Value {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_registry-operator"));
+    cmd.args([
+        "scan",
+        "--url",
+        url,
+        "--repository",
+        REPO,
+        "--output",
+        "json",
+    ]);
+    if let Some(p) = previous {
+        cmd.arg("--previous").arg(p);
+    }
+    let out = cmd
+        .env_remove("HTTP_PROXY")
+        .env_remove("http_proxy")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_within_the_interval_reads_no_referrer_and_one_after_it() {
+    let s = setup().await;
+    push_notary_signature(&s.pusher, &s.digests["1.0"], "one").await;
+    let dir = tempfile::tempdir().unwrap();
+    let previous = dir.path().join("previous.json");
+
+    let first = cli_scan(&s.fixture.url, None);
+    assert_eq!(first["signed"], "2/3", "1.0 and stable: {first:#}");
+    assert_eq!(first["lastScanRequests"]["referrerRequests"], 2);
+    let checked = first["referrersCheckedAt"].as_str().unwrap().to_string();
+    std::fs::write(&previous, first.to_string()).unwrap();
+
+    s.fixture.reset();
+    let again = cli_scan(&s.fixture.url, Some(&previous));
+    assert_eq!(
+        again["lastScanRequests"]["referrerRequests"], 0,
+        "{again:#}"
+    );
+    assert_eq!(again["lastScanRequests"]["manifestGets"], 0);
+    assert_eq!(s.fixture.referrer_requests(), 0);
+    assert_eq!(again["signed"], "2/3", "the status remembers the referrers");
+    assert_eq!(again["referrersCheckedAt"], checked.as_str());
+
+    // Two hours later (as the status says): one request per digest.
+    let mut old = again.clone();
+    let at = Timestamp::parse(&checked).unwrap();
+    old["referrersCheckedAt"] = json!(Timestamp::from_unix(at.unix() - 7200).unwrap().to_string());
+    std::fs::write(&previous, old.to_string()).unwrap();
+    s.fixture.reset();
+    let due = cli_scan(&s.fixture.url, Some(&previous));
+    assert_eq!(due["lastScanRequests"]["referrerRequests"], 2, "{due:#}");
+    assert_eq!(s.fixture.referrer_requests(), 2);
+    assert_ne!(due["referrersCheckedAt"], old["referrersCheckedAt"]);
+}

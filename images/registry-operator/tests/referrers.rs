@@ -410,3 +410,85 @@ async fn a_restart_within_the_interval_reads_no_referrer_and_one_after_it() {
     assert_eq!(s.fixture.referrer_requests(), 2);
     assert_ne!(due["referrersCheckedAt"], old["referrersCheckedAt"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_refresh_reads_the_referrers_of_new_digests_only() {
+    let s = setup().await;
+    let first = scan(&s.client, &s.target, None, &options(None))
+        .await
+        .unwrap();
+    let new = s
+        .pusher
+        .push_image(REPO, Some("1.2"), &ImageSpec::new(Format::Oci, 81, &[300]))
+        .await
+        .unwrap();
+    push_notary_signature(&s.pusher, &new.digest, "pushed").await;
+    s.fixture.reset();
+    // Known 1.0 is not due (the scan just checked it); 1.2 is new.
+    let tags = ["1.0".to_string(), "1.2".to_string()];
+    let r = registry_operator::registry::refresh(
+        &s.client,
+        &s.target,
+        None,
+        &tags,
+        &options(Some(&first)),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.requests.referrer_requests, 1, "{:?}", r.requests);
+    assert_eq!(
+        s.fixture
+            .count("GET", &format!("/referrers/{}", new.digest)),
+        1
+    );
+    let i = r.images.iter().find(|i| i.tag == "1.2").unwrap();
+    assert_eq!(kinds(i), [(ReferrerKind::Signature, Some(NOTARY))]);
+    assert_eq!(r.facts[&new.digest].referrers, i.referrers);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_or_malformed_answers_are_ignored_and_asked_again() {
+    use testenv::fault::{Fault, FaultAction};
+    let s = setup().await;
+    push_notary_signature(&s.pusher, &s.digests["1.0"], "one").await;
+    push_notary_signature(&s.pusher, &s.digests["1.1"], "two").await;
+    let proxy = FaultProxy::start(&s.fixture.url).await.unwrap();
+    let huge = format!(
+        r#"{{"manifests":[{}]}}"#,
+        vec![format!(r#"{{"digest":"{}"}}"#, s.digests["1.0"]); 40_000].join(",")
+    );
+    assert!(huge.len() > 2 << 20);
+    proxy.inject(Fault::new(
+        &format!("/referrers/{}", s.digests["1.0"]),
+        1,
+        FaultAction::Status {
+            code: 200,
+            headers: vec![(
+                "Content-Type".into(),
+                "application/vnd.oci.image.index.v1+json".into(),
+            )],
+            body: huge,
+        },
+    ));
+    proxy.inject(Fault::new(
+        &format!("/referrers/{}", s.digests["1.1"]),
+        1,
+        FaultAction::Garbage,
+    ));
+    let target = Target::new(&proxy.url, REPO).unwrap();
+    let first = scan(&s.client, &target, None, &options(None))
+        .await
+        .unwrap();
+    assert!(
+        first.images.iter().all(|i| i.referrers.is_empty()),
+        "{:#?}",
+        first.images
+    );
+    assert!(first.failed_tags.is_empty(), "referrers never fail a tag");
+    // Not taken for a registry without the API: the next full check asks again.
+    let again = scan(&s.client, &target, None, &options(None))
+        .await
+        .unwrap();
+    assert_eq!(again.requests.referrer_requests, 2, "{:?}", again.requests);
+    assert!(image(&again, "1.0").referrers.len() == 1 && image(&again, "1.1").referrers.len() == 1);
+}

@@ -11,6 +11,7 @@ mod meter;
 mod native;
 mod ours;
 mod peers;
+mod referrers;
 mod report;
 mod scale;
 mod sys;
@@ -186,6 +187,9 @@ pub struct Results {
     pub rescan: Vec<ScanRun>,
     /// Rescans through each native listing API's fixture, and the distribution path.
     pub native: Vec<native::NativeRun>,
+    /// Rescans with referrers on, within and after the interval (issue #18).
+    #[serde(default)]
+    pub referrers: Option<referrers::ReferrerRuns>,
     pub peers: Vec<PeerRun>,
     pub chart: Vec<ChartPoint>,
     pub scale: Vec<scale::ScaleResult>,
@@ -372,6 +376,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
 
+    // 2c. Referrers.
+    let mut referrer_runs = None;
+    if !args.skip_native {
+        say("rescans with referrers on, through the referrers API fixture");
+        let r = referrers::measure(&reg.url, &main_fx, args.concurrency).await?;
+        for case in ["off", "within", "after"] {
+            say(format!(
+                "referrers {case}: {:.4} requests per tag",
+                r.per_tag(case).unwrap_or_default()
+            ));
+        }
+        referrer_runs = Some(r);
+    }
+
     // 3. Peers and the chart.
     let peers = Peers {
         skopeo: args.skopeo.clone(),
@@ -503,6 +521,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         first,
         rescan,
         native: native_runs,
+        referrers: referrer_runs,
         peers: main_peers,
         chart: chart_points,
         scale,

@@ -275,6 +275,18 @@ pub fn markdown(r: &Results, chart_link: &str) -> String {
             mark(worst <= NATIVE_TARGET && all_native && all_right)
         );
     }
+    if let Some(rr) = &r.referrers {
+        let (off, within, after) = (
+            rr.per_tag("off").unwrap_or_default(),
+            rr.per_tag("within").unwrap_or_default(),
+            rr.per_tag("after").unwrap_or_default(),
+        );
+        let _ = writeln!(
+            s,
+            "| Rescan with referrers on (issue #18): within `referrersInterval` as many requests per tag as without | off {off:.4}, within {within:.4}, after {after:.4} (section 2c) | {} |",
+            mark(within <= off)
+        );
+    }
     let fs = &r.first[0];
     let _ = writeln!(
         s,
@@ -480,6 +492,7 @@ pub fn markdown(r: &Results, chart_link: &str) -> String {
     );
 
     native_section(&mut s, r);
+    referrers_section(&mut s, r);
 
     // Peers.
     let _ = writeln!(s, "## 3. Peers, {tags} tags\n");
@@ -672,6 +685,39 @@ fn native_section(s: &mut String, r: &Results) {
             "\n{} fell back to the distribution API: {}",
             n.path,
             n.fell_back.as_deref().unwrap_or_default()
+        );
+    }
+    let _ = writeln!(s);
+}
+
+fn referrers_section(s: &mut String, r: &Results) {
+    let Some(rr) = &r.referrers else {
+        return;
+    };
+    let _ = writeln!(
+        s,
+        "## 2c. Referrers, {}-tag rescan\n\nA rescan of bench/app ({} distinct digests; first \
+         scan's facts known) through testenv's referrers fixture (the OCI 1.1 referrers API in \
+         front of the same registry), in-process at concurrency {}: with referrers off, within \
+         `referrersInterval` of the last full read, and after it.\n",
+        rr.tags, rr.distinct, r.args.concurrency
+    );
+    let _ = writeln!(
+        s,
+        "| Referrers | Tag pages | HEAD | GET | Referrer requests | Requests per tag | Rescan time |\n|---|---|---|---|---|---|---|"
+    );
+    for run in &rr.runs {
+        let q = &run.requests;
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {:.4} | {:.3} s |",
+            run.case,
+            q.tag_pages,
+            q.manifest_heads,
+            q.manifest_gets,
+            q.referrer_requests,
+            crate::referrers::total(q) as f64 / rr.tags.max(1) as f64,
+            run.seconds
         );
     }
     let _ = writeln!(s);

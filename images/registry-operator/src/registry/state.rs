@@ -22,8 +22,8 @@ pub struct RegistryState {
 }
 
 impl RegistryState {
-    /// Bytes each shared cache holds (`tokens`, `auth_modes`, `host_gates`, `listers`): each is
-    /// bounded in bytes with a share per tenant.
+    /// Bytes each shared cache holds (`tokens`, `auth_modes`, `host_gates`, `listers`,
+    /// `referrers`): each is bounded in bytes with a share per tenant.
     pub fn cache_bytes(&self) -> [(&'static str, usize); 5] {
         [
             ("tokens", self.auth.tokens.bytes()),

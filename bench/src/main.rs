@@ -163,6 +163,8 @@ pub struct Args {
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum Section {
     Hostile,
+    /// Rescans with referrers on (issue #18): section 2c only.
+    Referrers,
 }
 
 /// One tag count of the chart.
@@ -276,6 +278,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     )
     .await?;
     say(format!("filled in {:.1}s", t.elapsed().as_secs_f64()));
+    if args.only == Some(Section::Referrers) {
+        let r = referrers::measure(&reg.url, &main_fx, args.concurrency).await?;
+        let mut md = String::new();
+        report::referrers_section(&mut md, &r, args.concurrency);
+        println!("{md}");
+        return Ok(());
+    }
     if args.serve {
         println!("{} {}", reg.url, main_fx.repo);
         say(format!(

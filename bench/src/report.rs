@@ -492,7 +492,9 @@ pub fn markdown(r: &Results, chart_link: &str) -> String {
     );
 
     native_section(&mut s, r);
-    referrers_section(&mut s, r);
+    if let Some(rr) = &r.referrers {
+        referrers_section(&mut s, rr, r.args.concurrency);
+    }
 
     // Peers.
     let _ = writeln!(s, "## 3. Peers, {tags} tags\n");
@@ -690,17 +692,14 @@ fn native_section(s: &mut String, r: &Results) {
     let _ = writeln!(s);
 }
 
-fn referrers_section(s: &mut String, r: &Results) {
-    let Some(rr) = &r.referrers else {
-        return;
-    };
+pub fn referrers_section(s: &mut String, rr: &crate::referrers::ReferrerRuns, concurrency: usize) {
     let _ = writeln!(
         s,
         "## 2c. Referrers, {}-tag rescan\n\nA rescan of bench/app ({} distinct digests; first \
          scan's facts known) through testenv's referrers fixture (the OCI 1.1 referrers API in \
          front of the same registry), in-process at concurrency {}: with referrers off, within \
          `referrersInterval` of the last full read, and after it.\n",
-        rr.tags, rr.distinct, r.args.concurrency
+        rr.tags, rr.distinct, concurrency
     );
     let _ = writeln!(
         s,

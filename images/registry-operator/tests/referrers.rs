@@ -18,7 +18,7 @@ use serde_json::json;
 use testenv::fault::FaultProxy;
 use testenv::push::{Format, ImageSpec, Pusher, sha256_digest};
 use testenv::referrers::ReferrersRegistry;
-use testenv::registry::{RegistryOptions, RegistryServer};
+use testenv::registry::{Implementation, RegistryOptions, RegistryServer};
 use testenv::vendor::{Vendor, VendorFixture};
 
 const REPO: &str = "team/app";
@@ -280,25 +280,35 @@ async fn rescans_read_referrers_of_new_digests_and_of_known_ones_only_when_due()
     assert!(fourth.referrers_checked_at.unwrap().unix() >= checked.unix());
 }
 
+/// distribution v3 and 2.8 answer `404 page not found`, crane a 404 `METHOD_UNKNOWN`: the
+/// first digest's request tells, the others are not asked, and rescans ask none.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_registry_without_the_api_is_asked_once() {
-    let reg = RegistryServer::start(RegistryOptions::plain())
-        .await
-        .unwrap();
-    common::seed_small(&reg, None, REPO).await;
-    let proxy = FaultProxy::start(&reg.url).await.unwrap();
-    let target = Target::new(&proxy.url, REPO).unwrap();
-    let client = client();
-    let first = scan(&client, &target, None, &options(None)).await.unwrap();
-    // distribution v3 answers 404: the first digest's request tells, the others are not asked.
-    assert_eq!(first.requests.referrer_requests, 1, "{:?}", first.requests);
-    assert!(first.images.iter().all(|i| i.referrers.is_empty()));
+    for imp in Implementation::ALL {
+        let reg = RegistryServer::start(RegistryOptions::plain().on(imp))
+            .await
+            .unwrap();
+        common::seed_small(&reg, None, REPO).await;
+        let proxy = FaultProxy::start(&reg.url).await.unwrap();
+        let target = Target::new(&proxy.url, REPO).unwrap();
+        let client = client();
+        let first = scan(&client, &target, None, &options(None)).await.unwrap();
+        assert_eq!(
+            first.requests.referrer_requests,
+            1,
+            "{}: {:?}",
+            imp.name(),
+            first.requests
+        );
+        assert_eq!(proxy.count("GET", "/referrers/"), 1, "{}", imp.name());
+        assert!(first.images.iter().all(|i| i.referrers.is_empty()));
 
-    proxy.reset();
-    // Due again (never checked), and still no request: the registry is remembered.
-    let again = scan(&client, &target, None, &options(None)).await.unwrap();
-    assert_eq!(again.requests.referrer_requests, 0, "{:?}", again.requests);
-    assert_eq!(proxy.count("GET", "/referrers/"), 0);
+        proxy.reset();
+        // Due again (never checked), and still no request: the registry is remembered.
+        let again = scan(&client, &target, None, &options(None)).await.unwrap();
+        assert_eq!(again.requests.referrer_requests, 0, "{}", imp.name());
+        assert_eq!(proxy.count("GET", "/referrers/"), 0, "{}", imp.name());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -502,3 +502,40 @@ async fn oversized_or_malformed_answers_are_ignored_and_asked_again() {
     assert_eq!(again.requests.referrer_requests, 2, "{:?}", again.requests);
     assert!(image(&again, "1.0").referrers.len() == 1 && image(&again, "1.1").referrers.len() == 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_on_referrers_fails_no_scan_and_they_are_read_next_time() {
+    use testenv::fault::{Fault, FaultAction};
+    let s = setup().await;
+    push_notary_signature(&s.pusher, &s.digests["1.0"], "one").await;
+    let proxy = FaultProxy::start(&s.fixture.url).await.unwrap();
+    // Longer than the scan may wait: the registry as a whole is in the way (RateLimited).
+    proxy.inject(Fault::new(
+        "/referrers/",
+        100,
+        FaultAction::too_many_requests(3600),
+    ));
+    let target = Target::new(&proxy.url, REPO).unwrap();
+    let first = scan(&s.client, &target, None, &options(None))
+        .await
+        .unwrap();
+    assert_eq!(first.images.len(), 3);
+    assert!(first.images.iter().all(|i| i.referrers.is_empty()));
+    assert_eq!(
+        first.referrers_checked_at, None,
+        "the full read did not finish"
+    );
+
+    // Later (the host's gate, closed for the hour the registry asked, is another process's).
+    proxy.clear_faults();
+    let again = scan(&client(), &target, None, &options(Some(&first)))
+        .await
+        .unwrap();
+    assert_eq!(
+        image(&again, "1.0").referrers.len(),
+        1,
+        "{:#?}",
+        again.images
+    );
+    assert!(again.referrers_checked_at.is_some());
+}

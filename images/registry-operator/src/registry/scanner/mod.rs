@@ -2,7 +2,9 @@
 //!
 //! Request budget: tag pages + one HEAD per tag + one GET per new digest (+ one per new index
 //! child, + one HEAD per distinct layer of a new schema 1 manifest). Digests an earlier scan
-//! resolved (`ScanOptions::known`) cost no GET at all.
+//! resolved (`ScanOptions::known`) cost no GET at all. With referrers on: + one referrers
+//! request per new digest, and per distinct digest once `referrers_interval` has passed
+//! (`referrers`).
 //!
 //! One bad tag never fails the scan: a tag whose manifest cannot be read keeps its last known
 //! digest, carries a note, and is counted in `failed_tags`. Only the tag list, auth, a
@@ -189,6 +191,6 @@ async fn run(
         &mut found,
         accessories,
     )
-    .await?;
+    .await;
     Ok((found, checked_at))
 }

@@ -39,7 +39,7 @@ pub(crate) fn due(checked_at: Option<Timestamp>, interval: Duration, now: Timest
 }
 
 /// Reads and attaches the referrers the scan owes; returns the repository's check time to
-/// remember (unchanged unless this was a full check).
+/// remember (unchanged unless this was a full check that finished).
 pub(super) async fn attach(
     session: &Session<'_>,
     memory: &ReferrersMemory,
@@ -47,9 +47,9 @@ pub(super) async fn attach(
     asker: Asker,
     found: &mut Found,
     native: Option<HashMap<String, Vec<Referrer>>>,
-) -> Result<Option<Timestamp>, ScanError> {
+) -> Option<Timestamp> {
     let Some(interval) = options.referrers_interval else {
-        return Ok(options.referrers_checked_at);
+        return options.referrers_checked_at;
     };
     let now = Timestamp::now();
     let full = asker == Asker::Scan && due(options.referrers_checked_at, interval, now);
@@ -77,38 +77,15 @@ pub(super) async fn attach(
             read.entry(d).or_insert(list);
         }
     }
-    let base = session.target.base_url().to_string();
-    if !ask.is_empty() && !memory.is_unsupported(session.tenant, &base) {
-        // The first answer says whether the registry serves the API at all, before many
-        // requests go out in parallel to learn the same thing.
-        let first = ask.remove(0);
-        match per_tag(session, list_referrers(session, &first).await)? {
-            Ok(ReferrerListing::Unsupported) => {
-                tracing::debug!(registry = %session.target.registry(), "registry does not serve the referrers API; not asked again");
-                memory.unsupported(session.tenant, &base);
-                ask.clear();
-            }
-            Ok(ReferrerListing::Referrers(list)) => {
-                read.insert(first, list);
-            }
-            Err(e) => skipped(session, &first, &e),
-        }
-        let results: Vec<(String, Result<ReferrerListing, ScanError>)> = stream::iter(ask)
-            .map(|d| async move {
-                let r = per_tag(session, list_referrers(session, &d).await)?;
-                Ok::<_, ScanError>((d, r))
-            })
-            .buffer_unordered(options.concurrency.max(1))
-            .try_collect()
-            .await?;
-        for (d, r) in results {
-            match r {
-                Ok(ReferrerListing::Referrers(list)) => {
-                    read.insert(d, list);
-                }
-                // Not for one digest only: a registry answering so now has nothing to say.
-                Ok(ReferrerListing::Unsupported) => {}
-                Err(e) => skipped(session, &d, &e),
+    // Referrers never fail a scan: a registry-wide problem (a rate limit, the deadline) while
+    // asking leaves every image the referrers it had, and the next scan asks again.
+    let mut complete = true;
+    if !ask.is_empty() {
+        match ask_api(session, memory, options, ask).await {
+            Ok(got) => read.extend(got),
+            Err(e) => {
+                complete = false;
+                tracing::info!(registry = %session.target.registry(), repository = session.target.repository(), error = %e, "referrers not read this time; the images keep those they had");
             }
         }
     }
@@ -121,11 +98,58 @@ pub(super) async fn attach(
             f.referrers = list;
         }
     }
-    Ok(if full {
+    if full && complete {
         Some(now)
     } else {
         options.referrers_checked_at
-    })
+    }
+}
+
+/// Asks the referrers API about `ask`; `Err` only for what ends the asking (see [`per_tag`]).
+async fn ask_api(
+    session: &Session<'_>,
+    memory: &ReferrersMemory,
+    options: &ScanOptions,
+    mut ask: Vec<String>,
+) -> Result<HashMap<String, Vec<Referrer>>, ScanError> {
+    let mut read = HashMap::new();
+    let base = session.target.base_url().to_string();
+    if ask.is_empty() || memory.is_unsupported(session.tenant, &base) {
+        return Ok(read);
+    }
+    // The first answer says whether the registry serves the API at all, before many requests
+    // go out in parallel to learn the same thing.
+    let first = ask.remove(0);
+    match per_tag(session, list_referrers(session, &first).await)? {
+        Ok(ReferrerListing::Unsupported) => {
+            tracing::debug!(registry = %session.target.registry(), "registry does not serve the referrers API; not asked again");
+            memory.unsupported(session.tenant, &base);
+            return Ok(read);
+        }
+        Ok(ReferrerListing::Referrers(list)) => {
+            read.insert(first, list);
+        }
+        Err(e) => skipped(session, &first, &e),
+    }
+    let results: Vec<(String, Result<ReferrerListing, ScanError>)> = stream::iter(ask)
+        .map(|d| async move {
+            let r = per_tag(session, list_referrers(session, &d).await)?;
+            Ok::<_, ScanError>((d, r))
+        })
+        .buffer_unordered(options.concurrency.max(1))
+        .try_collect()
+        .await?;
+    for (d, r) in results {
+        match r {
+            Ok(ReferrerListing::Referrers(list)) => {
+                read.insert(d, list);
+            }
+            // Not for one digest only: a registry answering so now has nothing to say.
+            Ok(ReferrerListing::Unsupported) => {}
+            Err(e) => skipped(session, &d, &e),
+        }
+    }
+    Ok(read)
 }
 
 /// A digest whose referrers could not be read keeps those it had; the scan goes on.

@@ -54,13 +54,7 @@ pub async fn refresh(
     })??;
     // New digests get their referrers as in a scan; known ones wait for the next full check.
     let memory = &client.state.referrers;
-    let attach = referrers::attach(&session, memory, options, Asker::Refresh, &mut found, None);
-    tokio::time::timeout(session.remaining()?, attach)
-        .await
-        .map_err(|_| ScanError::Timeout {
-            what: format!("refresh of {}/{}", target.registry(), target.repository()),
-            after: options.timeout,
-        })??;
+    referrers::attach(&session, memory, options, Asker::Refresh, &mut found, None).await;
     let failed_tags: HashSet<&str> = failures.iter().map(|(t, _)| t.as_str()).collect();
     Ok(RefreshReport {
         // A tag whose HEAD failed is listed with the caller's old digest: leave it to them.

@@ -12,6 +12,7 @@ mod meter;
 mod native;
 mod ours;
 mod peers;
+mod referrers;
 mod report;
 mod scale;
 mod shared;
@@ -190,6 +191,8 @@ pub enum Section {
     Scale,
     /// What `--created` costs on the main repository's first scan and rescan.
     Created,
+    /// Rescans with referrers on (issue #18): section 2c only.
+    Referrers,
 }
 
 /// One tag count of the chart.
@@ -216,6 +219,9 @@ pub struct Results {
     pub native: Vec<native::NativeRun>,
     /// The cost of `--created`.
     pub created: Option<created::CreatedResult>,
+    /// Rescans with referrers on, within and after the interval (issue #18).
+    #[serde(default)]
+    pub referrers: Option<referrers::ReferrerRuns>,
     pub peers: Vec<PeerRun>,
     pub chart: Vec<ChartPoint>,
     pub scale: Vec<scale::ScaleResult>,
@@ -438,6 +444,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     )
     .await?;
     say(format!("filled in {:.1}s", t.elapsed().as_secs_f64()));
+    if args.only == Some(Section::Referrers) {
+        let r = referrers::measure(&reg.url, &main_fx, args.concurrency).await?;
+        let mut md = String::new();
+        report::referrers_section(&mut md, &r, args.concurrency);
+        println!("{md}");
+        return Ok(());
+    }
     if args.serve {
         println!("{} {}", reg.url, main_fx.repo);
         say(format!(
@@ -534,6 +547,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
             c.rescan_blob_gets()
         ));
         created_result = Some(c);
+    }
+
+    // 2d. Referrers.
+    let mut referrer_runs = None;
+    if !args.skip_native {
+        say("rescans with referrers on, through the referrers API fixture");
+        let r = referrers::measure(&reg.url, &main_fx, args.concurrency).await?;
+        for case in ["off", "within", "after"] {
+            say(format!(
+                "referrers {case}: {:.4} requests per tag",
+                r.per_tag(case).unwrap_or_default()
+            ));
+        }
+        referrer_runs = Some(r);
     }
 
     // 3. Peers and the chart.
@@ -652,6 +679,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         rescan,
         native: native_runs,
         created: created_result,
+        referrers: referrer_runs,
         peers: main_peers,
         chart: chart_points,
         scale,

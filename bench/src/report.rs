@@ -278,6 +278,18 @@ pub fn markdown(r: &Results, chart_link: &str) -> String {
             mark(worst <= NATIVE_TARGET && all_native && all_right)
         );
     }
+    if let Some(rr) = &r.referrers {
+        let (off, within, after) = (
+            rr.per_tag("off").unwrap_or_default(),
+            rr.per_tag("within").unwrap_or_default(),
+            rr.per_tag("after").unwrap_or_default(),
+        );
+        let _ = writeln!(
+            s,
+            "| Rescan with referrers on (issue #18): within `referrersInterval` as many requests per tag as without | off {off:.4}, within {within:.4}, after {after:.4} (section 2d) | {} |",
+            mark(within <= off)
+        );
+    }
     let fs = &r.first[0];
     let _ = writeln!(
         s,
@@ -462,6 +474,9 @@ pub fn markdown(r: &Results, chart_link: &str) -> String {
     native_section(&mut s, r);
     if let Some(c) = &r.created {
         created_section(&mut s, c, r.args.concurrency, r.args.runs);
+    }
+    if let Some(rr) = &r.referrers {
+        referrers_section(&mut s, rr, r.args.concurrency);
     }
 
     // Peers.
@@ -792,6 +807,36 @@ pub fn shard_target_rows(s: &mut String, one: Option<&ScaleResult>, sharded: Opt
             let _ = writeln!(s, "| Shards | not run | — |");
         }
     }
+}
+
+pub fn referrers_section(s: &mut String, rr: &crate::referrers::ReferrerRuns, concurrency: usize) {
+    let _ = writeln!(
+        s,
+        "## 2d. Referrers, {}-tag rescan\n\nA rescan of bench/app ({} distinct digests; first \
+         scan's facts known) through testenv's referrers fixture (the OCI 1.1 referrers API in \
+         front of the same registry), in-process at concurrency {}: with referrers off, within \
+         `referrersInterval` of the last full read, and after it.\n",
+        rr.tags, rr.distinct, concurrency
+    );
+    let _ = writeln!(
+        s,
+        "| Referrers | Tag pages | HEAD | GET | Referrer requests | Requests per tag | Rescan time |\n|---|---|---|---|---|---|---|"
+    );
+    for run in &rr.runs {
+        let q = &run.requests;
+        let _ = writeln!(
+            s,
+            "| {} | {} | {} | {} | {} | {:.4} | {:.3} s |",
+            run.case,
+            q.tag_pages,
+            q.manifest_heads,
+            q.manifest_gets,
+            q.referrer_requests,
+            crate::referrers::total(q) as f64 / rr.tags.max(1) as f64,
+            run.seconds
+        );
+    }
+    let _ = writeln!(s);
 }
 
 fn scale_section(s: &mut String, r: &Results) {

@@ -13,6 +13,7 @@ pub mod demo;
 pub mod fault;
 pub mod hostile;
 pub mod push;
+pub mod referrers;
 pub mod registry;
 pub mod schema1;
 pub mod token;

@@ -142,6 +142,8 @@ struct Shared {
     records: Mutex<Vec<Seen>>,
     /// Docker Hub's account: its token endpoint checks it, its tags API then wants the token.
     hub_user: Mutex<Option<(String, String)>>,
+    /// Harbor's accessories, by subject digest.
+    accessories: Mutex<BTreeMap<String, Vec<Value>>>,
 }
 
 /// A running fixture; stops when dropped.
@@ -179,6 +181,7 @@ impl VendorFixture {
             truth: Mutex::new(None),
             records: Mutex::new(Vec::new()),
             hub_user: Mutex::new(None),
+            accessories: Mutex::default(),
         });
         let app = Router::new().fallback(handle).with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -259,6 +262,41 @@ impl VendorFixture {
 
     pub fn reset(&self) {
         self.shared.records.lock().unwrap().clear();
+    }
+
+    /// Harbor: lists an accessory of `subject` (its `digest` and Harbor's `type`, e.g.
+    /// `signature.cosign`, `harbor.sbom`, `subject.accessory`) in that artifact's
+    /// `accessories[]` when asked `with_accessory=true`.
+    pub fn harbor_accessory(&self, subject: &str, digest: &str, kind: &str) {
+        let n = self
+            .shared
+            .accessories
+            .lock()
+            .unwrap()
+            .values()
+            .map(Vec::len)
+            .sum::<usize>();
+        // harbor api/v2.0/swagger.yaml, `Accessory`: id, artifact_id, subject_artifact_id,
+        // subject_artifact_digest, subject_artifact_repo, size, digest, type, icon, creation_time.
+        let accessory = json!({
+            "id": n + 1,
+            "artifact_id": n + 100,
+            "subject_artifact_id": 1,
+            "subject_artifact_digest": subject,
+            "subject_artifact_repo": "fixture",
+            "size": 1024,
+            "digest": digest,
+            "type": kind,
+            "icon": "",
+            "creation_time": "2026-01-01T00:00:00.000Z"
+        });
+        self.shared
+            .accessories
+            .lock()
+            .unwrap()
+            .entry(subject.to_string())
+            .or_default()
+            .push(accessory);
     }
 
     /// Reads the repository from the registry again (after pushes or deletes).
@@ -441,7 +479,10 @@ async fn native(
     let changed = behaviour == Behaviour::ChangedShape;
     let mut r = match shared.vendor {
         Vendor::DockerHub => docker_hub(&repo, &tags, &q, changed),
-        Vendor::Harbor => harbor(&tags, &q, changed),
+        Vendor::Harbor => {
+            let accessories = shared.accessories.lock().unwrap().clone();
+            harbor(&tags, &q, changed, &accessories)
+        }
         Vendor::Quay => quay(&tags, &q, changed),
         Vendor::Gar => gar(&repo, &tags, changed),
         Vendor::Acr => acr(&repo, &tags, &q, changed),
@@ -633,8 +674,14 @@ fn docker_hub(
 /// harbor api/v2.0/swagger.yaml, `listArtifacts` → `Artifact[]`: `digest`, `tags[]` (`Tag`:
 /// `name`, `push_time`, `pull_time`, `immutable`), `references[]`, `media_type`, `size`,
 /// `push_time` (RFC 3339 `date-time`; the artifact's is its first tag's push); paged by
-/// `page`/`page_size` with `X-Total-Count`.
-fn harbor(tags: &[(String, String)], q: &BTreeMap<String, String>, changed: bool) -> Response {
+/// `page`/`page_size` with `X-Total-Count`; with `with_accessory=true`, `accessories[]`
+/// (`Accessory`), left out when empty as Harbor's generated models do (`omitempty`).
+fn harbor(
+    tags: &[(String, String)],
+    q: &BTreeMap<String, String>,
+    changed: bool,
+    accessories: &BTreeMap<String, Vec<Value>>,
+) -> Response {
     // Artifacts are digests; the tags of one digest are listed together.
     let mut by_digest: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
     for (t, d) in tags {
@@ -651,13 +698,19 @@ fn harbor(tags: &[(String, String)], q: &BTreeMap<String, String>, changed: bool
             let names: Vec<&str> = ts.split(',').collect();
             let first = names.iter().map(|t| pushed_millis(t)).min().unwrap_or_default();
             let first = chrono::DateTime::from_timestamp_millis(first).unwrap_or_default();
-            json!({
+            let mut a = json!({
                 "digest": d,
                 "media_type": "application/vnd.oci.image.manifest.v1+json",
                 "push_time": first.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
                 "tags": names.iter().map(|t| json!({"name": t, "immutable": false, "push_time": rfc3339(t, 3), "pull_time": "0001-01-01T00:00:00.000Z"})).collect::<Vec<_>>(),
                 "references": null
-            })
+            });
+            if q.get("with_accessory").is_some_and(|v| v == "true")
+                && let Some(list) = accessories.get(d)
+            {
+                a["accessories"] = json!(list);
+            }
+            a
         })
         .collect();
     if changed {

@@ -16,6 +16,7 @@ pub const GROUP: &str = "registry.kubecontroller.io";
 pub const DEFAULT_SCAN_INTERVAL: i64 = 300;
 pub const MIN_SCAN_INTERVAL: i64 = 30;
 pub const DEFAULT_MAX_IMAGES: i32 = 1000;
+pub const DEFAULT_REFERRERS_INTERVAL: i64 = 3600;
 
 /// A URL whose authority holds an `@`: user information, with or without a scheme.
 macro_rules! url_credentials {
@@ -61,6 +62,12 @@ macro_rules! url_credentials {
         name = "Last Scan",
         type_ = "date",
         json_path = ".status.lastScanTime",
+        priority = "1"
+    ),
+    printcolumn(
+        name = "Signed",
+        type_ = "string",
+        json_path = ".status.signed",
         priority = "1"
     ),
     printcolumn(
@@ -166,6 +173,13 @@ pub struct RegistrySpec {
     /// are listed too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub referrer_tags: Option<ReferrerTags>,
+    /// Seconds between two reads of the referrers (signatures, SBOMs, attestations) of
+    /// digests already known (minimum 60, maximum 30 days, default 3600). A new digest's
+    /// referrers are read when it first appears; between two reads a rescan of an unchanged
+    /// repository makes no referrer request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 60, max = 2_592_000))]
+    pub referrers_interval: Option<i64>,
 }
 
 /// `spec.referrerTags`.
@@ -303,6 +317,14 @@ pub struct RegistryStatus {
     /// `spec.referrerTags: Hide` (the default) they are not listed in `images`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub referrer_tags: Option<i64>,
+    /// Tags whose image has at least one signature referrer, out of all tags listed:
+    /// `12/40`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signed: Option<String>,
+    /// When the referrers of every digest were last read (the next full read is due
+    /// `spec.referrersInterval` later; new digests' are read as they appear).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referrers_checked_at: Option<Time>,
     /// How many tags the repository has (after `tagFilter`), including any left out of `images`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag_count: Option<i64>,

@@ -134,8 +134,30 @@ pub fn succeeded(previous: &[Condition], report: &ScanReport, ctx: &Context) -> 
         latest: None,
         previous_latest: None,
         referrer_tags: Some(referrer_tags as i64),
+        signed: Some(signed(&listed)),
+        referrers_checked_at: report.referrers_checked_at.and_then(|t| {
+            k8s_openapi::jiff::Timestamp::from_second(t.unix())
+                .ok()
+                .map(Time)
+        }),
         conditions,
     }
+}
+
+/// `signed/total`: tags with at least one signature referrer, of all tags.
+pub fn signed(images: &[Image]) -> String {
+    format!("{}/{}", signed_count(images), images.len())
+}
+
+pub fn signed_count(images: &[Image]) -> usize {
+    images
+        .iter()
+        .filter(|i| {
+            i.referrers
+                .iter()
+                .any(|r| r.kind == crate::registry::ReferrerKind::Signature)
+        })
+        .count()
 }
 
 fn native_condition(previous: &[Condition], native: &NativeOutcome, ctx: &Context) -> Condition {
@@ -270,6 +292,7 @@ pub fn event_applied(
         tag_count: Some(total as i64),
         omitted_tags: Some((listed.len() + unlisted - images.len()) as i64),
         referrer_tags: Some(referrer_tags as i64),
+        signed: Some(signed(&listed)),
         images: Some(images),
         last_event_time: Some(ctx.now.clone()),
         ..RegistryStatus::default()
@@ -292,6 +315,15 @@ pub fn known_facts(status: &RegistryStatus) -> HashMap<String, ManifestFacts> {
         })
         .map(|i| (i.digest.clone(), ManifestFacts::of(i)))
         .collect()
+}
+
+/// When an earlier scan last read every digest's referrers.
+pub fn referrers_checked_at(status: &RegistryStatus) -> Option<crate::registry::Timestamp> {
+    timestamp_of(status.referrers_checked_at.as_ref())
+}
+
+pub fn timestamp_of(at: Option<&Time>) -> Option<crate::registry::Timestamp> {
+    crate::registry::Timestamp::from_unix(at?.0.as_second())
 }
 
 /// Tag → digest as an earlier status lists them: a tag that cannot be read keeps its digest.
@@ -389,6 +421,7 @@ mod tests {
             failed_tags: vec![],
             duration: Duration::from_millis(5),
             native: None,
+            referrers_checked_at: None,
         }
     }
 
@@ -401,6 +434,23 @@ mod tests {
             byte_budget: IMAGES_BYTE_BUDGET,
             show_referrer_tags: false,
         }
+    }
+
+    #[test]
+    fn signed_counts_tags_with_a_signature_referrer() {
+        use crate::registry::{Referrer, ReferrerKind};
+        let with = |kind| Referrer {
+            digest: "sha256:1".into(),
+            artifact_type: None,
+            kind,
+        };
+        let mut images = vec![image("1"), image("2"), image("3")];
+        images[0].referrers = vec![with(ReferrerKind::Sbom), with(ReferrerKind::Signature)];
+        images[1].referrers = vec![with(ReferrerKind::Sbom)];
+        let mut r = report(&[]);
+        r.images = images;
+        let s = succeeded(&[], &r, &ctx(10));
+        assert_eq!(s.signed.as_deref(), Some("1/3"));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use clap::{Args, ValueEnum};
 use futures::FutureExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-use crate::api::{DEFAULT_MAX_IMAGES, RegistryStatus};
+use crate::api::{DEFAULT_MAX_IMAGES, DEFAULT_REFERRERS_INTERVAL, RegistryStatus};
 use crate::cli::proxy::ProxyArgs;
 use crate::registry::{
     ClientOptions, Credentials, DEFAULT_MAX_TAGS, ListingMode, RegistryClient, RegistryState,
@@ -83,6 +83,11 @@ pub struct ScanArgs {
     /// folded into the images they name; `show` lists them as well.
     #[arg(long, value_enum, default_value = "hide")]
     referrer_tags: ReferrerTagsArg,
+    /// Seconds between two reads of known digests' referrers (signatures, SBOMs,
+    /// attestations) when `--previous` says when they were last read; new digests' are read
+    /// as they appear. 0: no referrer is read.
+    #[arg(long, default_value_t = DEFAULT_REFERRERS_INTERVAL as u64)]
+    referrers_interval: u64,
     /// Output format.
     #[arg(long, short, value_enum, default_value = "table")]
     output: Output,
@@ -169,9 +174,12 @@ async fn scan_once(args: &ScanArgs) -> anyhow::Result<()> {
             ListingArg::Distribution => ListingMode::Distribution,
         },
         created_from_config: args.created,
+        referrers_interval: (args.referrers_interval > 0)
+            .then(|| Duration::from_secs(args.referrers_interval)),
         ..ScanOptions::default()
     };
     if let Some(p) = &previous {
+        options.referrers_checked_at = status::referrers_checked_at(&p.status);
         if let Some(facts) = &p.facts {
             facts.merge_into(&mut options.known, &mut options.known_tags);
         }
@@ -198,6 +206,7 @@ async fn scan_once(args: &ScanArgs) -> anyhow::Result<()> {
         failed_tags = report.failed_tags.len(),
         retries = report.requests.retries,
         native_requests = report.requests.native_requests,
+        referrer_requests = report.requests.referrer_requests,
         lister = report.requests.lister.as_deref().unwrap_or_default(),
         ms = report.duration.as_millis() as u64,
         "scan finished"

@@ -165,6 +165,11 @@ impl Context {
             limits: self.settings.limits,
             listing: spec.listing.unwrap_or_default().mode(),
             created_from_config: spec.timestamps == Some(crate::api::Timestamps::Created),
+            referrers_interval: Some(std::time::Duration::from_secs(
+                spec.referrers_interval
+                    .map_or(crate::api::DEFAULT_REFERRERS_INTERVAL, |s| s.max(60))
+                    .unsigned_abs(),
+            )),
             ..ScanOptions::default()
         })
     }

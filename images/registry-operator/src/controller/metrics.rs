@@ -94,6 +94,7 @@ pub struct Metrics {
     pub scan_duration: Histogram,
     pub requests: Family<RequestLabels, Counter>,
     pub tags: Family<ObjectLabels, Gauge<i64, AtomicI64>>,
+    pub signed_images: Family<ObjectLabels, Gauge<i64, AtomicI64>>,
     pub last_scan_success: Family<ObjectLabels, Gauge<i64, AtomicI64>>,
     pub last_success_timestamp: Family<ObjectLabels, Gauge<i64, AtomicI64>>,
     pub scan_interval: Family<ObjectLabels, Gauge<i64, AtomicI64>>,
@@ -173,6 +174,12 @@ impl Default for Metrics {
             "Tags found by the latest successful scan, per Registry",
             tags.clone(),
         );
+        let signed_images = Family::<ObjectLabels, Gauge<i64, AtomicI64>>::default();
+        registry.register(
+            "signed_images",
+            "Tags whose image has at least one signature referrer (cosign, Sigstore bundle, Notary), per Registry, as of the latest successful scan",
+            signed_images.clone(),
+        );
         let last_scan_success = Family::<ObjectLabels, Gauge<i64, AtomicI64>>::default();
         registry.register(
             "last_scan_success",
@@ -244,6 +251,7 @@ impl Default for Metrics {
             scan_duration,
             requests,
             tags,
+            signed_images,
             last_scan_success,
             last_success_timestamp,
             scan_interval,
@@ -293,6 +301,7 @@ impl Metrics {
     /// Drops a Registry's series (deleted, or suspended: nothing to alert on).
     pub fn forget(&self, registry: &ObjectLabels) {
         self.tags.remove(registry);
+        self.signed_images.remove(registry);
         self.last_scan_success.remove(registry);
         self.last_success_timestamp.remove(registry);
         self.scan_interval.remove(registry);

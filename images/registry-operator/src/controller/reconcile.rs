@@ -294,6 +294,12 @@ async fn run_scan(
     let options = ScanOptions {
         known,
         known_tags,
+        // The status outlives the operator: a restart reads no referrer again before it is due.
+        referrers_checked_at: job
+            .obj
+            .status
+            .as_ref()
+            .and_then(|s| status::timestamp_of(s.referrers_checked_at.as_ref())),
         ..ctx.scan_options(&ns, spec)?
     };
     if !ctx.settings.share_scans {
@@ -306,7 +312,12 @@ async fn run_scan(
         spec.insecure_skip_verify == Some(true),
         inputs.ca.as_deref(),
         options.listing,
-    );
+    )
+    // What else changes the requests and what they learn.
+    .with_extras(format!(
+        "created={} referrers={:?}",
+        options.created_from_config, options.referrers_interval
+    ));
     let filter = shared::filter_id(spec);
     let users = ctx.scan_keys.register(&job.key, &key, &filter);
     let request = SharedRequest {
@@ -403,6 +414,10 @@ fn outcome_of_scan(
         .tags
         .get_or_create(&labels)
         .set(report.images.len() as i64);
+    ctx.metrics
+        .signed_images
+        .get_or_create(&labels)
+        .set(i64::try_from(status::signed_count(&report.images)).unwrap_or(i64::MAX));
     ctx.metrics.scan_finished(&labels, true, job.interval);
     tracing::info!(registry = %job.key, tags = report.images.len(), gets = report.requests.manifest_gets, ms = report.duration.as_millis() as u64, "scan succeeded");
 

@@ -37,6 +37,9 @@ pub struct StatusView {
     pub omitted_tags: Option<i64>,
     #[serde(default)]
     pub failed_tags: Option<i64>,
+    /// When every digest's referrers were last read: survives a restart.
+    #[serde(default)]
+    pub referrers_checked_at: Option<Time>,
     #[serde(default)]
     pub conditions: Vec<Condition>,
 }

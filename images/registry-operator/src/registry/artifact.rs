@@ -39,6 +39,9 @@ const SBOMS: &[&str] = &[
     "application/vnd.syft+json",
     // cosign attach sbom's OCI 1.1 artifact type.
     "application/vnd.dev.cosign.artifact.sbom.v1+json",
+    // SBOMs Harbor generates (goharbor/harbor src/server/middleware/subject/subject.go,
+    // `mediaTypeHarborSBOM`).
+    "application/vnd.goharbor.harbor.sbom.v1",
 ];
 const ATTESTATIONS: &[&str] = &[
     // in-toto statements and DSSE envelopes (cosign attest, buildkit's attestation layers).

@@ -231,6 +231,10 @@ pub struct RequestCounts {
     /// Requests to a registry's own listing API (detection probes and its token included).
     #[serde(default)]
     pub native_requests: i64,
+    /// Requests to the OCI 1.1 referrers API (one per new digest, and one per digest each
+    /// `referrersInterval`).
+    #[serde(default)]
+    pub referrer_requests: i64,
     /// Which lister gave the tags and their digests: `distribution` (the registry API: tag
     /// list plus one HEAD per tag) or a native one (`dockerhub`, `harbor`, `quay`, `gar`,
     /// `acr`), whose digests a sample of HEADs checked.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::auth::AuthState;
 use super::listing::Listers;
+use super::protocol::ReferrersMemory;
 use super::transport::HostGates;
 
 /// State shared by scans: build one per process (or per controller) and hand it to every
@@ -16,17 +17,20 @@ pub struct RegistryState {
     /// Shared with every client's transport.
     pub(crate) gates: Arc<HostGates>,
     pub(crate) listers: Listers,
+    /// Registries found not to serve the referrers API.
+    pub(crate) referrers: ReferrersMemory,
 }
 
 impl RegistryState {
-    /// Bytes each shared cache holds (`tokens`, `auth_modes`, `host_gates`, `listers`): each is
-    /// bounded in bytes with a share per tenant.
-    pub fn cache_bytes(&self) -> [(&'static str, usize); 4] {
+    /// Bytes each shared cache holds (`tokens`, `auth_modes`, `host_gates`, `listers`,
+    /// `referrers`): each is bounded in bytes with a share per tenant.
+    pub fn cache_bytes(&self) -> [(&'static str, usize); 5] {
         [
             ("tokens", self.auth.tokens.bytes()),
             ("auth_modes", self.auth.modes.bytes()),
             ("host_gates", self.gates.bytes()),
             ("listers", self.listers.bytes()),
+            ("referrers", self.referrers.bytes()),
         ]
     }
 

@@ -115,6 +115,10 @@ impl Target {
         self.api(&format!("{}/manifests/{reference}", self.repository))
     }
 
+    pub fn referrers_url(&self, digest: &str) -> Url {
+        self.api(&format!("{}/referrers/{digest}", self.repository))
+    }
+
     pub fn blob_url(&self, digest: &str) -> Url {
         self.api(&format!("{}/blobs/{digest}", self.repository))
     }

@@ -10,7 +10,7 @@ use crate::registry::protocol::{TagFilter, valid_digest};
 use crate::registry::session::{Reply, Session};
 use crate::registry::target::valid_tag;
 use crate::registry::transport::{RequestKind, offload};
-use crate::registry::{ScanError, ScanLimits, Timestamp};
+use crate::registry::{Referrer, ScanError, ScanLimits, Timestamp};
 
 pub(crate) struct Collector<'s, 'a> {
     session: &'s Session<'a>,
@@ -23,10 +23,19 @@ pub(crate) struct Collector<'s, 'a> {
     pages: usize,
     /// Tags offered so far, listed or not.
     added: usize,
+    /// Referrers by digest, from APIs that give them with the listing (Harbor's accessories).
+    referrers: Option<HashMap<String, Vec<Referrer>>>,
 }
 
 /// Every tag listed, in listing order, with the digest the API named (if it named one).
 pub(crate) type Entries = Vec<(String, Option<String>)>;
+
+/// What a listing gave: its entries, push times by tag, referrers by digest.
+pub(crate) type Finished = (
+    Entries,
+    HashMap<String, Timestamp>,
+    Option<HashMap<String, Vec<Referrer>>>,
+);
 
 /// Tags checked between two yields to the runtime: about a millisecond of work.
 const YIELD_EVERY: usize = 1024;
@@ -42,6 +51,7 @@ impl<'s, 'a> Collector<'s, 'a> {
             index: HashMap::new(),
             pages: 0,
             added: 0,
+            referrers: None,
         }
     }
 
@@ -149,14 +159,26 @@ impl<'s, 'a> Collector<'s, 'a> {
         })
     }
 
-    /// The entries in listing order, and the push times the API gave.
-    pub fn finish(self) -> (Entries, HashMap<String, Timestamp>) {
+    /// The referrers of `digest` (bounded like the referrers API's answer, and in digests
+    /// like the tags).
+    pub fn add_referrers(&mut self, digest: &str, mut list: Vec<Referrer>) {
+        let map = self.referrers.get_or_insert_with(HashMap::new);
+        if !valid_digest(digest) || map.len() >= self.limits.max_tags {
+            return;
+        }
+        list.truncate(crate::registry::protocol::MAX_REFERRERS_PER_DIGEST);
+        map.insert(digest.to_string(), list);
+    }
+
+    /// The entries in listing order, the push times the API gave, and the referrers it gave
+    /// (`None`: it gives none).
+    pub fn finish(self) -> Finished {
         let pushed = self
             .entries
             .iter()
             .zip(self.pushed)
             .filter_map(|((tag, _), at)| at.map(|at| (tag.clone(), at)))
             .collect();
-        (self.entries, pushed)
+        (self.entries, pushed, self.referrers)
     }
 }

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use super::error::ScanError;
 use super::protocol::{TagFilter, list_tags};
 use super::session::Session;
-use super::{ScanLimits, Timestamp};
+use super::{Referrer, ScanLimits, Timestamp};
 
 pub(crate) use collect::Collector;
 pub use detect::detect_by_host;
@@ -107,6 +107,8 @@ pub(crate) struct Listed {
     pub pushed: HashMap<String, Timestamp>,
     pub lister: Lister,
     pub native: Option<NativeOutcome>,
+    /// Referrers by digest, when the native API gave them (Harbor's accessories).
+    pub referrers: Option<HashMap<String, Vec<Referrer>>>,
 }
 
 pub(crate) async fn list(
@@ -163,7 +165,7 @@ pub(crate) async fn list(
         )
         .await;
     }
-    let (entries, pushed) = collector.finish();
+    let (entries, pushed, referrers) = collector.finish();
     match guard::check(session, &entries, options.known_tags, options.concurrency).await {
         Ok(heads) => {
             let mut digests: HashMap<String, String> = entries
@@ -177,6 +179,7 @@ pub(crate) async fn list(
                 pushed,
                 lister,
                 native: Some(NativeOutcome::Used(lister)),
+                referrers,
             })
         }
         Err(guard::Verdict::Disagrees(why)) => {
@@ -213,5 +216,6 @@ async fn distribution(
         pushed: HashMap::new(),
         lister: Lister::Distribution,
         native,
+        referrers: None,
     })
 }

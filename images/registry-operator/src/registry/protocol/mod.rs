@@ -8,6 +8,7 @@ pub(crate) mod digest;
 mod fetch;
 mod head;
 pub mod manifest;
+mod referrers;
 pub mod schema1;
 mod tags;
 
@@ -16,5 +17,8 @@ pub(crate) use config::{ConfigRef, Created, read_created};
 pub use digest::valid_digest;
 pub(crate) use fetch::{Fetched, fetch};
 pub(crate) use head::{HeadOutcome, head};
+pub(crate) use referrers::{
+    Listing as ReferrerListing, MAX_REFERRERS_PER_DIGEST, ReferrersMemory, list_referrers,
+};
 pub(crate) use tags::list_tags;
 pub use tags::{TagFilter, next_link, next_page};

@@ -2,7 +2,9 @@
 //!
 //! Request budget: tag pages + one HEAD per tag + one GET per new digest (+ one per new index
 //! child, + one HEAD per distinct layer of a new schema 1 manifest). Digests an earlier scan
-//! resolved (`ScanOptions::known`) cost no GET at all.
+//! resolved (`ScanOptions::known`) cost no GET at all. With referrers on: + one referrers
+//! request per new digest, and per distinct digest once `referrers_interval` has passed
+//! (`referrers`).
 //!
 //! One bad tag never fails the scan: a tag whose manifest cannot be read keeps its last known
 //! digest, carries a note, and is counted in `failed_tags`. Only the tag list, auth, a
@@ -11,6 +13,7 @@
 mod key;
 mod created;
 mod fold;
+mod referrers;
 mod refresh;
 mod resolve;
 mod shared;
@@ -24,6 +27,7 @@ use super::registry_client::RegistryClient;
 use super::session::Session;
 use super::{
     Credentials, Image, ManifestFacts, RequestCounts, ScanError, ScanLimits, TagFailure, Target,
+    Timestamp,
 };
 use resolve::{Found, resolve};
 
@@ -59,6 +63,12 @@ pub struct ScanOptions {
     /// `spec.timestamps: Created`: read each new image's config for its `created` (one blob
     /// GET per new digest) when its manifest has no creation annotation.
     pub created_from_config: bool,
+    /// Read referrers (OCI 1.1 referrers API, Harbor's accessories): each new digest's, and
+    /// every known digest's again once this long has passed since `referrers_checked_at`.
+    /// `None`: none are read (what facts already say stays).
+    pub referrers_interval: Option<Duration>,
+    /// When an earlier scan last read the referrers of every digest.
+    pub referrers_checked_at: Option<Timestamp>,
 }
 
 impl Default for ScanOptions {
@@ -74,6 +84,8 @@ impl Default for ScanOptions {
             known_tags: HashMap::new(),
             listing: ListingMode::default(),
             created_from_config: false,
+            referrers_interval: None,
+            referrers_checked_at: None,
         }
     }
 }
@@ -96,6 +108,9 @@ pub struct ScanReport {
     pub duration: Duration,
     /// What became of a native listing API, when the registry has one.
     pub native: Option<NativeOutcome>,
+    /// When this or an earlier scan last read the referrers of every digest: feed it to the
+    /// next scan as `referrers_checked_at`.
+    pub referrers_checked_at: Option<Timestamp>,
 }
 
 pub async fn scan(
@@ -111,7 +126,7 @@ pub async fn scan(
         options.timeout.saturating_add(Duration::from_secs(5)),
         run(client, &session, options),
     );
-    let found = run.await.map_err(|_| ScanError::Timeout {
+    let (found, referrers_checked_at) = run.await.map_err(|_| ScanError::Timeout {
         what: format!("scan of {}/{}", target.registry(), target.repository()),
         after: options.timeout,
     })??;
@@ -126,6 +141,7 @@ pub async fn scan(
         failed_tags: found.failed,
         duration: started.elapsed(),
         native: found.native,
+        referrers_checked_at,
     })
 }
 
@@ -133,7 +149,7 @@ async fn run(
     client: &RegistryClient,
     session: &Session<'_>,
     options: &ScanOptions,
-) -> Result<Found, ScanError> {
+) -> Result<(Found, Option<Timestamp>), ScanError> {
     let request = ListRequest {
         mode: options.listing,
         page_size: options.page_size,
@@ -142,7 +158,8 @@ async fn run(
         known_tags: &options.known_tags,
         concurrency: options.concurrency.max(1),
     };
-    let listed = listing::list(session, &client.state.listers, &request).await?;
+    let mut listed = listing::list(session, &client.state.listers, &request).await?;
+    let accessories = listed.referrers.take();
     let total = listed.tags.len();
     tracing::debug!(registry = %session.target.registry(), repository = session.target.repository(), tags = total, lister = listed.lister.as_str(), "listed tags");
 
@@ -183,6 +200,17 @@ async fn run(
     }
     found.lister = listed.lister;
     found.native = listed.native;
+    let memory = &client.state.referrers;
+    let checked_at = referrers::attach(
+        session,
+        memory,
+        options,
+        referrers::Asker::Scan,
+        &mut found,
+        accessories,
+    )
+    .await;
+    // Tag-derived referrers (fallback tags, cosign's) join those the API gave.
     fold::fold(&mut found.images, &found.facts);
-    Ok(found)
+    Ok((found, checked_at))
 }

@@ -4,6 +4,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use super::ScanOptions;
+use super::referrers::{self, Asker};
 use super::resolve::resolve;
 use crate::registry::registry_client::RegistryClient;
 use crate::registry::{
@@ -47,10 +48,13 @@ pub async fn refresh(
         options.timeout.saturating_add(Duration::from_secs(5)),
         resolve(&session, options, tags, Vec::new()),
     );
-    let (found, failures) = run.await.map_err(|_| ScanError::Timeout {
+    let (mut found, failures) = run.await.map_err(|_| ScanError::Timeout {
         what: format!("refresh of {}/{}", target.registry(), target.repository()),
         after: options.timeout,
     })??;
+    // New digests get their referrers as in a scan; known ones wait for the next full check.
+    let memory = &client.state.referrers;
+    referrers::attach(&session, memory, options, Asker::Refresh, &mut found, None).await;
     let failed_tags: HashSet<&str> = failures.iter().map(|(t, _)| t.as_str()).collect();
     Ok(RefreshReport {
         // A tag whose HEAD failed is listed with the caller's old digest: leave it to them.

@@ -26,6 +26,8 @@ pub enum RequestKind {
     BlobGet,
     /// A vendor's own listing API (and its detection probes and token).
     NativeList,
+    /// The OCI 1.1 referrers API.
+    Referrers,
 }
 
 impl RequestKind {
@@ -38,6 +40,7 @@ impl RequestKind {
             Self::BlobHead => "blob_head",
             Self::BlobGet => "blob_get",
             Self::NativeList => "native_list",
+            Self::Referrers => "referrers",
         }
     }
 }

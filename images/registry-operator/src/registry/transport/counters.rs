@@ -15,6 +15,7 @@ pub(crate) struct Counters {
     pub blob_gets: AtomicU64,
     pub native_requests: AtomicU64,
     pub retries: AtomicU64,
+    pub referrer_requests: AtomicU64,
 }
 
 impl Counters {
@@ -27,6 +28,7 @@ impl Counters {
             RequestKind::BlobHead => &self.blob_heads,
             RequestKind::BlobGet => &self.blob_gets,
             RequestKind::NativeList => &self.native_requests,
+            RequestKind::Referrers => &self.referrer_requests,
         };
         c.fetch_add(1, Ordering::Relaxed);
     }
@@ -47,6 +49,7 @@ impl Counters {
             blob_gets: load(&self.blob_gets),
             retries: load(&self.retries),
             native_requests: load(&self.native_requests),
+            referrer_requests: load(&self.referrer_requests),
             lister: None,
         }
     }

@@ -187,6 +187,7 @@ mod tests {
             failed_tags: vec![],
             duration: Duration::ZERO,
             native: None,
+            referrers_checked_at: None,
         };
         let mine = TagFilter::new(Some("^v1"), None).unwrap();
         let seen = view(&report, &mine);

@@ -10,9 +10,9 @@
 //! digest, carries a note, and is counted in `failed_tags`. Only the tag list, auth, a
 //! registry-wide problem (TLS, rate limit, deadline) or too many failing tags fail the scan.
 
-mod key;
 mod created;
 mod fold;
+mod key;
 mod referrers;
 mod refresh;
 mod resolve;
@@ -31,8 +31,8 @@ use super::{
 };
 use resolve::{Found, resolve};
 
-pub use key::ScanKey;
 pub use fold::{MAX_FOLDED_REFERRERS, fold as fold_referrer_tags};
+pub use key::ScanKey;
 pub use refresh::{RefreshReport, refresh};
 pub use shared::{FilterId, Finished, Request as SharedRequest, Share, SharedScans};
 

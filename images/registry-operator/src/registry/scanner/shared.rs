@@ -267,6 +267,7 @@ mod tests {
             failed_tags: vec![],
             duration: Duration::from_millis(1),
             native: None,
+            referrers_checked_at: None,
         }
     }
 

@@ -135,7 +135,11 @@ pub fn privacy_wait(asked: Instant, report: &ScanReport, timeout: Duration) -> D
 
 /// [`privacy_wait`] for a shared run that took `took`.
 pub fn privacy_wait_for(asked: Instant, took: Duration, timeout: Duration) -> Duration {
-    (asked + took.min(timeout)).saturating_duration_since(Instant::now())
+    asked
+        .checked_add(took.min(timeout))
+        .map_or(Duration::ZERO, |until| {
+            until.saturating_duration_since(Instant::now())
+        })
 }
 
 #[cfg(test)]

@@ -28,7 +28,8 @@ pub(crate) async fn get_manifest(
 
 pub(crate) enum Fetched {
     Facts(ManifestFacts),
-    Index(String, Vec<manifest::IndexEntry>),
+    /// Media type, platform entries, and the index's own creation annotation.
+    Index(String, Vec<manifest::IndexEntry>, Option<crate::registry::Timestamp>),
     /// Media type and distinct layer blobs.
     Schema1(String, Vec<String>),
 }
@@ -71,6 +72,8 @@ pub(crate) fn describe(body: &[u8], media_type: String) -> Fetched {
             ..ManifestFacts::default()
         })
     };
+    let created_at = manifest::created_annotation(body);
+    let created_source = created_at.map(|_| crate::registry::CreatedSource::Annotation);
     match manifest::kind_of(&media_type) {
         Kind::Image => {
             let size = manifest::image_size(body)
@@ -82,11 +85,13 @@ pub(crate) fn describe(body: &[u8], media_type: String) -> Fetched {
                 size,
                 media_type: Some(media_type),
                 platforms: Vec::new(),
+                created_at,
+                created_source,
                 ..ManifestFacts::default()
             })
         }
         Kind::Index => match manifest::index_entries(body) {
-            Ok(entries) => Fetched::Index(media_type, entries),
+            Ok(entries) => Fetched::Index(media_type, entries, created_at),
             Err(e) => {
                 tracing::warn!(%media_type, error = %e, "index has no usable platforms");
                 sizeless(media_type)

@@ -11,7 +11,7 @@ use crate::registry::order::compare_tags;
 use crate::registry::protocol::manifest;
 use crate::registry::protocol::{Fetched, HeadOutcome, blob_size, fetch, head};
 use crate::registry::session::Session;
-use crate::registry::{Image, ManifestFacts, ScanError, TagFailure};
+use crate::registry::{CreatedSource, Image, ManifestFacts, ScanError, TagFailure, Timestamp};
 
 pub(super) struct Found {
     pub images: Vec<Image>,
@@ -104,8 +104,8 @@ pub(super) async fn resolve(
             Some(Fetched::Facts(f)) => {
                 resolutions.insert(digest, Resolution::Complete(f));
             }
-            Some(Fetched::Index(media_type, entries)) => {
-                indexes.push((digest, media_type, entries))
+            Some(Fetched::Index(media_type, entries, created)) => {
+                indexes.push((digest, media_type, entries, created))
             }
             Some(Fetched::Schema1(media_type, blobs)) => schema1s.push((digest, media_type, blobs)),
             None => {
@@ -185,7 +185,7 @@ async fn resolve_indexes(
     session: &Session<'_>,
     options: &ScanOptions,
     concurrency: usize,
-    indexes: Vec<(String, String, Vec<manifest::IndexEntry>)>,
+    indexes: Vec<(String, String, Vec<manifest::IndexEntry>, Option<Timestamp>)>,
     resolutions: &mut HashMap<String, Resolution>,
 ) -> Result<(), ScanError> {
     let size_of = |resolutions: &HashMap<String, Resolution>, d: &str| match resolutions.get(d) {
@@ -194,7 +194,7 @@ async fn resolve_indexes(
     };
     let children: HashSet<String> = indexes
         .iter()
-        .flat_map(|(_, _, entries)| entries.iter().map(|e| e.platform.digest.clone()))
+        .flat_map(|(_, _, entries, _)| entries.iter().map(|e| e.platform.digest.clone()))
         .filter(|d| size_of(resolutions, d).is_none())
         .collect();
     let mut child_results: HashMap<String, Result<Option<i64>, String>> = HashMap::new();
@@ -209,7 +209,7 @@ async fn resolve_indexes(
         };
         child_results.insert(digest, size);
     }
-    for (digest, media_type, entries) in indexes {
+    for (digest, media_type, entries, created_at) in indexes {
         let mut missing = Vec::new();
         let platforms: Vec<_> = entries
             .into_iter()
@@ -233,6 +233,8 @@ async fn resolve_indexes(
             size: manifest::representative_size(&platforms),
             media_type: Some(media_type),
             platforms,
+            created_at,
+            created_source: created_at.map(|_| CreatedSource::Annotation),
             ..ManifestFacts::default()
         };
         let r = match missing.first() {

@@ -93,6 +93,8 @@ pub struct Metrics {
     pub webhook_refreshes: Family<RefreshLabels, Counter>,
     pub panics: Family<PanicLabels, Counter>,
     pub cache_bytes: Family<CacheLabels, Gauge<i64, AtomicI64>>,
+    /// `latest_info`: the tag and digest `spec.policy` selects, per Registry.
+    pub latest: super::latest::LatestInfo,
     /// Refreshes gauges read from elsewhere (the caches' sizes) just before each encode.
     samplers: parking_lot::Mutex<Vec<Sampler>>,
 }
@@ -200,8 +202,10 @@ impl Default for Metrics {
             prometheus_client::registry::Unit::Bytes,
             cache_bytes.clone(),
         );
+        let latest = super::latest::LatestInfo::register(&mut registry);
         Self {
             registry,
+            latest,
             panics,
             cache_bytes,
             samplers: parking_lot::Mutex::default(),
@@ -265,6 +269,7 @@ impl Metrics {
         self.last_scan_success.remove(registry);
         self.last_success_timestamp.remove(registry);
         self.scan_interval.remove(registry);
+        self.latest.forget(registry);
     }
 }
 

@@ -10,6 +10,7 @@ mod credentials;
 mod egress;
 mod election;
 mod http;
+pub mod latest;
 mod limits;
 mod memory;
 pub mod metrics;

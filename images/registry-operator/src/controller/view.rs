@@ -39,6 +39,9 @@ pub struct StatusView {
     pub failed_tags: Option<i64>,
     #[serde(default)]
     pub conditions: Vec<Condition>,
+    /// What `spec.policy` selected last: a move is announced.
+    #[serde(default)]
+    pub latest: Option<crate::registry::Latest>,
 }
 
 impl Resource for RegistryView {

@@ -56,7 +56,17 @@ mod tests {
         assert_eq!(parse_min_age("1h30m"), Ok(Duration::from_secs(5_400)));
         assert_eq!(parse_min_age("7d"), Ok(Duration::from_secs(604_800)));
         assert_eq!(parse_min_age("0s"), Ok(Duration::ZERO));
-        for bad in ["", "24", "h", "1.5h", "-1h", "1w", "1h 30m", "99999999999999999999s", "4000d"] {
+        for bad in [
+            "",
+            "24",
+            "h",
+            "1.5h",
+            "-1h",
+            "1w",
+            "1h 30m",
+            "99999999999999999999s",
+            "4000d",
+        ] {
             assert!(parse_min_age(bad).is_err(), "{bad:?}");
         }
     }

@@ -66,7 +66,10 @@ mod tests {
     #[test]
     fn flux_pattern_and_extract() {
         let f = Filter::new(r"^main-[a-fA-F0-9]+-(?P<ts>.*)", Some("$ts")).unwrap();
-        assert_eq!(f.apply("main-3a1f9c2-1611234567").as_deref(), Some("1611234567"));
+        assert_eq!(
+            f.apply("main-3a1f9c2-1611234567").as_deref(),
+            Some("1611234567")
+        );
         assert_eq!(f.apply("feature-3a1f9c2-1611234567"), None);
         let braces = Filter::new(r"^v(?P<v>\d+\.\d+)-(?P<os>\w+)$", Some("${v}.0")).unwrap();
         assert_eq!(braces.apply("v1.2-alpine").as_deref(), Some("1.2.0"));
@@ -82,7 +85,11 @@ mod tests {
 
     #[test]
     fn bad_and_oversized_patterns_are_refused() {
-        assert!(Filter::new("(", None).unwrap_err().contains("not a valid regular expression"));
+        assert!(
+            Filter::new("(", None)
+                .unwrap_err()
+                .contains("not a valid regular expression")
+        );
         assert!(Filter::new(&"a".repeat(MAX_PATTERN_LEN + 1), None).is_err());
         // Small to write, huge to compile: refused by the size limit, not built.
         assert!(Filter::new(r"(\w{500}){500}", None).is_err());

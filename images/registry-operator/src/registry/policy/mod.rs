@@ -104,7 +104,9 @@ impl Policy {
         let rule = match kind {
             Kind::Semver { range } => Rule::Semver {
                 range: Range::parse(range).map_err(|e| {
-                    PolicyError(format!("policy.semver.range {range:?} is not a valid range: {e}"))
+                    PolicyError(format!(
+                        "policy.semver.range {range:?} is not a valid range: {e}"
+                    ))
                 })?,
                 text: range.clone(),
             },

@@ -189,8 +189,8 @@ impl Comparator {
         } else {
             (group(2).to_string(), false, false, false)
         };
-        let con = Version::parse(&text)
-            .ok_or_else(|| format!("{:?} is not a version", group(2)))?;
+        let con =
+            Version::parse(&text).ok_or_else(|| format!("{:?} is not a version", group(2)))?;
         Ok(Self {
             op,
             con,
@@ -280,8 +280,7 @@ impl Comparator {
         if v < c {
             return false;
         }
-        if c.major == 0 && c.minor == 0 && c.patch == 0 && !self.minor_dirty && !self.patch_dirty
-        {
+        if c.major == 0 && c.minor == 0 && c.patch == 0 && !self.minor_dirty && !self.patch_dirty {
             return true;
         }
         v.major == c.major && (v.minor == c.minor || self.minor_dirty)
@@ -319,8 +318,16 @@ mod tests {
         assert_eq!(v("1.2.3+build.7"), v("1.2.3"));
         assert!(v("1.2.3-beta.1").is_prerelease());
         for bad in [
-            "", "latest", "1.2.3.4", "1.2.beta", "a.b.c", "1.2.3-01", "v", "-1.2.3",
-            "1.2.3-", "99999999999999999999.0.0",
+            "",
+            "latest",
+            "1.2.3.4",
+            "1.2.beta",
+            "a.b.c",
+            "1.2.3-01",
+            "v",
+            "-1.2.3",
+            "1.2.3-",
+            "99999999999999999999.0.0",
         ] {
             assert_eq!(Version::parse(bad), None, "{bad:?}");
         }
@@ -330,16 +337,34 @@ mod tests {
     #[test]
     fn versions_order_by_precedence() {
         let mut list: Vec<Version> = [
-            "1.0.0", "1.0.0-rc.1", "1.0.0-beta.11", "1.0.0-beta.2", "1.0.0-beta", "1.0.0-alpha.beta",
-            "1.0.0-alpha.1", "1.0.0-alpha", "0.9.9", "1.10.0", "1.9.0",
+            "1.0.0",
+            "1.0.0-rc.1",
+            "1.0.0-beta.11",
+            "1.0.0-beta.2",
+            "1.0.0-beta",
+            "1.0.0-alpha.beta",
+            "1.0.0-alpha.1",
+            "1.0.0-alpha",
+            "0.9.9",
+            "1.10.0",
+            "1.9.0",
         ]
         .iter()
         .map(|s| v(s))
         .collect();
         list.sort();
         let expect: Vec<Version> = [
-            "0.9.9", "1.0.0-alpha", "1.0.0-alpha.1", "1.0.0-alpha.beta", "1.0.0-beta",
-            "1.0.0-beta.2", "1.0.0-beta.11", "1.0.0-rc.1", "1.0.0", "1.9.0", "1.10.0",
+            "0.9.9",
+            "1.0.0-alpha",
+            "1.0.0-alpha.1",
+            "1.0.0-alpha.beta",
+            "1.0.0-beta",
+            "1.0.0-beta.2",
+            "1.0.0-beta.11",
+            "1.0.0-rc.1",
+            "1.0.0",
+            "1.9.0",
+            "1.10.0",
         ]
         .iter()
         .map(|s| v(s))
@@ -455,8 +480,20 @@ mod tests {
 
     #[test]
     fn improper_ranges_are_refused_with_a_reason() {
-        for bad in ["", "  ", ">=", "abc", "1.2.3 ||", ">=1.0 <2.0 foo", "~>", "1.2.3-01", ">>1"] {
-            let e = Range::parse(bad).err().unwrap_or_else(|| panic!("{bad:?} parsed"));
+        for bad in [
+            "",
+            "  ",
+            ">=",
+            "abc",
+            "1.2.3 ||",
+            ">=1.0 <2.0 foo",
+            "~>",
+            "1.2.3-01",
+            ">>1",
+        ] {
+            let e = Range::parse(bad)
+                .err()
+                .unwrap_or_else(|| panic!("{bad:?} parsed"));
             assert!(!e.is_empty());
         }
         assert!(

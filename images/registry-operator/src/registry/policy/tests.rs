@@ -44,24 +44,49 @@ fn latest(p: &Policy, tags: &[&str]) -> Option<String> {
 #[test]
 fn flux_semver_examples() {
     let podinfo = [
-        "5.0.0", "5.0.3", "5.1.0", "5.1.1", "5.1.2", "5.1.3", "5.1.4", "5.2.0", "6.0.0-rc.1",
+        "5.0.0",
+        "5.0.3",
+        "5.1.0",
+        "5.1.1",
+        "5.1.2",
+        "5.1.3",
+        "5.1.4",
+        "5.2.0",
+        "6.0.0-rc.1",
         "latest",
     ];
     assert_eq!(latest(&semver("5.1.x"), &podinfo).as_deref(), Some("5.1.4"));
-    assert_eq!(latest(&semver(">=1.0.0"), &podinfo).as_deref(), Some("5.2.0"));
+    assert_eq!(
+        latest(&semver(">=1.0.0"), &podinfo).as_deref(),
+        Some("5.2.0")
+    );
     assert_eq!(
         latest(&semver(">=6.0.0-0"), &podinfo).as_deref(),
         Some("6.0.0-rc.1")
     );
     // `v` prefixes and lenient versions are versions; the issue's `^1.25`.
-    let nginx = ["v1.24.0", "1.25", "1.25.3", "v1.25.4", "1.26.0-rc.1", "mainline"];
+    let nginx = [
+        "v1.24.0",
+        "1.25",
+        "1.25.3",
+        "v1.25.4",
+        "1.26.0-rc.1",
+        "mainline",
+    ];
     let e = semver("^1.25").evaluate(&images(&nginx), now());
     let l = e.latest.unwrap();
     assert_eq!((l.tag.as_str(), l.version.as_str()), ("v1.25.4", "v1.25.4"));
     let ordered: Vec<&str> = e.order.iter().map(|i| nginx[*i]).collect();
     assert_eq!(
         ordered,
-        ["v1.24.0", "1.26.0-rc.1", "mainline", "1.25", "1.25.3", "v1.25.4"],
+        [
+            "v1.24.0",
+            "1.26.0-rc.1",
+            "mainline",
+            "1.25",
+            "1.25.3",
+            "v1.25.4"
+        ],
         "tags the policy does not select first, then its candidates lowest first"
     );
 }
@@ -124,7 +149,10 @@ fn flux_numerical_build_number_example() {
     )
     .unwrap();
     let l = p.evaluate(&images(&tags), now()).latest.unwrap();
-    assert_eq!((l.tag.as_str(), l.version.as_str()), ("main-9f8e7d6-1611999999", "1611999999"));
+    assert_eq!(
+        (l.tag.as_str(), l.version.as_str()),
+        ("main-9f8e7d6-1611999999", "1611999999")
+    );
     let builds = ["9", "10", "100", "latest", "-1"];
     assert_eq!(
         latest(&policy(Kind::Numerical(Order::Asc)), &builds).as_deref(),
@@ -143,7 +171,11 @@ fn newest_build_by_created_else_pushed_with_ties_by_tag() {
     list[1].pushed_at = Timestamp::from_unix(300);
     list[2].created_at = Timestamp::from_unix(300);
     let e = policy(Kind::NewestBuild).evaluate(&list, now());
-    assert_eq!(e.latest.unwrap().tag, "c", "tie at 300: the higher tag wins");
+    assert_eq!(
+        e.latest.unwrap().tag,
+        "c",
+        "tie at 300: the higher tag wins"
+    );
     assert_eq!(e.order, [3, 0, 1, 2]);
 }
 
@@ -162,7 +194,11 @@ fn referrer_tags_are_never_picked() {
     let only = [sig.as_str()];
     let e = policy(Kind::Alphabetical(Order::Asc)).evaluate(&images(&only), now());
     assert_eq!(e.latest, None);
-    assert!(e.none_because.unwrap().contains("1 name signatures or attestations"));
+    assert!(
+        e.none_because
+            .unwrap()
+            .contains("1 name signatures or attestations")
+    );
 }
 
 #[test]
@@ -181,8 +217,16 @@ fn min_age_holds_back_young_and_ageless_versions() {
     )
     .unwrap();
     let e = p.evaluate(&list, now());
-    assert_eq!(e.latest.as_ref().unwrap().tag, "1.1.0", "exactly 24h old is old enough");
-    assert_eq!(e.order, [0, 1, 2], "a young version keeps its place in the order");
+    assert_eq!(
+        e.latest.as_ref().unwrap().tag,
+        "1.1.0",
+        "exactly 24h old is old enough"
+    );
+    assert_eq!(
+        e.order,
+        [0, 1, 2],
+        "a young version keeps its place in the order"
+    );
     // A push after the build: the push is what counts.
     list[1].created_at = Timestamp::from_unix(NOW - 10 * 86_400);
     list[1].pushed_at = Timestamp::from_unix(NOW - 60);
@@ -273,7 +317,11 @@ fn range_strategy() -> impl Strategy<Value = String> {
             Just("!=")
         ],
         0u64..4,
-        prop_oneof![Just(String::new()), (0u64..4).prop_map(|m| format!(".{m}")), Just(".x".to_string())],
+        prop_oneof![
+            Just(String::new()),
+            (0u64..4).prop_map(|m| format!(".{m}")),
+            Just(".x".to_string())
+        ],
     )
         .prop_map(|(op, major, rest)| format!("{op}{major}{rest}"));
     prop::collection::vec(prop::collection::vec(comparator, 1..3), 1..3).prop_map(|groups| {

@@ -29,7 +29,11 @@ pub(crate) async fn get_manifest(
 pub(crate) enum Fetched {
     Facts(ManifestFacts),
     /// Media type, platform entries, and the index's own creation annotation.
-    Index(String, Vec<manifest::IndexEntry>, Option<crate::registry::Timestamp>),
+    Index(
+        String,
+        Vec<manifest::IndexEntry>,
+        Option<crate::registry::Timestamp>,
+    ),
     /// Media type and distinct layer blobs.
     Schema1(String, Vec<String>),
 }

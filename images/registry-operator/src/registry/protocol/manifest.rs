@@ -200,7 +200,9 @@ pub fn created_annotation(body: &[u8]) -> Option<crate::registry::Timestamp> {
     let latest = crate::registry::Timestamp::now()
         .unix()
         .saturating_add(CREATED_FUTURE_SLACK);
-    (EARLIEST_CREATED..=latest).contains(&at.unix()).then_some(at)
+    (EARLIEST_CREATED..=latest)
+        .contains(&at.unix())
+        .then_some(at)
 }
 
 /// One platform entry of an index, before its size is known.
@@ -279,7 +281,9 @@ mod tests {
     #[test]
     fn created_annotation_is_read_and_absurd_values_ignored() {
         let with = |v: &str| {
-            format!(r#"{{"schemaVersion":2,"annotations":{{"{CREATED_ANNOTATION}":{v}}},"manifests":[]}}"#)
+            format!(
+                r#"{{"schemaVersion":2,"annotations":{{"{CREATED_ANNOTATION}":{v}}},"manifests":[]}}"#
+            )
         };
         assert_eq!(
             created_annotation(with(r#""2024-03-01T12:30:45.5+02:00""#).as_bytes())
@@ -295,7 +299,11 @@ mod tests {
             "null",
             r#""""#,
         ] {
-            assert_eq!(created_annotation(with(absurd).as_bytes()), None, "{absurd}");
+            assert_eq!(
+                created_annotation(with(absurd).as_bytes()),
+                None,
+                "{absurd}"
+            );
         }
         assert_eq!(created_annotation(b"{}"), None);
         assert_eq!(created_annotation(b"not json"), None);

@@ -62,7 +62,10 @@ pub fn apply(
     };
     match &evaluation.latest {
         Some(latest) => {
-            let message = format!("The policy selects {} (version {})", latest.tag, latest.version);
+            let message = format!(
+                "The policy selects {} (version {})",
+                latest.tag, latest.version
+            );
             status.conditions.push(status::condition(
                 previous,
                 LATEST_FOUND,
@@ -213,8 +216,15 @@ mod tests {
         assert_eq!(tags, ["1.1.0", "1.2.0"]);
         assert_eq!(s.latest.unwrap().tag, "1.2.0");
         assert_eq!(applied, Applied::default(), "the first latest is no move");
-        let c = s.conditions.iter().find(|c| c.type_ == LATEST_FOUND).unwrap();
-        assert_eq!((c.status.as_str(), c.reason.as_str()), ("True", REASON_LATEST_FOUND));
+        let c = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == LATEST_FOUND)
+            .unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("True", REASON_LATEST_FOUND)
+        );
     }
 
     #[test]
@@ -240,14 +250,24 @@ mod tests {
         let applied = apply(&mut s, Some(&e), Some(&to), &[], &ctx(10));
         assert_eq!(applied.clear, ["latest"]);
         assert_eq!(s.latest, None);
-        let c = s.conditions.iter().find(|c| c.type_ == LATEST_FOUND).unwrap();
-        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", REASON_NO_ELIGIBLE_TAG));
-        assert!(c.message.contains("1 are not semantic versions"), "{}", c.message);
+        let c = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == LATEST_FOUND)
+            .unwrap();
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", REASON_NO_ELIGIBLE_TAG)
+        );
+        assert!(
+            c.message.contains("1 are not semantic versions"),
+            "{}",
+            c.message
+        );
 
         let mut s = status::succeeded(&[], &r, &ctx(10));
         let applied = apply(&mut s, None, Some(&to), &[], &ctx(10));
         assert_eq!(applied.clear, ["latest", "previousLatest"]);
         assert!(s.conditions.iter().all(|c| c.type_ != LATEST_FOUND));
     }
-
 }

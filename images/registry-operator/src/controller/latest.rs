@@ -28,14 +28,9 @@ pub struct LatestInfo {
 }
 
 impl LatestInfo {
-    pub fn register(registry: &mut prometheus_client::registry::Registry) -> Self {
-        let info = Self::default();
-        registry.register(
-            "latest_info",
-            "1 for the tag and digest spec.policy selects as the Registry's newest version",
-            info.family.clone(),
-        );
-        info
+    /// The family to register (metrics.rs registers every series, so its list is complete).
+    pub fn family(&self) -> Family<LatestLabels, Gauge<i64, AtomicI64>> {
+        self.family.clone()
     }
 
     /// The object's latest is now `latest` (none: no series).
@@ -99,7 +94,8 @@ mod tests {
     #[test]
     fn one_series_per_object_moved_with_latest() {
         let mut registry = prometheus_client::registry::Registry::with_prefix("registry_operator");
-        let info = LatestInfo::register(&mut registry);
+        let info = LatestInfo::default();
+        registry.register("latest_info", "test", info.family());
         let object = ObjectLabels {
             namespace: "ns".into(),
             name: "app".into(),
@@ -116,7 +112,9 @@ mod tests {
         info.set(&object, Some(&latest("1.1")));
         assert_eq!(
             encode(&registry),
-            [r#"registry_operator_latest_info{namespace="ns",name="app",tag="1.1",digest="sha256:1.1"} 1"#]
+            [
+                r#"registry_operator_latest_info{namespace="ns",name="app",tag="1.1",digest="sha256:1.1"} 1"#
+            ]
         );
         info.forget(&object);
         assert!(encode(&registry).is_empty());

@@ -202,7 +202,12 @@ impl Default for Metrics {
             prometheus_client::registry::Unit::Bytes,
             cache_bytes.clone(),
         );
-        let latest = super::latest::LatestInfo::register(&mut registry);
+        let latest = super::latest::LatestInfo::default();
+        registry.register(
+            "latest_info",
+            "1 for the tag and digest spec.policy selects as the Registry's newest version",
+            latest.family(),
+        );
         Self {
             registry,
             latest,

@@ -329,7 +329,9 @@ async fn refresh_object(ctx: &Context, key: &str, work: &Work) -> anyhow::Result
         if obj.spec.policy.is_some() {
             let (namespace, name) = (ns.to_string(), name.to_string());
             let labels = super::metrics::ObjectLabels { namespace, name };
-            ctx.metrics.latest.set(&labels, patch.status.latest.as_ref());
+            ctx.metrics
+                .latest
+                .set(&labels, patch.status.latest.as_ref());
         }
         if let Some((from, to)) = &moved {
             let event = PendingEvent {

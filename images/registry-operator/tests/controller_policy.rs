@@ -8,7 +8,7 @@ mod common;
 use chrono::{Duration as Days, SecondsFormat, Utc};
 use common::operator::{self, Operator, reason, status, wait_for};
 use k8s_openapi::api::events::v1::Event;
-use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use registry_operator::api::{Registry, ScanStatus};
 use testenv::controlplane;
 use testenv::push::Pusher;
@@ -68,7 +68,13 @@ async fn newer_versions_move_latest_and_min_age_waits_for_the_clock() {
     .await;
     let api: Api<Registry> = Api::namespaced(client.clone(), &ns);
 
-    // CEL refuses what it can check, with its message.
+    // CEL refuses what it can check, with its message (sent untyped: the Rust types would
+    // not even hold some of these).
+    let raw: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &ns,
+        &ApiResource::erase::<Registry>(&()),
+    );
     for (bad, says) in [
         (
             serde_json::json!({"semver": {"range": "^1"}, "numerical": {}}),
@@ -84,13 +90,14 @@ async fn newer_versions_move_latest_and_min_age_waits_for_the_clock() {
             "Unsupported value",
         ),
     ] {
-        let e = api
-            .create(
-                &PostParams::default(),
-                &operator::registry("bad", &reg.url, REPO, serde_json::json!({"policy": bad})),
-            )
-            .await
-            .unwrap_err();
+        let obj: DynamicObject = serde_json::from_value(serde_json::json!({
+            "apiVersion": "registry.kubecontroller.io/v1alpha1",
+            "kind": "Registry",
+            "metadata": {"name": "bad"},
+            "spec": {"url": reg.url, "repository": REPO, "policy": bad},
+        }))
+        .unwrap();
+        let e = raw.create(&PostParams::default(), &obj).await.unwrap_err();
         assert!(e.to_string().contains(says), "{bad}: {e}");
     }
 

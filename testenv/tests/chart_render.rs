@@ -713,8 +713,8 @@ fn optional_apis_are_guarded() {
 const ALERTS: [&str; 7] = [
     "D8RegistryOperatorTargetAbsent",
     "D8RegistryOperatorTargetDown",
-    "RegistryOperatorPanics",
     "RegistryNewerVersion",
+    "RegistryOperatorPanics",
     "RegistryOperatorRateLimited",
     "RegistryScanFailing",
     "RegistryScanStale",
@@ -825,6 +825,18 @@ fn newer_version_alert_fires_when_latest_moves() {
                     "exp_labels": {
                         "severity_level": "9", "severity": "info",
                         "namespace": "ns", "name": "app", "tag": "1.25.4", "digest": "sha256:b",
+                    },
+                    "exp_annotations": {
+                        "plk_protocol_version": "1",
+                        "plk_markup_format": "markdown",
+                        "summary": "Registry ns/app has a newer version, 1.25.4.",
+                        "description": concat!(
+                            "The version policy (`spec.policy`) of the Registry `app` in the namespace\n",
+                            "`ns` now selects the tag `1.25.4` (sha256:b).\n\n",
+                            "The version before it is in `status.previousLatest`\n",
+                            "(`kubectl -n ns get registry app -o jsonpath='{.status.previousLatest.tag}'`),\n",
+                            "and the `NewerVersion` Event says when it moved.\n",
+                        ),
                     },
                 }]},
                 {"eval_time": "50m", "alertname": "RegistryNewerVersion", "exp_alerts": []},

@@ -5,6 +5,7 @@
 #   hack/bench.sh                      # the full run (~30 minutes on 2 cores)
 #   hack/bench.sh --scale-objects 0    # extra flags go to the bench binary (see --help)
 #   hack/bench.sh --only hostile       # one section alone, printed (BENCHMARKS.md left alone)
+#   hack/bench.sh --only policy        # version policy evaluation over 20,000 tags (seconds)
 #
 # Tools: skopeo and jq from Debian (apt-get), oha from crates.io (cargo install, cached under
 # $REGISTRY_OPERATOR_TOOLS), crane and regctl from tools/peers, the registry, etcd and

@@ -11,6 +11,7 @@ mod meter;
 mod native;
 mod ours;
 mod peers;
+mod policy;
 mod report;
 mod scale;
 mod sys;
@@ -162,6 +163,8 @@ pub struct Args {
 #[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum Section {
     Hostile,
+    /// Version policy evaluation over 20,000 tags (in process, seconds).
+    Policy,
 }
 
 /// One tag count of the chart.
@@ -191,6 +194,7 @@ pub struct Results {
     pub scale: Vec<scale::ScaleResult>,
     pub webhooks: Option<webhooks::WebhookResult>,
     pub hostile: Option<hostile::HostileResult>,
+    pub policy: Vec<policy::PolicyRun>,
     pub notes: Vec<String>,
     pub seconds: f64,
 }
@@ -229,6 +233,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .prefix("registry-operator-bench-")
         .tempdir()?;
     let work = work_dir.path().to_path_buf();
+    if args.only == Some(Section::Policy) {
+        let runs = policy::measure()?;
+        let mut md = String::new();
+        report::policy_section(&mut md, &runs);
+        println!("{md}");
+        return Ok(());
+    }
     if args.only == Some(Section::Hostile) {
         let h = hostile_section(&args, &operator, &work).await?;
         let json = root.join("target/bench/hostile.json");
@@ -491,6 +502,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Some(hostile_section(&args, &operator, &work).await?)
     };
 
+    // 7. Version policies (in process).
+    say("evaluating version policies over 20,000 tags");
+    let policy_runs = policy::measure()?;
+
     let versions = versions(&operator, &registry_dir, &peers, &args.oha);
     let results = Results {
         args: args.clone(),
@@ -508,6 +523,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         scale,
         webhooks: webhook_result,
         hostile: hostile_result,
+        policy: policy_runs,
         notes,
         seconds: started.elapsed().as_secs_f64(),
     };

@@ -44,22 +44,35 @@ pub struct Applied {
     pub moved: Option<(Latest, Latest)>,
 }
 
+/// What the object's status holds of the policy before this scan.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Before<'a> {
+    pub latest: Option<&'a Latest>,
+    /// Whether it has a `previousLatest` (removed with the policy).
+    pub has_previous: bool,
+}
+
 /// Sets `latest`, `previousLatest` and `LatestFound` on a successful scan's status. `before`
-/// is the `latest` the object has; `previous` its conditions. Without a policy both fields go.
-/// The first `latest` an object gets is no move (nothing was newer than something).
+/// is what the object has; `previous` its conditions. Without a policy both fields go (and a
+/// status that never had them is not patched for them). The first `latest` an object gets is
+/// no move (nothing was newer than something).
 pub fn apply(
     status: &mut RegistryStatus,
     evaluation: Option<&Evaluation>,
-    before: Option<&Latest>,
+    before: Before<'_>,
     previous: &[Condition],
     ctx: &Context,
 ) -> Applied {
     let Some(evaluation) = evaluation else {
-        return Applied {
-            clear: &["latest", "previousLatest"],
-            moved: None,
+        let clear: &'static [&'static str] = match (before.latest.is_some(), before.has_previous) {
+            (false, false) => &[],
+            (true, false) => &["latest"],
+            (false, true) => &["previousLatest"],
+            (true, true) => &["latest", "previousLatest"],
         };
+        return Applied { clear, moved: None };
     };
+    let before = before.latest;
     match &evaluation.latest {
         Some(latest) => {
             let message = format!(
@@ -123,6 +136,10 @@ pub fn apply_to_refresh(
     patch.status.omitted_tags = Some(total.saturating_sub(images.len() as i64));
     patch.status.images = Some(images);
     let mut scratch = RegistryStatus::default();
+    let before = Before {
+        latest: before,
+        has_previous: false,
+    };
     let applied = apply(&mut scratch, Some(&evaluation), before, previous, ctx);
     let mut conditions: Vec<Condition> = previous
         .iter()
@@ -159,7 +176,7 @@ fn short(digest: &str) -> &str {
 mod tests {
     use super::*;
     use crate::registry::policy::Kind;
-    use crate::registry::{RequestCounts, ScanReport};
+    use crate::registry::{RefreshReport, RequestCounts, ScanReport};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use std::time::Duration;
 
@@ -211,7 +228,7 @@ mod tests {
         let mut r = report(&["1.0.0", "1.1.0", "1.2.0", "2.0.0", "latest"]);
         let e = order_report(&semver("^1.0"), &mut r, Timestamp::now());
         let mut s = status::succeeded(&[], &r, &ctx(2));
-        let applied = apply(&mut s, Some(&e), None, &[], &ctx(2));
+        let applied = apply(&mut s, Some(&e), Before::default(), &[], &ctx(2));
         let tags: Vec<_> = s.images.unwrap().into_iter().map(|i| i.tag).collect();
         assert_eq!(tags, ["1.1.0", "1.2.0"]);
         assert_eq!(s.latest.unwrap().tag, "1.2.0");
@@ -239,15 +256,21 @@ mod tests {
             pushed_at: None,
             created_at: None,
         };
-        let applied = apply(&mut s, Some(&e), Some(&old), &[], &ctx(10));
+        fn was(l: &Latest) -> Before<'_> {
+            Before {
+                latest: Some(l),
+                has_previous: true,
+            }
+        }
+        let applied = apply(&mut s, Some(&e), was(&old), &[], &ctx(10));
         let (from, to) = applied.moved.unwrap();
         assert_eq!(moved_note(&from, &to), "1.0.0 → 1.1.0");
-        assert_eq!(s.previous_latest, Some(old));
+        assert_eq!(s.previous_latest.as_ref(), Some(&old));
 
         let mut r = report(&["latest"]);
         let e = order_report(&semver("^1.0"), &mut r, Timestamp::now());
         let mut s = status::succeeded(&[], &r, &ctx(10));
-        let applied = apply(&mut s, Some(&e), Some(&to), &[], &ctx(10));
+        let applied = apply(&mut s, Some(&e), was(&to), &[], &ctx(10));
         assert_eq!(applied.clear, ["latest"]);
         assert_eq!(s.latest, None);
         let c = s
@@ -266,8 +289,72 @@ mod tests {
         );
 
         let mut s = status::succeeded(&[], &r, &ctx(10));
-        let applied = apply(&mut s, None, Some(&to), &[], &ctx(10));
+        let applied = apply(&mut s, None, was(&to), &[], &ctx(10));
         assert_eq!(applied.clear, ["latest", "previousLatest"]);
+        let untouched = apply(&mut s, None, Before::default(), &[], &ctx(10));
+        assert!(
+            untouched.clear.is_empty(),
+            "no policy, never had one: no extra bytes"
+        );
         assert!(s.conditions.iter().all(|c| c.type_ != LATEST_FOUND));
+    }
+
+    #[test]
+    fn a_refresh_reorders_caps_and_replaces_only_latest_found() {
+        let ready = status::condition(&[], status::READY, true, "ScanSucceeded", "ok", &ctx(2));
+        let stale = status::condition(
+            &[],
+            LATEST_FOUND,
+            false,
+            REASON_NO_ELIGIBLE_TAG,
+            "none",
+            &ctx(2),
+        );
+        let known = report(&["1.0.0", "latest"]).images;
+        let refreshed = RefreshReport {
+            images: report(&["1.1.0"]).images,
+            facts: Default::default(),
+            gone: vec![],
+            failed: vec![],
+            requests: RequestCounts::default(),
+            duration: Duration::ZERO,
+        };
+        let (mut patch, mut all) = status::event_applied(&known, 0, &refreshed, &ctx(2));
+        let applied = apply_to_refresh(
+            &semver("^1.0"),
+            &mut patch,
+            &mut all,
+            None,
+            &[ready.clone(), stale],
+            &ctx(2),
+            Timestamp::now(),
+        );
+        let tags: Vec<&str> = all.iter().map(|i| i.tag.as_str()).collect();
+        assert_eq!(tags, ["latest", "1.0.0", "1.1.0"]);
+        let kept: Vec<&str> = patch
+            .status
+            .images
+            .iter()
+            .flatten()
+            .map(|i| i.tag.as_str())
+            .collect();
+        assert_eq!(
+            kept,
+            ["1.0.0", "1.1.0"],
+            "the cap keeps what the policy ranks highest"
+        );
+        assert_eq!(patch.status.omitted_tags, Some(1));
+        assert_eq!(
+            patch.status.latest.as_ref().map(|l| l.tag.as_str()),
+            Some("1.1.0")
+        );
+        let types: Vec<(&str, &str)> = patch
+            .status
+            .conditions
+            .iter()
+            .map(|c| (c.type_.as_str(), c.status.as_str()))
+            .collect();
+        assert_eq!(types, [(status::READY, "True"), (LATEST_FOUND, "True")]);
+        assert_eq!(applied.moved, None);
     }
 }

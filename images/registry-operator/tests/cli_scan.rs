@@ -511,7 +511,9 @@ fn json_of(o: &Output) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn policy_flags_name_latest_and_order_images() {
-    let reg = RegistryServer::start(RegistryOptions::plain()).await.unwrap();
+    let reg = RegistryServer::start(RegistryOptions::plain())
+        .await
+        .unwrap();
     let pusher = testenv::push::Pusher::new(&reg, None).unwrap();
     let repo = "cli/policy";
     for (i, (tag, age)) in [
@@ -544,7 +546,11 @@ async fn policy_flags_name_latest_and_order_images() {
         .iter()
         .map(|i| i["tag"].as_str().unwrap())
         .collect();
-    assert_eq!(&tags[tags.len() - 3..], ["1.0.0", "1.1.0", "1.2.0"], "{tags:?}");
+    assert_eq!(
+        &tags[tags.len() - 3..],
+        ["1.0.0", "1.1.0", "1.2.0"],
+        "{tags:?}"
+    );
     let found = out["conditions"]
         .as_array()
         .unwrap()
@@ -588,7 +594,13 @@ async fn policy_flags_name_latest_and_order_images() {
         .find(|c| c["type"] == "LatestFound")
         .unwrap();
     assert_eq!(found["status"], "False");
-    assert!(found["message"].as_str().unwrap().contains("outside the range"), "{found}");
+    assert!(
+        found["message"]
+            .as_str()
+            .unwrap()
+            .contains("outside the range"),
+        "{found}"
+    );
 }
 
 #[test]
@@ -599,10 +611,18 @@ fn invalid_policy_flags_exit_2_before_any_request() {
         (vec!["--policy", "semver:>=1.0 <<2"], "not a valid range"),
         (vec!["--policy", "semver:"], "not a valid range"),
         (
-            vec!["--policy", "alphabetical:asc", "--policy-pattern", "(unclosed"],
+            vec![
+                "--policy",
+                "alphabetical:asc",
+                "--policy-pattern",
+                "(unclosed",
+            ],
             "not a valid regular expression",
         ),
-        (vec!["--policy", "semver:^1", "--min-age", "1 day"], "minAge"),
+        (
+            vec!["--policy", "semver:^1", "--min-age", "1 day"],
+            "minAge",
+        ),
         (vec!["--policy", "numerical:up"], "not an order"),
         (vec!["--policy", "biggest"], "not a policy"),
         (vec!["--policy-pattern", "^v"], "--policy"),

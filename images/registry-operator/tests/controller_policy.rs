@@ -70,11 +70,8 @@ async fn newer_versions_move_latest_and_min_age_waits_for_the_clock() {
 
     // CEL refuses what it can check, with its message (sent untyped: the Rust types would
     // not even hold some of these).
-    let raw: Api<DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        &ns,
-        &ApiResource::erase::<Registry>(&()),
-    );
+    let raw: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &ns, &ApiResource::erase::<Registry>(&()));
     for (bad, says) in [
         (
             serde_json::json!({"semver": {"range": "^1"}, "numerical": {}}),

@@ -255,8 +255,17 @@ async fn scan_once(args: &ScanArgs, policy: Option<&policy::Policy>) -> anyhow::
         .map_or(&[][..], |p| &p.status.conditions[..]);
     let evaluation = policy.map(|p| crate::latest::order_report(p, &mut report, Timestamp::now()));
     let mut status = status::succeeded(conditions, &report, &ctx);
-    let before = previous.as_ref().and_then(|p| p.status.latest.as_ref());
-    crate::latest::apply(&mut status, evaluation.as_ref(), before, conditions, &ctx);
+    let before = crate::latest::Before {
+        latest: previous.as_ref().and_then(|p| p.status.latest.as_ref()),
+        has_previous: false,
+    };
+    let applied = crate::latest::apply(&mut status, evaluation.as_ref(), before, conditions, &ctx);
+    // The file of an earlier run carries its previousLatest on while latest stays.
+    if evaluation.is_some() && applied.moved.is_none() && status.latest.is_some() {
+        status.previous_latest = previous
+            .as_ref()
+            .and_then(|p| p.status.previous_latest.clone());
+    }
     match args.output {
         Output::Json => {
             let facts = (status.omitted_tags.unwrap_or(0) > 0)

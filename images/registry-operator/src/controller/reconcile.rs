@@ -342,7 +342,10 @@ fn outcome_of_scan(
     let applied = latest::apply(
         &mut status,
         evaluation.as_ref(),
-        previous.and_then(|s| s.latest.as_ref()),
+        latest::Before {
+            latest: previous.and_then(|s| s.latest.as_ref()),
+            has_previous: previous.is_some_and(|s| s.previous_latest.is_some()),
+        },
         conditions(job),
         &sctx,
     );

@@ -42,6 +42,8 @@ pub struct StatusView {
     /// What `spec.policy` selected last: a move is announced.
     #[serde(default)]
     pub latest: Option<crate::registry::Latest>,
+    #[serde(default)]
+    pub previous_latest: Option<crate::registry::Latest>,
 }
 
 impl Resource for RegistryView {

@@ -223,6 +223,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
             root.join(p)
         }
     };
+    // In process: needs no binary, registry or cluster.
+    if args.only == Some(Section::Policy) {
+        let runs = policy::measure()?;
+        let mut md = String::new();
+        report::policy_section(&mut md, &runs);
+        println!("{md}");
+        return Ok(());
+    }
     let operator = abs(&args.operator);
     anyhow::ensure!(
         operator.is_file(),
@@ -233,13 +241,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .prefix("registry-operator-bench-")
         .tempdir()?;
     let work = work_dir.path().to_path_buf();
-    if args.only == Some(Section::Policy) {
-        let runs = policy::measure()?;
-        let mut md = String::new();
-        report::policy_section(&mut md, &runs);
-        println!("{md}");
-        return Ok(());
-    }
     if args.only == Some(Section::Hostile) {
         let h = hostile_section(&args, &operator, &work).await?;
         let json = root.join("target/bench/hostile.json");

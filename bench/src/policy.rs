@@ -41,14 +41,33 @@ fn images() -> Vec<Image> {
         .collect()
 }
 
+/// Name, kind, filterTags pattern and extract, minAge.
+type Case = (
+    &'static str,
+    Kind,
+    Option<&'static str>,
+    Option<&'static str>,
+    Option<&'static str>,
+);
+
 pub fn measure() -> anyhow::Result<Vec<PolicyRun>> {
     let list = images();
     let now = Timestamp::from_unix(1_800_000_000).unwrap_or_else(Timestamp::now);
-    let cases: Vec<(&str, Kind, Option<&str>, Option<&str>, Option<&str>)> = vec![
-        ("semver ^3.0", Kind::Semver { range: "^3.0".into() }, None, None, None),
+    let cases: Vec<Case> = vec![
+        (
+            "semver ^3.0",
+            Kind::Semver {
+                range: "^3.0".into(),
+            },
+            None,
+            None,
+            None,
+        ),
         (
             "semver >=1.0.0-0 <15 || ~19.2, minAge 24h",
-            Kind::Semver { range: ">=1.0.0-0 <15 || ~19.2".into() },
+            Kind::Semver {
+                range: ">=1.0.0-0 <15 || ~19.2".into(),
+            },
             None,
             None,
             Some("24h"),
@@ -60,7 +79,13 @@ pub fn measure() -> anyhow::Result<Vec<PolicyRun>> {
             Some("$ts"),
             None,
         ),
-        ("alphabetical desc", Kind::Alphabetical(Order::Desc), None, None, None),
+        (
+            "alphabetical desc",
+            Kind::Alphabetical(Order::Desc),
+            None,
+            None,
+            None,
+        ),
         ("newestBuild", Kind::NewestBuild, None, None, None),
     ];
     let mut out = Vec::new();

@@ -998,7 +998,11 @@ pub fn policy_section(s: &mut String, runs: &[crate::policy::PolicyRun]) {
             r.policy.replace('|', "\\|"),
             r.median_ms,
             r.latest.as_deref().unwrap_or("—"),
-            if r.median_ms <= TARGET_MS { "✅" } else { "❌" }
+            if r.median_ms <= TARGET_MS {
+                "✅"
+            } else {
+                "❌"
+            }
         );
     }
     let _ = writeln!(s);

@@ -12,6 +12,7 @@ mod meter;
 mod native;
 mod ours;
 mod peers;
+mod policy;
 mod referrers;
 mod report;
 mod scale;
@@ -193,6 +194,8 @@ pub enum Section {
     Created,
     /// Rescans with referrers on (issue #18): section 2c only.
     Referrers,
+    /// Version policy evaluation over 20,000 tags (in process, seconds).
+    Policy,
 }
 
 /// One tag count of the chart.
@@ -228,6 +231,7 @@ pub struct Results {
     pub shared: Option<shared::SharedResult>,
     pub webhooks: Option<webhooks::WebhookResult>,
     pub hostile: Option<hostile::HostileResult>,
+    pub policy: Vec<policy::PolicyRun>,
     pub notes: Vec<String>,
     pub seconds: f64,
 }
@@ -351,6 +355,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
             root.join(p)
         }
     };
+    // In process: needs no binary, registry or cluster.
+    if args.only == Some(Section::Policy) {
+        let runs = policy::measure()?;
+        let mut md = String::new();
+        report::policy_section(&mut md, &runs);
+        println!("{md}");
+        return Ok(());
+    }
     let operator = abs(&args.operator);
     anyhow::ensure!(
         operator.is_file(),
@@ -666,6 +678,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         Some(hostile_section(&args, &operator, &work).await?)
     };
 
+    // 7. Version policies (in process).
+    say("evaluating version policies over 20,000 tags");
+    let policy_runs = policy::measure()?;
+
     let versions = versions(&operator, &registry_dir, &peers, &args.oha);
     let results = Results {
         args: args.clone(),
@@ -686,6 +702,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         shared: shared_result,
         webhooks: webhook_result,
         hostile: hostile_result,
+        policy: policy_runs,
         notes,
         seconds: started.elapsed().as_secs_f64(),
     };

@@ -607,6 +607,11 @@ pub fn markdown(r: &Results, chart_link: &str) -> String {
         hostile_section(&mut s, h);
     }
 
+    // Version policies.
+    if !r.policy.is_empty() {
+        policy_section(&mut s, &r.policy);
+    }
+
     // Method and notes.
     let _ = writeln!(s, "## Method\n");
     let _ = writeln!(
@@ -1201,6 +1206,34 @@ pub fn shared_section(s: &mut String, sh: &crate::shared::SharedResult) {
             r.cycle_cpu_seconds,
             mib(r.peak_rss_kib),
             r.all_success_seconds
+        );
+    }
+    let _ = writeln!(s);
+}
+
+pub fn policy_section(s: &mut String, runs: &[crate::policy::PolicyRun]) {
+    use crate::policy::{TAGS, TARGET_MS};
+    let _ = writeln!(s, "## 8. Version policies, {TAGS} tags\n");
+    let _ = writeln!(
+        s,
+        "`spec.policy` evaluated in process over {TAGS} tags (semver, prereleases, build and \
+         junk tags mixed), policy compiled each time as the operator does per scan; median of 7 \
+         runs. Target: ≤ {TARGET_MS:.0} ms.\n"
+    );
+    let _ = writeln!(s, "| Policy | Median | Latest | Target |");
+    let _ = writeln!(s, "|---|---:|---|---|");
+    for r in runs {
+        let _ = writeln!(
+            s,
+            "| {} | {:.1} ms | {} | {} |",
+            r.policy.replace('|', "\\|"),
+            r.median_ms,
+            r.latest.as_deref().unwrap_or("—"),
+            if r.median_ms <= TARGET_MS {
+                "✅"
+            } else {
+                "❌"
+            }
         );
     }
     let _ = writeln!(s);

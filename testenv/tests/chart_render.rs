@@ -712,9 +712,10 @@ fn optional_apis_are_guarded() {
 // ---------------------------------------------------------------------------------------------
 // Monitoring: monitoring/prometheus-rules and monitoring/grafana-dashboards through lib-helm
 
-const ALERTS: [&str; 6] = [
+const ALERTS: [&str; 7] = [
     "D8RegistryOperatorTargetAbsent",
     "D8RegistryOperatorTargetDown",
+    "RegistryNewerVersion",
     "RegistryOperatorPanics",
     "RegistryOperatorRateLimited",
     "RegistryScanFailing",
@@ -783,6 +784,83 @@ fn alerts_render_with_summaries_and_pass_promtool() {
         text.contains(&format!("SUCCESS: {} rules found", ALERTS.len())),
         "{text}"
     );
+}
+
+/// `RegistryNewerVersion` through `promtool test rules`: it fires when an object's
+/// `latest_info` series moves to another tag (and only for the new one), stays quiet for a new
+/// object and for an operator restart that brings back the same series, and resolves.
+#[test]
+fn newer_version_alert_fires_when_latest_moves() {
+    let objs = Render::defaults().objects();
+    let rule = find(
+        &objs,
+        "PrometheusRule",
+        "registry-operator-registry-operator",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("rules.yaml"),
+        serde_yaml::to_string(&rule.value["spec"]).unwrap(),
+    )
+    .unwrap();
+    let series = |ns: &str, name: &str, tag: &str, digest: &str| {
+        format!(
+            r#"registry_operator_latest_info{{namespace="{ns}",name="{name}",tag="{tag}",digest="{digest}"}}"#
+        )
+    };
+    // One sample a minute: `app` moves 1.25.3 -> 1.25.4 at minute 30; `new` appears then;
+    // `steady` is away for two minutes (a restart) and comes back unchanged.
+    let tests = serde_json::json!({
+        "rule_files": ["rules.yaml"],
+        "evaluation_interval": "1m",
+        "tests": [{
+            "interval": "1m",
+            "input_series": [
+                {"series": series("ns", "app", "1.25.3", "sha256:a"), "values": "1x29 _x30"},
+                {"series": series("ns", "app", "1.25.4", "sha256:b"), "values": "_x29 1x30"},
+                {"series": series("ns", "new", "1.0.0", "sha256:c"), "values": "_x29 1x30"},
+                {"series": series("ns", "steady", "2.0.0", "sha256:d"), "values": "1x29 _x2 1x27"},
+            ],
+            "alert_rule_test": [
+                {"eval_time": "29m", "alertname": "RegistryNewerVersion", "exp_alerts": []},
+                {"eval_time": "35m", "alertname": "RegistryNewerVersion", "exp_alerts": [{
+                    "exp_labels": {
+                        "severity_level": "9", "severity": "info",
+                        "namespace": "ns", "name": "app", "tag": "1.25.4", "digest": "sha256:b",
+                    },
+                    "exp_annotations": {
+                        "plk_protocol_version": "1",
+                        "plk_markup_format": "markdown",
+                        "summary": "Registry ns/app has a newer version, 1.25.4.",
+                        "description": concat!(
+                            "The version policy (`spec.policy`) of the Registry `app` in the namespace\n",
+                            "`ns` now selects the tag `1.25.4` (sha256:b).\n\n",
+                            "The version before it is in `status.previousLatest`\n",
+                            "(`kubectl -n ns get registry app -o jsonpath='{.status.previousLatest.tag}'`),\n",
+                            "and the `NewerVersion` Event says when it moved.\n",
+                        ),
+                    },
+                }]},
+                {"eval_time": "50m", "alertname": "RegistryNewerVersion", "exp_alerts": []},
+            ],
+        }],
+    });
+    std::fs::write(
+        dir.path().join("tests.yaml"),
+        serde_yaml::to_string(&tests).unwrap(),
+    )
+    .unwrap();
+    let out = Command::new(chart_tools().join("promtool"))
+        .current_dir(dir.path())
+        .args(["test", "rules", "tests.yaml"])
+        .output()
+        .expect("running promtool");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool test rules:\n{text}");
 }
 
 /// promtool itself must fail on a broken rule, or the check above proves nothing.

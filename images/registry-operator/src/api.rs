@@ -65,6 +65,12 @@ macro_rules! url_credentials {
         priority = "1"
     ),
     printcolumn(
+        name = "Latest",
+        type_ = "string",
+        json_path = ".status.latest.tag",
+        priority = "1"
+    ),
+    printcolumn(
         name = "Signed",
         type_ = "string",
         json_path = ".status.signed",
@@ -180,6 +186,129 @@ pub struct RegistrySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 60, max = 2_592_000))]
     pub referrers_interval: Option<i64>,
+    /// Which tag is the newest version to run: `status.latest` names it, with its digest and
+    /// times. Exactly one of `semver`, `numerical`, `alphabetical`, `newestBuild`; optionally
+    /// `filterTags` and `minAge`. With a policy, `images` is in the policy's order and
+    /// `maxImages` keeps what it ranks highest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicySpec>,
+}
+
+/// `spec.policy`: the shapes of Flux's `ImagePolicy`, plus `newestBuild` and `minAge`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = kube::core::Rule::new(
+    "(has(self.semver) ? 1 : 0) + (has(self.numerical) ? 1 : 0) + (has(self.alphabetical) ? 1 : 0) + (has(self.newestBuild) ? 1 : 0) == 1"
+).message("policy must name exactly one of semver, numerical, alphabetical or newestBuild"))]
+pub struct PolicySpec {
+    /// Tags as semantic versions (a `v` prefix and `1.2` for `1.2.0` are accepted), the highest
+    /// in `range` wins; prereleases only when the range names one (`>=1.0.0-0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semver: Option<SemverPolicy>,
+    /// Tags (or what `filterTags.extract` makes of them) as numbers: build numbers, Unix times.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub numerical: Option<OrderPolicy>,
+    /// Tags (or their extracted values) in byte order: CalVer, RFC 3339 stamps, code names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alphabetical: Option<OrderPolicy>,
+    /// The image built last (`createdAt`, else `pushedAt`) wins, whatever its tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub newest_build: Option<NewestBuildPolicy>,
+    /// Only tags matching `pattern` are considered; `extract` makes the value compared.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter_tags: Option<FilterTagsSpec>,
+    /// Only versions created and pushed at least this long ago (e.g. `24h`, `90m`, `7d`);
+    /// a version with neither time is then not eligible.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 32))]
+    #[x_kube(validation = kube::core::Rule::new("self.matches('^([0-9]+[smhd])+$')")
+        .message("minAge must be a duration of whole numbers with s, m, h or d, e.g. 24h, 90m, 1h30m, 7d"))]
+    pub min_age: Option<String>,
+}
+
+/// `spec.policy.semver`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct SemverPolicy {
+    /// A Masterminds/semver v3 range as Flux reads it: `1.0.x`, `~1.2`, `^1.0`,
+    /// `>=1.0 <2.0`, `>0,<2.0`, `1.2 - 1.4.5`, `a || b`.
+    #[schemars(length(min = 1, max = 256))]
+    pub range: String,
+}
+
+/// `spec.policy.numerical` and `spec.policy.alphabetical`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct OrderPolicy {
+    /// `asc` (default): the highest value wins; `desc`: the lowest.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub order: Option<PolicyOrder>,
+}
+
+/// Sort order of a policy.
+#[derive(
+    schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum PolicyOrder {
+    #[default]
+    Asc,
+    Desc,
+}
+
+/// `spec.policy.newestBuild`: no settings.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default)]
+pub struct NewestBuildPolicy {}
+
+/// `spec.policy.filterTags`, as Flux's.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct FilterTagsSpec {
+    /// Regular expression (RE2/Rust syntax, unanchored) a tag must match; named groups
+    /// `(?P<name>...)` feed `extract`.
+    #[schemars(length(min = 1, max = 1024))]
+    pub pattern: String,
+    /// The value compared instead of the tag: `$name`, `${name}` or `$1` expand the
+    /// pattern's groups (e.g. `$ts`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256))]
+    pub extract: Option<String>,
+}
+
+impl PolicySpec {
+    /// The policy the scan core evaluates; an error names the field to fix (what CEL cannot
+    /// check: the range's and the pattern's grammar).
+    pub fn compile(
+        &self,
+    ) -> Result<crate::registry::policy::Policy, crate::registry::policy::PolicyError> {
+        use crate::registry::policy::{Kind, Order, Policy, PolicyError};
+        let order = |o: &OrderPolicy| match o.order.unwrap_or_default() {
+            PolicyOrder::Asc => Order::Asc,
+            PolicyOrder::Desc => Order::Desc,
+        };
+        let kind = match (
+            &self.semver,
+            &self.numerical,
+            &self.alphabetical,
+            &self.newest_build,
+        ) {
+            (Some(s), None, None, None) => Kind::Semver {
+                range: s.range.clone(),
+            },
+            (None, Some(o), None, None) => Kind::Numerical(order(o)),
+            (None, None, Some(o), None) => Kind::Alphabetical(order(o)),
+            (None, None, None, Some(_)) => Kind::NewestBuild,
+            _ => {
+                return Err(PolicyError(
+                    "policy must name exactly one of semver, numerical, alphabetical or newestBuild".into(),
+                ));
+            }
+        };
+        let filter = self.filter_tags.as_ref();
+        Policy::new(
+            &kind,
+            filter.map(|f| f.pattern.as_str()),
+            filter.and_then(|f| f.extract.as_deref()),
+            self.min_age.as_deref(),
+        )
+    }
 }
 
 /// `spec.referrerTags`.
@@ -303,10 +432,12 @@ pub struct RegistryStatus {
     /// Human-readable outcome of the latest scan; on failure, what went wrong and what to do.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
-    /// Tags with their digests and sizes, in ascending version order (`1.9` before `1.10`).
+    /// Tags with their digests and sizes, in ascending version order (`1.9` before `1.10`);
+    /// with `spec.policy`, the tags it does not select first, then its candidates lowest first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub images: Option<Vec<Image>>,
-    /// The newest version `spec.policy` allows, with its digest and times.
+    /// The newest version `spec.policy` allows, with its digest and times; kept when a scan
+    /// fails, removed when no tag is eligible (the `LatestFound` condition says why).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latest: Option<Latest>,
     /// The `latest` before the last time it moved.
@@ -353,7 +484,8 @@ pub struct RegistryStatus {
     pub last_event_time: Option<Time>,
     /// Standard conditions; `Ready` says whether `images` is current, `Degraded` whether some
     /// tags could not be read, `NativeListing` (on registries with a native listing API)
-    /// whether that API gave the digests or why the scan used the registry API instead.
+    /// whether that API gave the digests or why the scan used the registry API instead,
+    /// `LatestFound` (with `spec.policy`) whether a tag is eligible, and why not.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[x_kube(merge_strategy = kube::core::ListMerge::Map(vec!["type".into()]))]
     pub conditions: Vec<Condition>,

@@ -6,6 +6,7 @@
 pub mod api;
 pub mod cli;
 pub mod controller;
+pub mod latest;
 pub mod registry;
 pub mod status;
 pub mod webhook;

@@ -337,7 +337,7 @@ pub fn known_tags(status: &RegistryStatus) -> HashMap<String, String> {
 }
 
 /// Keeps the highest versions: at most `max`, and within `budget` bytes.
-fn cap(images: &[Image], max: usize, budget: usize) -> Vec<Image> {
+pub(crate) fn cap(images: &[Image], max: usize, budget: usize) -> Vec<Image> {
     let mut kept: Vec<Image> = images[images.len().saturating_sub(max)..].to_vec();
     let mut bytes: usize = kept.iter().map(encoded_len).sum();
     let mut drop = 0;
@@ -353,7 +353,7 @@ fn encoded_len(image: &Image) -> usize {
     serde_json::to_vec(image).map_or(0, |v| v.len() + 1)
 }
 
-fn condition(
+pub(crate) fn condition(
     previous: &[Condition],
     type_: &str,
     ok: bool,

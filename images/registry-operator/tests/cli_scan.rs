@@ -550,7 +550,7 @@ async fn referrer_tags_are_hidden_shown_on_request_and_known_to_previous() {
         (&2.into(), &1.into())
     );
     assert_eq!(hidden["images"][0]["referrers"][0]["digest"], sig.digest);
-    assert_eq!(hidden["images"][0]["referrers"][0]["kind"], "signature");
+    assert_eq!(hidden["images"][0]["referrers"][0]["kind"], "Signature");
     let (shown, _) = scan(&["--referrer-tags", "show"]);
     assert_eq!(tags(&shown), ["1.0", sig_tag.as_str()]);
 
@@ -564,4 +564,141 @@ async fn referrer_tags_are_hidden_shown_on_request_and_known_to_previous() {
         "the hidden tag's digest is known too"
     );
     assert_eq!(again["images"], hidden["images"]);
+}
+
+fn days_ago(days: i64) -> String {
+    (chrono::Utc::now() - chrono::Duration::days(days))
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+fn json_of(o: &Output) -> serde_json::Value {
+    assert!(o.status.success(), "{}", text(o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_flags_name_latest_and_order_images() {
+    let reg = RegistryServer::start(RegistryOptions::plain())
+        .await
+        .unwrap();
+    let pusher = testenv::push::Pusher::new(&reg, None).unwrap();
+    let repo = "cli/policy";
+    for (i, (tag, age)) in [
+        ("1.0.0", 10),
+        ("1.1.0", 3),
+        ("1.2.0", 0),
+        ("2.0.0-rc.1", 0),
+        ("latest", 0),
+        ("main-abc1234-100", 5),
+        ("main-def5678-99", 1),
+    ]
+    .iter()
+    .enumerate()
+    {
+        common::push_created(&pusher, repo, tag, i as u64 + 1, &days_ago(*age)).await;
+    }
+    let scan = |extra: &[&str]| {
+        let mut args = vec!["--url", &reg.url, "--repository", repo, "--output", "json"];
+        args.extend(extra);
+        json_of(&run_scan(&args, None))
+    };
+
+    let out = scan(&["--policy", "semver:^1.0"]);
+    assert_eq!(out["latest"]["tag"], "1.2.0");
+    assert_eq!(out["latest"]["version"], "1.2.0");
+    assert!(out["latest"]["createdAt"].is_string(), "{out}");
+    let tags: Vec<&str> = out["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["tag"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        &tags[tags.len() - 3..],
+        ["1.0.0", "1.1.0", "1.2.0"],
+        "{tags:?}"
+    );
+    let found = out["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "LatestFound")
+        .unwrap();
+    assert_eq!(found["status"], "True");
+
+    // minAge holds the fresh 1.2.0 back; the prerelease never wins `^1.0`.
+    let aged = scan(&["--policy", "semver:^1.0", "--min-age", "24h"]);
+    assert_eq!(aged["latest"]["tag"], "1.1.0");
+
+    // Build numbers: filter + extract, compared as numbers (100 > 99).
+    let builds = scan(&[
+        "--policy",
+        "numerical:asc",
+        "--policy-pattern",
+        r"^main-[a-f0-9]+-(?P<n>\d+)$",
+        "--policy-extract",
+        "$n",
+    ]);
+    assert_eq!(builds["latest"]["tag"], "main-abc1234-100");
+    assert_eq!(builds["latest"]["version"], "100");
+
+    // Newest build: the image created last, whatever its tag says.
+    let newest = scan(&["--policy", "newest-build", "--policy-pattern", "^1\\."]);
+    assert_eq!(newest["latest"]["tag"], "1.2.0");
+
+    // maxImages keeps what the policy ranks highest.
+    let capped = scan(&["--policy", "alphabetical:desc", "--max-images", "1"]);
+    assert_eq!(capped["images"][0]["tag"], "1.0.0");
+    assert_eq!(capped["latest"]["tag"], "1.0.0");
+
+    // No eligible tag: success, no latest, the reason in LatestFound.
+    let none = scan(&["--policy", "semver:^3"]);
+    assert!(none.get("latest").is_none(), "{none}");
+    let found = none["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "LatestFound")
+        .unwrap();
+    assert_eq!(found["status"], "False");
+    assert!(
+        found["message"]
+            .as_str()
+            .unwrap()
+            .contains("outside the range"),
+        "{found}"
+    );
+}
+
+#[test]
+fn invalid_policy_flags_exit_2_before_any_request() {
+    // Nothing listens here: a usage error must come before any connection attempt.
+    let url = format!("http://127.0.0.1:{}", testenv::tools::free_port());
+    for (flags, says) in [
+        (vec!["--policy", "semver:>=1.0 <<2"], "not a valid range"),
+        (vec!["--policy", "semver:"], "not a valid range"),
+        (
+            vec![
+                "--policy",
+                "alphabetical:asc",
+                "--policy-pattern",
+                "(unclosed",
+            ],
+            "not a valid regular expression",
+        ),
+        (
+            vec!["--policy", "semver:^1", "--min-age", "1 day"],
+            "minAge",
+        ),
+        (vec!["--policy", "numerical:up"], "not an order"),
+        (vec!["--policy", "biggest"], "not a policy"),
+        (vec!["--policy-pattern", "^v"], "--policy"),
+    ] {
+        let mut args = vec!["--url", url.as_str(), "--repository", "a/b"];
+        args.extend(flags.iter().copied());
+        let out = run_scan(&args, None);
+        assert_eq!(out.status.code(), Some(2), "{flags:?}: {}", text(&out));
+        assert!(text(&out).contains(says), "{flags:?}: {}", text(&out));
+        assert!(!text(&out).contains("connect"), "{flags:?}: {}", text(&out));
+    }
 }

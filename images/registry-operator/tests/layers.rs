@@ -15,6 +15,7 @@ const LAYERS: &[(&str, u8)] = &[
     ("facts", 0),
     ("limits", 0),
     ("order", 0),
+    ("policy", 0),
     ("target", 0),
     ("timestamp", 0),
     ("transport", 1),

@@ -19,7 +19,8 @@ use crate::api::{DEFAULT_MAX_IMAGES, DEFAULT_REFERRERS_INTERVAL, RegistryStatus}
 use crate::cli::proxy::ProxyArgs;
 use crate::registry::{
     ClientOptions, Credentials, DEFAULT_MAX_TAGS, ListingMode, RegistryClient, RegistryState,
-    RepositoryFacts, ScanError, ScanLimits, ScanOptions, TagFilter, Target, scan,
+    RepositoryFacts, ScanError, ScanLimits, ScanOptions, TagFilter, Target, Timestamp, policy,
+    scan,
 };
 use crate::status;
 
@@ -88,6 +89,20 @@ pub struct ScanArgs {
     /// as they appear. 0: no referrer is read.
     #[arg(long, default_value_t = DEFAULT_REFERRERS_INTERVAL as u64)]
     referrers_interval: u64,
+    /// Name the newest version (`latest` in the output) and list images in its order:
+    /// `semver:RANGE` (Masterminds/Flux ranges, e.g. `semver:^1.25`), `numerical:asc|desc`,
+    /// `alphabetical:asc|desc` or `newest-build`.
+    #[arg(long, value_parser = parse_policy)]
+    policy: Option<policy::Kind>,
+    /// With --policy: only tags matching this regular expression are candidates.
+    #[arg(long, requires = "policy")]
+    policy_pattern: Option<String>,
+    /// With --policy-pattern: the value compared instead of the tag (`$name`, `${name}`, `$1`).
+    #[arg(long, requires = "policy_pattern")]
+    policy_extract: Option<String>,
+    /// With --policy: only versions created and pushed at least this long ago (`24h`, `90m`, `7d`).
+    #[arg(long, requires = "policy")]
+    min_age: Option<String>,
     /// Output format.
     #[arg(long, short, value_enum, default_value = "table")]
     output: Output,
@@ -105,6 +120,25 @@ enum ReferrerTagsArg {
 enum ListingArg {
     Auto,
     Distribution,
+}
+
+fn parse_policy(s: &str) -> Result<policy::Kind, String> {
+    let order = |o: &str| match o {
+        "asc" => Ok(policy::Order::Asc),
+        "desc" => Ok(policy::Order::Desc),
+        _ => Err(format!("{o:?} is not an order: use asc or desc")),
+    };
+    match s.split_once(':') {
+        Some(("semver", range)) => Ok(policy::Kind::Semver {
+            range: range.to_string(),
+        }),
+        Some(("numerical", o)) => order(o).map(policy::Kind::Numerical),
+        Some(("alphabetical", o)) => order(o).map(policy::Kind::Alphabetical),
+        None if s == "newest-build" => Ok(policy::Kind::NewestBuild),
+        _ => Err(format!(
+            "{s:?} is not a policy: use semver:RANGE, numerical:asc|desc, alphabetical:asc|desc or newest-build"
+        )),
+    }
 }
 
 fn positive_rate(s: &str) -> Result<f64, String> {
@@ -130,7 +164,23 @@ enum Output {
 }
 
 pub async fn run(args: ScanArgs) -> ExitCode {
-    match scan_once(&args).await {
+    // A policy that cannot be built is a usage error (exit 2), found before any request.
+    let policy = match &args.policy {
+        Some(kind) => match policy::Policy::new(
+            kind,
+            args.policy_pattern.as_deref(),
+            args.policy_extract.as_deref(),
+            args.min_age.as_deref(),
+        ) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("error: --policy: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
+    match scan_once(&args, policy.as_ref()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -139,7 +189,7 @@ pub async fn run(args: ScanArgs) -> ExitCode {
     }
 }
 
-async fn scan_once(args: &ScanArgs) -> anyhow::Result<()> {
+async fn scan_once(args: &ScanArgs, policy: Option<&policy::Policy>) -> anyhow::Result<()> {
     let target = Target::new(&args.url, &args.repository)?;
     let credentials = match (&args.username, args.password_stdin) {
         (Some(user), true) => Some(Credentials::new(user.clone(), read_password()?)),
@@ -191,7 +241,7 @@ async fn scan_once(args: &ScanArgs) -> anyhow::Result<()> {
         }
     }
     // A panic in the scan is reported as the scan's error (InternalError), not exit code 101.
-    let report = AssertUnwindSafe(scan(&client, &target, credentials.as_ref(), &options))
+    let mut report = AssertUnwindSafe(scan(&client, &target, credentials.as_ref(), &options))
         .catch_unwind()
         .await
         .unwrap_or(Err(ScanError::Internal { phase: "scan" }))?;
@@ -230,7 +280,19 @@ async fn scan_once(args: &ScanArgs) -> anyhow::Result<()> {
     let conditions = previous
         .as_ref()
         .map_or(&[][..], |p| &p.status.conditions[..]);
-    let status = status::succeeded(conditions, &report, &ctx);
+    let evaluation = policy.map(|p| crate::latest::order_report(p, &mut report, Timestamp::now()));
+    let mut status = status::succeeded(conditions, &report, &ctx);
+    let before = crate::latest::Before {
+        latest: previous.as_ref().and_then(|p| p.status.latest.as_ref()),
+        has_previous: false,
+    };
+    let applied = crate::latest::apply(&mut status, evaluation.as_ref(), before, conditions, &ctx);
+    // The file of an earlier run carries its previousLatest on while latest stays.
+    if evaluation.is_some() && applied.moved.is_none() && status.latest.is_some() {
+        status.previous_latest = previous
+            .as_ref()
+            .and_then(|p| p.status.previous_latest.clone());
+    }
     match args.output {
         Output::Json => {
             // Also when referrer tags are not listed: their digests and what a fallback
@@ -303,6 +365,15 @@ fn print_table(status: &RegistryStatus) {
     }
     if let Some(m) = &status.message {
         eprintln!("{m}");
+    }
+    if let Some(l) = &status.latest {
+        eprintln!("Latest: {} (version {}, {})", l.tag, l.version, l.digest);
+    } else if let Some(c) = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == crate::latest::LATEST_FOUND)
+    {
+        eprintln!("{}", c.message);
     }
 }
 

@@ -104,6 +104,8 @@ pub struct Metrics {
     pub panics: Family<PanicLabels, Counter>,
     pub shared_scans: Family<ShareLabels, Counter>,
     pub cache_bytes: Family<CacheLabels, Gauge<i64, AtomicI64>>,
+    /// `latest_info`: the tag and digest `spec.policy` selects, per Registry.
+    pub latest: super::latest::LatestInfo,
     /// Refreshes gauges read from elsewhere (the caches' sizes) just before each encode.
     samplers: parking_lot::Mutex<Vec<Sampler>>,
 }
@@ -235,8 +237,15 @@ impl Default for Metrics {
             prometheus_client::registry::Unit::Bytes,
             cache_bytes.clone(),
         );
+        let latest = super::latest::LatestInfo::default();
+        registry.register(
+            "latest_info",
+            "1 for the tag and digest spec.policy selects as the Registry's newest version",
+            latest.family(),
+        );
         Self {
             registry,
+            latest,
             panics,
             shared_scans,
             cache_bytes,
@@ -305,6 +314,7 @@ impl Metrics {
         self.last_scan_success.remove(registry);
         self.last_success_timestamp.remove(registry);
         self.scan_interval.remove(registry);
+        self.latest.forget(registry);
     }
 }
 

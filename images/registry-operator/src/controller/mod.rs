@@ -10,6 +10,7 @@ mod context;
 mod credentials;
 mod egress;
 mod http;
+pub mod latest;
 mod limits;
 mod memory;
 pub mod metrics;

@@ -20,7 +20,8 @@ use super::shared;
 use super::snapshot::Snapshot;
 use super::view::RegistryView;
 use super::writer::{self, Written};
-use crate::api::{MIN_SCAN_INTERVAL, Registry, RegistryStatus, ScanStatus};
+use crate::api::{MIN_SCAN_INTERVAL, PolicySpec, Registry, RegistryStatus, ScanStatus};
+use crate::latest;
 use crate::registry::{
     ScanError, ScanKey, ScanOptions, ScanReport, Share, SharedRequest, Target, scan,
 };
@@ -265,6 +266,13 @@ async fn prepare(job: &Job, ctx: &Context) -> Result<Prepared, Error> {
             return Ok(Err(((e.reason().as_str(), e.to_string()), versions)));
         }
     };
+    // A range or pattern CEL could not check fails the scan before it starts; the last
+    // good images and latest stay.
+    if let Some(Err(e)) = job.obj.spec.policy.as_ref().map(PolicySpec::compile) {
+        let versions = ctx.secrets.versions_of(&job.obj);
+        let message = format!("spec.policy is invalid: {e}");
+        return Ok(Err(((latest::REASON_INVALID_SPEC, message), versions)));
+    }
     let ns = job.obj.namespace().unwrap_or_default();
     let inputs = secrets::read_inputs(ctx, &ns, &job.obj.spec, &target).await?;
     Ok(match inputs {
@@ -398,7 +406,7 @@ fn outcome_of_scan(
     result: Result<ScanReport, crate::registry::ScanError>,
     versions: String,
 ) -> Outcome {
-    let report = match result {
+    let mut report = match result {
         Ok(r) => r,
         Err(e) => {
             let problem = (e.reason().as_str(), e.to_string());
@@ -422,8 +430,35 @@ fn outcome_of_scan(
     tracing::info!(registry = %job.key, tags = report.images.len(), gets = report.requests.manifest_gets, ms = report.duration.as_millis() as u64, "scan succeeded");
 
     let previous = job.obj.status.as_ref();
-    let mut status = status::succeeded(conditions(job), &report, &status_context_now(job, ctx));
+    // Ordered by the policy before the cap, so that maxImages keeps what it ranks highest.
+    let evaluation = job
+        .obj
+        .spec
+        .policy
+        .as_ref()
+        .and_then(|p| p.compile().ok())
+        .map(|p| latest::order_report(&p, &mut report, super::latest::now()));
+    let sctx = status_context_now(job, ctx);
+    let mut status = status::succeeded(conditions(job), &report, &sctx);
+    let applied = latest::apply(
+        &mut status,
+        evaluation.as_ref(),
+        latest::Before {
+            latest: previous.and_then(|s| s.latest.as_ref()),
+            has_previous: previous.is_some_and(|s| s.previous_latest.is_some()),
+        },
+        conditions(job),
+        &sctx,
+    );
+    ctx.metrics.latest.set(&labels, status.latest.as_ref());
     let mut events = Vec::new();
+    if let Some((from, to)) = &applied.moved {
+        events.push(event(
+            false,
+            latest::REASON_NEWER_VERSION,
+            latest::moved_note(from, to),
+        ));
+    }
     if !previous.is_some_and(|s| s.last_scan_status == Some(ScanStatus::Success)) {
         events.push(event(
             false,
@@ -469,7 +504,10 @@ fn outcome_of_scan(
     }
     Outcome {
         generation: job.obj.metadata.generation,
-        status: status::StatusPatch { status, clear: &[] },
+        status: status::StatusPatch {
+            status,
+            clear: applied.clear,
+        },
         images_hash: (!unchanged).then_some(hash),
         events,
     }

@@ -353,7 +353,22 @@ async fn refresh_object(ctx: &Context, key: &str, work: &Work) -> anyhow::Result
         };
         let mut facts = options.known;
         facts.extend(report.facts.iter().map(|(d, f)| (d.clone(), f.clone())));
-        let (patch, all) = status::event_applied(&known, unlisted, &report, &facts, &sctx);
+        let (mut patch, mut all) = status::event_applied(&known, unlisted, &report, &facts, &sctx);
+        let moved = match obj.spec.policy.as_ref().and_then(|p| p.compile().ok()) {
+            Some(policy) => {
+                let applied = crate::latest::apply_to_refresh(
+                    &policy,
+                    &mut patch,
+                    &mut all,
+                    previous.latest.as_ref(),
+                    &previous.conditions,
+                    &sctx,
+                    super::latest::now(),
+                );
+                applied.moved
+            }
+            None => None,
+        };
         let c = changes::diff(&known, &all);
         if c == changes::Changes::default() {
             remember(ctx, key, &uid, &facts, &all, None);
@@ -366,6 +381,21 @@ async fn refresh_object(ctx: &Context, key: &str, work: &Work) -> anyhow::Result
             Err(e) => return Err(e.into()),
         }
         tracing::info!(registry = %key, added = c.added.len(), changed = c.changed.len(), removed = c.removed.len(), heads = report.requests.manifest_heads, gets = report.requests.manifest_gets, "tags refreshed by a webhook event");
+        if obj.spec.policy.is_some() {
+            let (namespace, name) = (ns.to_string(), name.to_string());
+            let labels = super::metrics::ObjectLabels { namespace, name };
+            ctx.metrics
+                .latest
+                .set(&labels, patch.status.latest.as_ref());
+        }
+        if let Some((from, to)) = &moved {
+            let event = PendingEvent {
+                warning: false,
+                reason: crate::latest::REASON_NEWER_VERSION.to_string(),
+                note: format!("{} (webhook event)", crate::latest::moved_note(from, to)),
+            };
+            writer::publish(ctx, &obj, &event).await;
+        }
         for (tags, reason, verb) in [
             (&c.added, "TagsAdded", "added"),
             (&c.changed, "DigestsChanged", "changed digest"),

@@ -42,6 +42,11 @@ pub struct StatusView {
     pub referrers_checked_at: Option<Time>,
     #[serde(default)]
     pub conditions: Vec<Condition>,
+    /// What `spec.policy` selected last: a move is announced.
+    #[serde(default)]
+    pub latest: Option<crate::registry::Latest>,
+    #[serde(default)]
+    pub previous_latest: Option<crate::registry::Latest>,
 }
 
 impl Resource for RegistryView {

@@ -2,7 +2,8 @@
 //! `scan` CLI both call it. Layers, each using only those above it in this list:
 //!
 //! - base data: `artifact`, `error`, `model`, `facts`, `limits`, `order`, `target`, `timestamp`, and `cache` (the one
-//!   bounded, per-tenant cache every layer keeps its state in);
+//!   bounded, per-tenant cache every layer keeps its state in), and `policy` (which tag is the
+//!   newest version a `spec.policy` allows: pure, over the images a scan found);
 //! - `transport`: HTTP, egress, body budget, per-host gates, retry timing, error classes;
 //! - `auth`: credentials, challenges, tokens, learned auth modes;
 //! - `session`: one scan's conversation — auth flow, retries, redirects, deadline, messages;
@@ -22,6 +23,7 @@ mod limits;
 mod listing;
 mod model;
 pub mod order;
+pub mod policy;
 mod protocol;
 mod registry_client;
 mod scanner;

@@ -115,3 +115,24 @@ pub async fn plain_registry_with(
         .unwrap();
     (reg, pusher)
 }
+
+/// Pushes a one-layer OCI image under `tag` whose manifest carries the
+/// `org.opencontainers.image.created` annotation `created`; returns its digest.
+pub async fn push_created(
+    pusher: &Pusher,
+    repository: &str,
+    tag: &str,
+    seed: u64,
+    created: &str,
+) -> String {
+    let mut built = ImageSpec::new(Format::Oci, seed, &[500]).build();
+    let mut manifest: serde_json::Value = serde_json::from_slice(&built.manifest).unwrap();
+    manifest["annotations"] = serde_json::json!({"org.opencontainers.image.created": created});
+    built.manifest = serde_json::to_vec(&manifest).unwrap().into();
+    built.digest = testenv::push::sha256_digest(&built.manifest);
+    pusher
+        .push_built(repository, Some(tag), &built)
+        .await
+        .unwrap();
+    built.digest
+}

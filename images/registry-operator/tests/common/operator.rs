@@ -149,6 +149,17 @@ impl Operator {
     /// chart's ServiceAccount ([`chart_kubeconfig`]) with its Leases in the module's namespace,
     /// as in the chart's Deployment, named after `namespace` unless `extra` names them.
     pub async fn start(cp: &ControlPlane, namespace: &str, extra: &[&str]) -> Self {
+        Self::start_env(cp, namespace, extra, &[]).await
+    }
+
+    /// [`Operator::start`] with extra environment variables (test hooks such as
+    /// `REGISTRY_OPERATOR_TEST_NOW_FILE`).
+    pub async fn start_env(
+        cp: &ControlPlane,
+        namespace: &str,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Self {
         let kubeconfig = chart_kubeconfig(cp).await;
         let lease = format!("registry-operator-{namespace}");
         let mut args = vec!["--namespace", namespace];
@@ -156,7 +167,7 @@ impl Operator {
             args.extend(["--leader-election-lease-name", lease.as_str()]);
         }
         args.extend(extra);
-        Self::spawn(kubeconfig, &args, Some(MODULE_NAMESPACE)).await
+        Self::spawn(kubeconfig, &args, Some(MODULE_NAMESPACE), env).await
     }
 
     /// As an administrator, its Leases in `namespace`: for leader-election and shard tests
@@ -178,19 +189,20 @@ impl Operator {
             args.extend(["--leader-election-namespace", namespace]);
         }
         args.extend(extra);
-        Self::spawn(kubeconfig, &args, None).await
+        Self::spawn(kubeconfig, &args, None, &[]).await
     }
 
     /// An operator over every namespace (its Leases in `default`): only for a test binary of
     /// its own, since it works on every Registry of the control plane.
     pub async fn start_all_namespaces(cp: &ControlPlane, extra: &[&str]) -> Self {
-        Self::spawn(cp.kubeconfig_path(), extra, None).await
+        Self::spawn(cp.kubeconfig_path(), extra, None, &[]).await
     }
 
     async fn spawn(
         kubeconfig: &std::path::Path,
         run_args: &[&str],
         pod_namespace: Option<&str>,
+        env: &[(&str, &str)],
     ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("operator.log");
@@ -206,6 +218,7 @@ impl Operator {
             .args(run_args)
             .env("KUBECONFIG", kubeconfig)
             .envs(pod_namespace.map(|ns| ("POD_NAMESPACE", ns)))
+            .envs(env.iter().copied())
             .env_remove("RUST_LOG")
             .stdout(Stdio::from(std::fs::File::create(&log).unwrap()))
             .stderr(Stdio::from(

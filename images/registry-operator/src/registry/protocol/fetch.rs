@@ -30,7 +30,14 @@ pub(crate) enum Fetched {
     Facts(ManifestFacts),
     /// An image manifest, and the config it names (read for `created` only when asked).
     Image(ManifestFacts, super::config::ConfigRef),
-    Index(String, Vec<manifest::IndexEntry>, manifest::IndexExtra),
+    /// Media type, entries (platforms; a fallback index's referrers), what else the index
+    /// says, and its own creation annotation.
+    Index(
+        String,
+        Vec<manifest::IndexEntry>,
+        manifest::IndexExtra,
+        Option<crate::registry::Timestamp>,
+    ),
     /// Media type and distinct layer blobs.
     Schema1(String, Vec<String>),
 }
@@ -73,6 +80,8 @@ pub(crate) fn describe(body: &[u8], media_type: String) -> Fetched {
             ..ManifestFacts::default()
         })
     };
+    let created_at = manifest::created_annotation(body);
+    let created_source = created_at.map(|_| crate::registry::CreatedSource::Annotation);
     match manifest::kind_of(&media_type) {
         Kind::Image => {
             let (size, artifact_type) = match manifest::image_summary(body) {
@@ -87,11 +96,13 @@ pub(crate) fn describe(body: &[u8], media_type: String) -> Fetched {
                 media_type: Some(media_type),
                 platforms: Vec::new(),
                 artifact_type,
+                created_at,
+                created_source,
                 ..ManifestFacts::default()
             })
         }
         Kind::Index => match manifest::index_contents(body) {
-            Ok((entries, extra)) => Fetched::Index(media_type, entries, extra),
+            Ok((entries, extra)) => Fetched::Index(media_type, entries, extra, created_at),
             Err(e) => {
                 tracing::warn!(%media_type, error = %e, "index has no usable platforms");
                 sizeless(media_type)

@@ -217,6 +217,34 @@ pub struct IndexExtra {
     pub listed: Vec<Referrer>,
 }
 
+/// The OCI annotation a publisher sets to the image's build time.
+pub const CREATED_ANNOTATION: &str = "org.opencontainers.image.created";
+
+/// Earliest creation time taken at its word: anything before is a zeroed or made-up value
+/// (reproducible builds write 1970-01-01), not a build time to order by.
+const EARLIEST_CREATED: i64 = 315_532_800; // 1980-01-01T00:00:00Z
+/// A creation time further ahead of the clock than this is a wrong clock, not a build.
+const CREATED_FUTURE_SLACK: i64 = 86_400;
+
+/// The manifest's or index's own `org.opencontainers.image.created` annotation (never an
+/// index entry's): `None` when absent, not RFC 3339, or absurd.
+pub fn created_annotation(body: &[u8]) -> Option<crate::registry::Timestamp> {
+    #[derive(serde::Deserialize)]
+    struct Annotated {
+        #[serde(default)]
+        annotations: Option<std::collections::HashMap<String, serde_json::Value>>,
+    }
+    let annotated: Annotated = serde_json::from_slice(body).ok()?;
+    let text = annotated.annotations?.remove(CREATED_ANNOTATION)?;
+    let at = crate::registry::Timestamp::parse(text.as_str()?)?;
+    let latest = crate::registry::Timestamp::now()
+        .unix()
+        .saturating_add(CREATED_FUTURE_SLACK);
+    (EARLIEST_CREATED..=latest)
+        .contains(&at.unix())
+        .then_some(at)
+}
+
 /// One platform entry of an index, before its size is known.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IndexEntry {
@@ -359,6 +387,42 @@ pub fn representative_size(platforms: &[Platform]) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn created_annotation_is_read_and_absurd_values_ignored() {
+        let with = |v: &str| {
+            format!(
+                r#"{{"schemaVersion":2,"annotations":{{"{CREATED_ANNOTATION}":{v}}},"manifests":[]}}"#
+            )
+        };
+        assert_eq!(
+            created_annotation(with(r#""2024-03-01T12:30:45.5+02:00""#).as_bytes())
+                .map(|t| t.to_string())
+                .as_deref(),
+            Some("2024-03-01T10:30:45Z")
+        );
+        for absurd in [
+            r#""yesterday""#,
+            r#""1970-01-01T00:00:00Z""#,
+            r#""9999-12-31T23:59:59Z""#,
+            "42",
+            "null",
+            r#""""#,
+        ] {
+            assert_eq!(
+                created_annotation(with(absurd).as_bytes()),
+                None,
+                "{absurd}"
+            );
+        }
+        assert_eq!(created_annotation(b"{}"), None);
+        assert_eq!(created_annotation(b"not json"), None);
+        // An entry's annotation is the child's, not this manifest's.
+        let child_only = format!(
+            r#"{{"manifests":[{{"annotations":{{"{CREATED_ANNOTATION}":"2024-01-01T00:00:00Z"}}}}]}}"#
+        );
+        assert_eq!(created_annotation(child_only.as_bytes()), None);
+    }
 
     const CFG: &str = "sha256:1111111111111111111111111111111111111111111111111111111111111111";
     const L1: &str = "sha256:2222222222222222222222222222222222222222222222222222222222222222";

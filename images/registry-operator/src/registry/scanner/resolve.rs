@@ -11,7 +11,7 @@ use crate::registry::order::compare_tags;
 use crate::registry::protocol::manifest;
 use crate::registry::protocol::{ConfigRef, Fetched, HeadOutcome, blob_size, fetch, head};
 use crate::registry::session::Session;
-use crate::registry::{Image, ManifestFacts, ScanError, TagFailure};
+use crate::registry::{CreatedSource, Image, ManifestFacts, ScanError, TagFailure, Timestamp};
 
 pub(super) struct Found {
     pub images: Vec<Image>,
@@ -109,8 +109,8 @@ pub(super) async fn resolve(
                 configs.insert(digest.clone(), config);
                 resolutions.insert(digest, Resolution::Complete(f));
             }
-            Some(Fetched::Index(media_type, entries, extra)) => {
-                indexes.push((digest, media_type, entries, extra))
+            Some(Fetched::Index(media_type, entries, extra, created)) => {
+                indexes.push((digest, media_type, entries, extra, created))
             }
             Some(Fetched::Schema1(media_type, blobs)) => schema1s.push((digest, media_type, blobs)),
             None => {
@@ -195,18 +195,23 @@ pub(super) async fn resolve(
     Ok((found, failures))
 }
 
+/// An index fetched this scan: its digest, media type, entries, what else it says, and its
+/// own creation annotation.
+type FetchedIndex = (
+    String,
+    String,
+    Vec<manifest::IndexEntry>,
+    manifest::IndexExtra,
+    Option<Timestamp>,
+);
+
 /// Platform sizes of new indexes: one GET per child digest nobody has resolved yet. A child
 /// that cannot be read leaves the index's facts partial, so the next scan tries again.
 async fn resolve_indexes(
     session: &Session<'_>,
     options: &ScanOptions,
     concurrency: usize,
-    indexes: Vec<(
-        String,
-        String,
-        Vec<manifest::IndexEntry>,
-        manifest::IndexExtra,
-    )>,
+    indexes: Vec<FetchedIndex>,
     resolutions: &mut HashMap<String, Resolution>,
     configs: &mut HashMap<String, ConfigRef>,
 ) -> Result<(), ScanError> {
@@ -216,7 +221,7 @@ async fn resolve_indexes(
     };
     let children: HashSet<String> = indexes
         .iter()
-        .flat_map(|(_, _, entries, _)| entries.iter().map(|e| e.platform.digest.clone()))
+        .flat_map(|(_, _, entries, _, _)| entries.iter().map(|e| e.platform.digest.clone()))
         .filter(|d| size_of(resolutions, d).is_none())
         .collect();
     let mut child_results: HashMap<String, Result<Option<i64>, String>> = HashMap::new();
@@ -235,7 +240,7 @@ async fn resolve_indexes(
         };
         child_results.insert(digest, size);
     }
-    for (digest, media_type, entries, extra) in indexes {
+    for (digest, media_type, entries, extra, created_at) in indexes {
         let mut missing = Vec::new();
         let platforms: Vec<_> = entries
             .into_iter()
@@ -261,6 +266,8 @@ async fn resolve_indexes(
             platforms,
             artifact_type: extra.artifact_type,
             listed: extra.listed,
+            created_at,
+            created_source: created_at.map(|_| CreatedSource::Annotation),
             ..ManifestFacts::default()
         };
         let r = match missing.first() {

@@ -298,7 +298,7 @@ async fn scan_created_reads_each_config_once_and_previous_reads_none() {
     let first: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     for image in first["images"].as_array().unwrap() {
         assert_eq!(image["createdAt"], CONFIG_CREATED, "{image}");
-        assert_eq!(image["timestampSource"]["createdAt"], "config", "{image}");
+        assert_eq!(image["timestampSource"]["createdAt"], "Config", "{image}");
     }
     assert_eq!(
         proxy.count("GET", "/blobs/"),

@@ -582,17 +582,30 @@ async fn measure(
     for (i, r) in replicas.iter().enumerate() {
         let cpu1 = sys::cpu_seconds(r.pid)?;
         let bytes = r.meter.bytes() - bytes0[i];
+        // A replica's own cycle: per scan it made in the window, times the objects it holds.
+        // With shared scans the objects of a repository finish together, so a window of a
+        // few thousand scans gives replicas uneven slices of the cycle; scaling each by its
+        // own scans and objects measures its cost per cycle, not the slice it happened to get.
+        let own_scans = ms1[i].scans() - ms0[i].scans();
+        let own_objects = ms1[i].scanned_objects as f64;
+        let own_cycle = |v: f64| {
+            if own_scans > 0.0 && own_objects > 0.0 {
+                v / own_scans * own_objects
+            } else {
+                per_cycle(v)
+            }
+        };
         replica.push(ReplicaResult {
             identity: r.identity.clone(),
             peak_rss_kib: sys::status_kib(r.pid, "VmHWM")?,
             end_rss_kib: sys::status_kib(r.pid, "VmRSS")?,
             initial_cpu_seconds: cpu0[i],
-            cycle_cpu_seconds: per_cycle(cpu1 - cpu0[i]),
+            cycle_cpu_seconds: own_cycle(cpu1 - cpu0[i]),
             window_scans: ms1[i].scans() - ms0[i].scans(),
             objects_scanned: ms1[i].scanned_objects,
             shards_held: ms1[i].shards_held,
-            cycle_bytes_to_apiserver: per_cycle(bytes.to_apiserver as f64),
-            cycle_bytes_from_apiserver: per_cycle(bytes.from_apiserver as f64),
+            cycle_bytes_to_apiserver: own_cycle(bytes.to_apiserver as f64),
+            cycle_bytes_from_apiserver: own_cycle(bytes.from_apiserver as f64),
         });
     }
     let listing = list_all(client).await?;

@@ -77,9 +77,11 @@ pub struct Context {
     pub scan_keys: ScanKeys,
 }
 
-/// Finished shared results kept for objects that become due later, and one namespace's part.
-const SHARED_BYTES: usize = 64 << 20;
-const SHARED_SHARE: usize = 16 << 20;
+/// Finished shared results kept for objects that become due a little later, and one
+/// namespace's part. Small: the objects of a key fall into step and mostly join a running
+/// scan; a result evicted early only costs a straggler its own scan.
+const SHARED_BYTES: usize = 16 << 20;
+const SHARED_SHARE: usize = 4 << 20;
 
 /// Pooled clients, and one namespace's part. A client is charged its CA bundle and this much
 /// for its connection pool and TLS configuration (an estimate: idle connections come and go).

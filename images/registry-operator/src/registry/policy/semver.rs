@@ -122,6 +122,7 @@ pub struct Range {
 impl Range {
     pub fn parse(text: &str) -> Result<Self, String> {
         let rewritten = RANGE_RE.replace_all(text, |c: &regex::Captures<'_>| {
+            // ok: groups 1 and 11 are the two mandatory `({CV})` of a match (CV holds 9 groups).
             format!(">= {}, <= {}", &c[1], &c[11])
         });
         let mut groups = Vec::new();

@@ -328,6 +328,19 @@ async fn run_scan(
     ));
     let filter = shared::filter_id(spec);
     let users = ctx.scan_keys.register(&job.key, &key, &filter);
+    // What the object learned in another conversation (a registry, repository or credential
+    // it named before) must not reach the others of this key: manifests are checked against
+    // their digests, but referrers and a failed tag's last digest are what a registry said.
+    let options = if !users.moved_from_another_key {
+        options
+    } else {
+        ScanOptions {
+            known: Default::default(),
+            known_tags: Default::default(),
+            referrers_checked_at: None,
+            ..options
+        }
+    };
     let request = SharedRequest {
         tenant: &ns,
         key,

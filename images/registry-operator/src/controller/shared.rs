@@ -27,12 +27,16 @@ struct Inner {
 pub struct Users {
     pub filters: BTreeSet<FilterId>,
     pub objects: usize,
+    /// The object was registered with another key before: what it learned came from another
+    /// conversation.
+    pub moved_from_another_key: bool,
 }
 
 impl ScanKeys {
     /// `object` scans `key` with `filter` (from now on, instead of whatever it did before).
     pub fn register(&self, object: &str, key: &ScanKey, filter: &FilterId) -> Users {
         let mut inner = self.inner.lock();
+        let moved_from_another_key = inner.by_object.get(object).is_some_and(|(k, _)| k != key);
         let same = inner
             .by_object
             .get(object)
@@ -56,6 +60,7 @@ impl ScanKeys {
                 .map(|f| f.keys().cloned().collect())
                 .unwrap_or_default(),
             objects: filters.map_or(0, |f| f.values().sum()),
+            moved_from_another_key,
         }
     }
 
@@ -161,7 +166,18 @@ mod tests {
     fn registrations_follow_objects_and_their_filters() {
         let keys = ScanKeys::default();
         let v1: FilterId = (Some("^v1".into()), None);
-        assert_eq!(keys.register("a/x", &key("app"), &v1).objects, 1);
+        let first = keys.register("a/x", &key("app"), &v1);
+        assert_eq!((first.objects, first.moved_from_another_key), (1, false));
+        assert!(
+            !keys
+                .register("a/x", &key("app"), &(None, None))
+                .moved_from_another_key
+        );
+        assert!(
+            keys.register("a/x", &key("elsewhere"), &v1)
+                .moved_from_another_key
+        );
+        keys.register("a/x", &key("app"), &v1);
         let users = keys.register("b/x", &key("app"), &(None, None));
         assert_eq!((users.objects, users.filters.len()), (2, 2));
         // Registering again changes nothing; moving to another key leaves the first.

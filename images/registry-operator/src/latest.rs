@@ -181,23 +181,15 @@ mod tests {
     use std::time::Duration;
 
     fn report(tags: &[&str]) -> ScanReport {
-        ScanReport {
-            images: tags
-                .iter()
+        ScanReport::of_images(
+            tags.iter()
                 .map(|t| Image {
                     tag: t.to_string(),
                     digest: format!("sha256:{:0>64}", t.len()),
                     ..Image::default()
                 })
                 .collect(),
-            facts: Default::default(),
-            requests: RequestCounts::default(),
-            vanished_tags: vec![],
-            failed_tags: vec![],
-            duration: Duration::ZERO,
-            native: None,
-            referrers_checked_at: None,
-        }
+        )
     }
 
     fn ctx(max: usize) -> Context {

@@ -414,14 +414,8 @@ mod tests {
 
     fn report(tags: &[&str]) -> ScanReport {
         ScanReport {
-            images: tags.iter().map(|t| image(t)).collect(),
-            facts: Default::default(),
-            requests: RequestCounts::default(),
-            vanished_tags: vec![],
-            failed_tags: vec![],
             duration: Duration::from_millis(5),
-            native: None,
-            referrers_checked_at: None,
+            ..ScanReport::of_images(tags.iter().map(|t| image(t)).collect())
         }
     }
 

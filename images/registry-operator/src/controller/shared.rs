@@ -194,20 +194,16 @@ mod tests {
     #[test]
     fn a_view_shows_only_the_objects_own_tags() {
         let report = ScanReport {
-            images: ["v1.0", "v2.0", "latest"]
-                .iter()
-                .map(|t| crate::registry::Image {
-                    tag: t.to_string(),
-                    ..Default::default()
-                })
-                .collect(),
-            facts: HashMap::new(),
-            requests: Default::default(),
             vanished_tags: vec!["v2.1".into()],
-            failed_tags: vec![],
-            duration: Duration::ZERO,
-            native: None,
-            referrers_checked_at: None,
+            ..ScanReport::of_images(
+                ["v1.0", "v2.0", "latest"]
+                    .iter()
+                    .map(|t| crate::registry::Image {
+                        tag: t.to_string(),
+                        ..Default::default()
+                    })
+                    .collect(),
+            )
         };
         let mine = TagFilter::new(Some("^v1"), None).unwrap();
         let seen = view(&report, &mine);

@@ -113,6 +113,23 @@ pub struct ScanReport {
     pub referrers_checked_at: Option<Timestamp>,
 }
 
+#[cfg(test)]
+impl ScanReport {
+    /// A report holding just `images`, for the unit tests that build statuses from one.
+    pub(crate) fn of_images(images: Vec<Image>) -> Self {
+        Self {
+            images,
+            facts: HashMap::new(),
+            requests: RequestCounts::default(),
+            vanished_tags: Vec::new(),
+            failed_tags: Vec::new(),
+            duration: Duration::ZERO,
+            native: None,
+            referrers_checked_at: None,
+        }
+    }
+}
+
 pub async fn scan(
     client: &RegistryClient,
     target: &Target,

@@ -236,10 +236,9 @@ impl Weigh for RefreshReport {
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::AtomicUsize;
-    use std::time::Duration;
 
     use super::*;
-    use crate::registry::{Image, ListingMode, RequestCounts, Target};
+    use crate::registry::{Image, ListingMode, Target};
 
     fn key(repo: &str) -> ScanKey {
         ScanKey::new(
@@ -252,23 +251,15 @@ mod tests {
     }
 
     fn report(tags: &[&str]) -> ScanReport {
-        ScanReport {
-            images: tags
-                .iter()
+        ScanReport::of_images(
+            tags.iter()
                 .map(|t| Image {
                     tag: t.to_string(),
                     digest: format!("sha256:{:0>64}", t.len()),
                     ..Image::default()
                 })
                 .collect(),
-            facts: HashMap::new(),
-            requests: RequestCounts::default(),
-            vanished_tags: vec![],
-            failed_tags: vec![],
-            duration: Duration::from_millis(1),
-            native: None,
-            referrers_checked_at: None,
-        }
+        )
     }
 
     fn all() -> FilterId {
